@@ -1,0 +1,3 @@
+from rproxy.cli import main
+
+raise SystemExit(main())

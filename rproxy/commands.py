@@ -1,0 +1,315 @@
+"""The command table: for every command, where its keys are and how the proxy routes it.
+
+Built from the backend's ``COMMAND`` reply (Redis 7 key specs, src/db.c getKeysUsingKeySpecs)
+plus a small table of proxy rules (``PROXY_RULES``), so a command added to Redis routes
+correctly without a code change. Pure: no sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from rproxy.resp import string2ll
+
+
+class Route(enum.IntEnum):
+    KEYED = 0  # by the slot of its keys (all in one slot), or any master if it has none
+    ANY = 1  # keyless; any master can answer (TIME, LASTSAVE, PUBLISH, COMMAND, ...)
+    LOCAL = 2  # answered by the proxy itself
+    ALL_MASTERS = 3  # sent to every master, replies merged
+    REFUSED = 4  # not supported behind this proxy; ``why`` says so
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One Redis key spec: where to start looking (begin_search) and how to find keys."""
+
+    bs_index: int = 0  # begin_search index (0 = keyword search)
+    bs_keyword: bytes = b""
+    bs_startfrom: int = 0
+    fk_keynum: bool = False  # find_keys: keynum (else range)
+    lastkey: int = 0  # range
+    keystep: int = 1
+    limit: int = 0
+    keynumidx: int = 0  # keynum
+    firstkey: int = 0
+
+
+@dataclass(slots=True)
+class CommandInfo:
+    name: bytes  # upper case; a subcommand is b"CONTAINER|SUB"
+    arity: int = -1
+    flags: frozenset[bytes] = frozenset()
+    key_specs: tuple[KeySpec, ...] = ()
+    keys_proc: Callable[[list[bytes]], list[int]] | None = None
+    route: Route = Route.KEYED
+    why: str = ""  # for REFUSED
+    single_key: int = 0  # index of the only key, for the common one-key commands (fast path)
+    subcommands: dict[bytes, CommandInfo] = field(default_factory=dict)
+
+    @property
+    def readonly(self) -> bool:
+        return b"readonly" in self.flags
+
+    def key_positions(self, argv: list[bytes]) -> list[int]:
+        """Argument indexes of the keys in ``argv`` (Redis getKeysUsingKeySpecs); an invalid
+        spec (e.g. a non-numeric numkeys) yields no keys, and the backend reports the error."""
+        if self.keys_proc is not None:
+            return self.keys_proc(argv)
+        argc = len(argv)
+        out: list[int] = []
+        for spec in self.key_specs:
+            if spec.bs_index:
+                first = spec.bs_index
+            else:
+                first = 0
+                sf = spec.bs_startfrom
+                start = sf if sf > 0 else argc + sf
+                end = argc - 1 if sf > 0 else 1
+                i = start
+                kw = spec.bs_keyword
+                while i != end:
+                    if i >= argc or i < 1:
+                        break
+                    if argv[i].upper() == kw:
+                        first = i + 1
+                        break
+                    i = i + 1 if start <= end else i - 1
+                if not first:
+                    continue
+            if spec.fk_keynum:
+                if first + spec.keynumidx >= argc:
+                    return []
+                numkeys = string2ll(argv[first + spec.keynumidx])
+                if numkeys is None or numkeys < 0:
+                    return []
+                first += spec.firstkey
+                last = first + numkeys - 1
+            elif spec.lastkey >= 0:
+                last = first + spec.lastkey
+            elif not spec.limit:
+                last = argc + spec.lastkey
+            else:
+                last = first + ((argc - first) // spec.limit + spec.lastkey)
+            step = spec.keystep or 1
+            i = first
+            while i <= last:
+                if i >= argc:
+                    if self.arity < 0:
+                        break
+                    return []
+                out.append(i)
+                i += step
+        return out
+
+
+def _sort_keys(argv: list[bytes]) -> list[int]:
+    """Redis sortGetKeys: the key, plus the destination of STORE (BY/GET patterns are not
+    keys; LIMIT takes two arguments)."""
+    out = [1] if len(argv) > 1 else []
+    skip = {b"LIMIT": 2, b"GET": 1, b"BY": 1}
+    i = 2
+    while i < len(argv):
+        word = argv[i].upper()
+        if word in skip:
+            i += skip[word]
+        elif word == b"STORE" and i + 1 < len(argv):
+            out.append(i + 1)
+            i += 1
+        i += 1
+    return out
+
+
+def _parse_key_spec(raw: list[object]) -> KeySpec | None:
+    d = _kv(raw)
+    bs = _kv(d.get(b"begin_search", []))
+    fk = _kv(d.get(b"find_keys", []))
+    bspec = _kv(bs.get(b"spec", []))
+    fspec = _kv(fk.get(b"spec", []))
+    kw: dict[str, object] = {}
+    if bs.get(b"type") == b"index":
+        kw["bs_index"] = int(bspec[b"index"])  # type: ignore[arg-type]
+    elif bs.get(b"type") == b"keyword":
+        kw["bs_keyword"] = bytes(bspec[b"keyword"]).upper()  # type: ignore[arg-type]
+        kw["bs_startfrom"] = int(bspec[b"startfrom"])  # type: ignore[arg-type]
+    else:
+        return None
+    if fk.get(b"type") == b"range":
+        kw["lastkey"] = int(fspec[b"lastkey"])  # type: ignore[arg-type]
+        kw["keystep"] = int(fspec[b"keystep"])  # type: ignore[arg-type]
+        kw["limit"] = int(fspec[b"limit"])  # type: ignore[arg-type]
+    elif fk.get(b"type") == b"keynum":
+        kw["fk_keynum"] = True
+        kw["keynumidx"] = int(fspec[b"keynumidx"])  # type: ignore[arg-type]
+        kw["firstkey"] = int(fspec[b"firstkey"])  # type: ignore[arg-type]
+        kw["keystep"] = int(fspec[b"keystep"])  # type: ignore[arg-type]
+    else:
+        return None
+    return KeySpec(**kw)  # type: ignore[arg-type]
+
+
+def _kv(flat: object) -> dict[bytes, object]:
+    items = list(flat) if isinstance(flat, list) else []
+    return {bytes(k).lower(): v for k, v in zip(items[::2], items[1::2])}  # type: ignore[arg-type]
+
+
+def _info_from_reply(entry: list[object]) -> CommandInfo:
+    name = bytes(entry[0]).upper()  # type: ignore[arg-type]
+    specs: list[KeySpec] = []
+    incomplete = False
+    raw_specs = entry[8] if len(entry) > 8 else []
+    for raw in raw_specs:  # type: ignore[union-attr]
+        spec = _parse_key_spec(raw)  # type: ignore[arg-type]
+        if spec is None:
+            incomplete = True
+        else:
+            specs.append(spec)
+    info = CommandInfo(
+        name=name,
+        arity=int(entry[1]),  # type: ignore[call-overload]
+        flags=frozenset(bytes(f).lower() for f in entry[2]),  # type: ignore[union-attr]
+        key_specs=tuple(specs),
+    )
+    if name in (b"SORT", b"SORT_RO"):
+        info.keys_proc = _sort_keys
+    elif incomplete and not specs:
+        info.keys_proc = None
+    subs = entry[9] if len(entry) > 9 else []
+    for sub in subs:  # type: ignore[union-attr]
+        sinfo = _info_from_reply(sub)  # type: ignore[arg-type]
+        info.subcommands[sinfo.name.split(b"|", 1)[-1]] = sinfo
+    return info
+
+
+# -- proxy rules: what the proxy does instead of (or on top of) plain slot routing ----------------
+_PINNED = "it needs a dedicated backend connection, which this proxy does not provide yet"
+_ADMIN = "it administers one server; run it against the cluster nodes directly"
+_TOPOLOGY = "the proxy hides the cluster topology"
+
+PROXY_RULES: dict[bytes, tuple[Route, str]] = {
+    # answered locally
+    b"PING": (Route.LOCAL, ""),
+    b"ECHO": (Route.LOCAL, ""),
+    b"QUIT": (Route.LOCAL, ""),
+    b"SELECT": (Route.LOCAL, ""),
+    b"HELLO": (Route.LOCAL, ""),
+    b"INFO": (Route.LOCAL, ""),
+    b"AUTH": (Route.LOCAL, ""),
+    b"RESET": (Route.LOCAL, ""),
+    b"READONLY": (Route.LOCAL, ""),
+    b"READWRITE": (Route.LOCAL, ""),
+    b"ASKING": (Route.LOCAL, ""),
+    b"CLIENT": (Route.LOCAL, ""),
+    b"CLUSTER": (Route.LOCAL, ""),
+    # every master, merged
+    b"DBSIZE": (Route.ALL_MASTERS, ""),
+    b"KEYS": (Route.ALL_MASTERS, ""),
+    # refused until the connection-pinning work lands: on a shared connection they would
+    # block or capture other clients' commands
+    b"MULTI": (Route.REFUSED, _PINNED),
+    b"EXEC": (Route.REFUSED, _PINNED),
+    b"DISCARD": (Route.REFUSED, _PINNED),
+    b"WATCH": (Route.REFUSED, _PINNED),
+    b"UNWATCH": (Route.REFUSED, _PINNED),
+    b"SUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"PSUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"SSUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"UNSUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"PUNSUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"SUNSUBSCRIBE": (Route.REFUSED, _PINNED),
+    b"MONITOR": (Route.REFUSED, _PINNED),
+    b"WAIT": (Route.REFUSED, "WAIT counts replicas per backend connection, which clients share"),
+    # meaningless or dangerous behind a proxy
+    b"SWAPDB": (Route.REFUSED, "a Redis Cluster has only database 0"),
+    b"MOVE": (Route.REFUSED, "a Redis Cluster has only database 0"),
+    b"MIGRATE": (Route.REFUSED, _TOPOLOGY),
+    b"REPLICAOF": (Route.REFUSED, _TOPOLOGY),
+    b"SLAVEOF": (Route.REFUSED, _TOPOLOGY),
+    b"FAILOVER": (Route.REFUSED, _TOPOLOGY),
+    b"SYNC": (Route.REFUSED, _TOPOLOGY),
+    b"PSYNC": (Route.REFUSED, _TOPOLOGY),
+    b"REPLCONF": (Route.REFUSED, _TOPOLOGY),
+    b"ROLE": (Route.REFUSED, _TOPOLOGY),
+    b"SHUTDOWN": (Route.REFUSED, _ADMIN),
+    b"DEBUG": (Route.REFUSED, _ADMIN),
+    b"SAVE": (Route.REFUSED, _ADMIN),
+    b"BGSAVE": (Route.REFUSED, _ADMIN),
+    b"BGREWRITEAOF": (Route.REFUSED, _ADMIN),
+    b"ACL": (Route.REFUSED, _ADMIN),
+    b"MODULE": (Route.REFUSED, _ADMIN),
+    b"CONFIG": (Route.REFUSED, _ADMIN),
+    b"SLOWLOG": (Route.REFUSED, _ADMIN),
+    b"LATENCY": (Route.REFUSED, _ADMIN),
+    b"FLUSHALL": (Route.REFUSED, "it is not yet fanned out to every master"),
+    b"FLUSHDB": (Route.REFUSED, "it is not yet fanned out to every master"),
+    b"SCAN": (Route.REFUSED, "it is not yet fanned out to every master"),
+    b"RANDOMKEY": (Route.REFUSED, "it is not yet fanned out to every master"),
+    b"SCRIPT": (Route.REFUSED, "it is not yet fanned out to every master"),
+    b"FUNCTION": (Route.REFUSED, "it is not yet fanned out to every master"),
+}
+
+# Commands that block the connection they run on, whatever their flags say for the moment.
+_BLOCKING_OPTION = {b"XREAD": b"BLOCK", b"XREADGROUP": b"BLOCK"}
+
+
+class CommandTable:
+    """Name -> CommandInfo, with the proxy rules applied. Unknown names route as keyless
+    commands to any master, so the backend gives Redis's own "unknown command" error."""
+
+    def __init__(self, infos: Iterable[CommandInfo]) -> None:
+        self._by_name: dict[bytes, CommandInfo] = {}
+        for info in infos:
+            rule = PROXY_RULES.get(info.name)
+            if rule is not None:
+                info.route, info.why = rule
+            elif not info.key_specs and info.keys_proc is None:
+                info.route = Route.ANY
+            if b"blocking" in info.flags and info.name not in _BLOCKING_OPTION:
+                info.route, info.why = Route.REFUSED, _PINNED
+            for sub in info.subcommands.values():
+                sub.route = info.route if rule is not None else (
+                    Route.ANY if not sub.key_specs else Route.KEYED
+                )
+                sub.why = info.why
+            if (
+                len(info.key_specs) == 1
+                and info.keys_proc is None
+                and info.key_specs[0].bs_index
+                and not info.key_specs[0].fk_keynum
+                and info.key_specs[0].lastkey == 0
+            ):
+                info.single_key = info.key_specs[0].bs_index
+            self._by_name[info.name] = info
+        for name, (route, why) in PROXY_RULES.items():
+            if name not in self._by_name:
+                self._by_name[name] = CommandInfo(name=name, route=route, why=why)
+        self._unknown = CommandInfo(name=b"", route=Route.ANY)
+
+    @classmethod
+    def from_command_reply(cls, reply: list[object]) -> CommandTable:
+        return cls(_info_from_reply(e) for e in reply)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: bytes) -> bool:
+        return name.upper() in self._by_name
+
+    def names(self) -> list[bytes]:
+        return sorted(self._by_name)
+
+    def lookup(self, argv: list[bytes]) -> CommandInfo:
+        """The info that governs ``argv``: the subcommand's where the command has them."""
+        info = self._by_name.get(argv[0]) or self._by_name.get(argv[0].upper()) or self._unknown
+        if info.subcommands and len(argv) > 1:
+            sub = info.subcommands.get(argv[1].upper())
+            if sub is not None:
+                return sub
+        return info
+
+    def blocks(self, info: CommandInfo, argv: list[bytes]) -> bool:
+        """True if this call would block its connection (XREAD/XREADGROUP with BLOCK)."""
+        opt = _BLOCKING_OPTION.get(info.name)
+        return opt is not None and any(a.upper() == opt for a in argv[1:])

@@ -1,0 +1,268 @@
+"""Configuration: typed, unit-suffixed, validated, immutable.
+
+Sources, lowest to highest precedence: built-in defaults, the TOML file (``--config FILE`` or
+``RPROXY_CONFIG``), environment variables, command-line flags. Every key of the file can be set
+from the environment as ``RPROXY_<SECTION>_<KEY>`` (e.g. ``RPROXY_LIMITS_MAX_CLIENTS=500``); the
+common ones have short forms: ``RPROXY_LISTEN``, ``RPROXY_SEEDS`` (comma-separated),
+``RPROXY_LOG_LEVEL``, ``RPROXY_LOG_FORMAT``. Unknown keys and bad values are errors that name
+the key. ``config/rproxy.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rproxy.resp import RequestLimits
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key and the reason."""
+
+
+def parse_addr(text: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:7000``) -> (host, port)."""
+    host, sep, port_s = text.strip().rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_s)
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    listen: str = "127.0.0.1:7777"
+    seeds: tuple[str, ...] = ()
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def validate(self) -> None:
+        parse_addr(self.listen, "proxy.listen")
+        for s in self.seeds:
+            parse_addr(s, "proxy.seeds")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"proxy.log_level: expected debug, info, warning or error, got {self.log_level!r}"
+            )
+        if self.log_format not in ("auto", "console", "json"):
+            raise ConfigError(
+                f"proxy.log_format: expected auto, console or json, got {self.log_format!r}"
+            )
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_clients: int = 10000
+    max_bulk_len: int = 512 * 1024 * 1024
+    max_args: int = 1024 * 1024
+    query_buffer_limit: int = 256 * 1024 * 1024
+    output_buffer_limit: int = 256 * 1024 * 1024
+    max_pending_per_client: int = 10000
+    max_pending_per_backend: int = 100000
+
+    def validate(self) -> None:
+        _positive(self, "limits")
+        if self.max_bulk_len < 1024 * 1024:
+            raise ConfigError("limits.max_bulk_len: must be at least 1048576 (as in Redis)")
+        if self.query_buffer_limit < 1024 * 1024:
+            raise ConfigError("limits.query_buffer_limit: must be at least 1048576")
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(self.max_bulk_len, self.max_args, self.query_buffer_limit)
+
+
+@dataclass(frozen=True)
+class TimeoutsSection:
+    op_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+    client_idle_s: float = 0.0
+    shutdown_grace_s: float = 10.0
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v < 0 or (v == 0 and f.name != "client_idle_s"):
+                raise ConfigError(f"timeouts.{f.name}: must be > 0, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    refresh_interval_s: float = 10.0
+    refresh_min_interval_s: float = 0.5
+    max_redirects: int = 5
+    retry_backoff_s: float = 0.05
+    connections_per_node: int = 1
+
+    def validate(self) -> None:
+        _positive(self, "cluster")
+        if self.refresh_min_interval_s > self.refresh_interval_s:
+            raise ConfigError(
+                "cluster.refresh_min_interval_s: must not exceed cluster.refresh_interval_s"
+            )
+
+
+@dataclass(frozen=True)
+class EmbeddedSection:
+    masters: int = 3
+    replicas: int = 1
+    node_timeout_ms: int = 5000
+    redis_server: str = "redis-server"
+
+    def validate(self) -> None:
+        if self.masters < 1:
+            raise ConfigError(f"embedded.masters: must be >= 1, got {self.masters}")
+        if self.replicas < 0:
+            raise ConfigError(f"embedded.replicas: must be >= 0, got {self.replicas}")
+        if self.node_timeout_ms < 100:
+            raise ConfigError("embedded.node_timeout_ms: must be >= 100")
+
+
+def _positive(section: object, name: str) -> None:
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        v = getattr(section, f.name)
+        if isinstance(v, (int, float)) and v <= 0:
+            raise ConfigError(f"{name}.{f.name}: must be > 0, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxySection = field(default_factory=ProxySection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    timeouts: TimeoutsSection = field(default_factory=TimeoutsSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
+
+    def validate(self) -> Config:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    @property
+    def listen_addr(self) -> tuple[str, int]:
+        return parse_addr(self.proxy.listen, "proxy.listen")
+
+    @property
+    def seed_addrs(self) -> list[tuple[str, int]]:
+        return [parse_addr(s, "proxy.seeds") for s in self.proxy.seeds]
+
+    def replace(self, section: str, **values: Any) -> Config:
+        """A copy with some keys of one section changed (validated)."""
+        sec = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **{section: sec}).validate()
+
+
+def _coerce(key: str, value: Any, target: type[Any] | str, from_text: bool) -> Any:
+    """Convert a file or environment value to the field's type, or raise naming the key."""
+    t = target if isinstance(target, str) else target.__name__
+    try:
+        if t == "bool":
+            if from_text:
+                if str(value).lower() in ("1", "true", "yes", "on"):
+                    return True
+                if str(value).lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if t == "int":
+            if isinstance(value, bool) or (not from_text and not isinstance(value, int)):
+                raise ValueError
+            return int(value)
+        if t == "float":
+            if isinstance(value, bool) or (not from_text and not isinstance(value, (int, float))):
+                raise ValueError
+            return float(value)
+        if t == "str":
+            if not from_text and not isinstance(value, str):
+                raise ValueError
+            return str(value)
+        if t.startswith("tuple"):
+            if from_text:
+                return tuple(s.strip() for s in str(value).split(",") if s.strip())
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise ValueError
+            return tuple(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{key}: expected {t.replace('tuple[str, ...]', 'a list of strings')}, "
+                      f"got {value!r}")
+
+
+def _section_types(cfg: Config) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for sf in dataclasses.fields(cfg):
+        sec = getattr(cfg, sf.name)
+        out[sf.name] = {f.name: str(f.type) for f in dataclasses.fields(sec)}
+    return out
+
+
+def _apply(cfg: Config, values: Mapping[str, Mapping[str, Any]], from_text: bool) -> Config:
+    types = _section_types(cfg)
+    for sec_name, sec_values in values.items():
+        if sec_name not in types:
+            raise ConfigError(f"{sec_name}: unknown section (known: {', '.join(types)})")
+        if not isinstance(sec_values, Mapping):
+            raise ConfigError(f"{sec_name}: expected a table of keys")
+        changes = {}
+        for key, value in sec_values.items():
+            if key not in types[sec_name]:
+                raise ConfigError(f"{sec_name}.{key}: unknown key")
+            changes[key] = _coerce(f"{sec_name}.{key}", value, types[sec_name][key], from_text)
+        sec = dataclasses.replace(getattr(cfg, sec_name), **changes)
+        cfg = dataclasses.replace(cfg, **{sec_name: sec})
+    return cfg
+
+
+_ENV_SHORT = {
+    "RPROXY_LISTEN": ("proxy", "listen"),
+    "RPROXY_SEEDS": ("proxy", "seeds"),
+    "RPROXY_LOG_LEVEL": ("proxy", "log_level"),
+    "RPROXY_LOG_FORMAT": ("proxy", "log_format"),
+}
+
+
+def _env_values(env: Mapping[str, str], cfg: Config) -> dict[str, dict[str, str]]:
+    types = _section_types(cfg)
+    out: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith("RPROXY_") or name == "RPROXY_CONFIG":
+            continue
+        if name in _ENV_SHORT:
+            sec, key = _ENV_SHORT[name]
+        else:
+            rest = name[len("RPROXY_") :].lower()
+            sec, _, key = rest.partition("_")
+            if sec not in types or key not in types[sec]:
+                raise ConfigError(f"{name}: unknown setting (use RPROXY_<SECTION>_<KEY>)")
+        out.setdefault(sec, {})[key] = value
+    return out
+
+
+def load(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the configuration: defaults < file < environment < ``overrides`` (the flags)."""
+    env = env if env is not None else {}
+    cfg = Config()
+    path = path or env.get("RPROXY_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+        cfg = _apply(cfg, data, from_text=False)
+    cfg = _apply(cfg, _env_values(env, cfg), from_text=True)
+    if overrides:
+        cfg = _apply(cfg, overrides, from_text=False)
+    return cfg.validate()

@@ -1,0 +1,273 @@
+"""Commands the proxy answers itself, as one plain Redis server would.
+
+Each handler takes the session and ``argv`` and returns the encoded reply, or a ``Request``
+(a fan-out) that takes the command's place in the reply queue. Texts follow Redis 7
+(src/server.c, src/networking.c, src/db.c); where the proxy differs it says so in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rproxy import __version__, errors, merge, resp
+from rproxy.commands import CommandInfo
+from rproxy.request import Request
+from rproxy.slots import key_slot
+
+if TYPE_CHECKING:
+    from rproxy.session import ClientSession
+
+Merge = Callable[[list[bytes]], bytes]
+Reply = bytes | Request
+
+MERGES: dict[bytes, Merge] = {
+    b"DBSIZE": merge.merge_sum,
+    b"KEYS": merge.merge_concat,
+}
+
+AUTH_NO_PASSWORD = (
+    b"-ERR AUTH <password> called without any password configured for the default user. "
+    b"Are you sure your configuration is correct?\r\n"
+)
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+PROTOVER_NOT_INT = b"-ERR Protocol version is not an integer or out of range\r\n"
+BAD_CLIENT_NAME = b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+
+
+def run(session: ClientSession, info: CommandInfo, argv: list[bytes]) -> Reply:
+    arity = info.arity
+    if (arity > 0 and len(argv) != arity) or (arity < 0 and len(argv) < -arity):
+        return errors.wrong_arity(info.name)
+    handler = _HANDLERS.get(info.name)
+    if handler is None and info.subcommands and len(argv) > 1:
+        # A subcommand the backend's table does not know (e.g. CLIENT SETINFO on Redis 7.0).
+        handler = _HANDLERS.get(info.name + b"|" + argv[1].upper())
+        if handler is None:
+            return errors.unknown_subcommand(info.name, argv[1])
+    if handler is None:
+        if b"|" in info.name:  # a subcommand the proxy does not implement
+            container, _, sub = info.name.partition(b"|")
+            return errors.not_supported(container + b" " + sub, _why(container))
+        return errors.not_supported(argv[0], "not implemented by the proxy")
+    return handler(session, argv)
+
+
+def _why(container: bytes) -> str:
+    if container == b"CLUSTER":
+        return "the proxy hides the cluster topology (the proxy is one standalone server)"
+    return "it acts on one backend connection, which clients share behind the proxy"
+
+
+def _ping(s: ClientSession, argv: list[bytes]) -> Reply:
+    if len(argv) > 2:
+        return errors.wrong_arity(b"ping")
+    return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
+
+
+def _echo(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.bulk(argv[1])
+
+
+def _quit(s: ClientSession, argv: list[bytes]) -> Reply:
+    s.closing = True
+    return resp.OK
+
+
+def _select(s: ClientSession, argv: list[bytes]) -> Reply:
+    db = resp.string2ll(argv[1])
+    if db is None or not -(2**31) <= db < 2**31:
+        return errors.NOT_INTEGER
+    return resp.OK if db == 0 else errors.SELECT_NOT_ALLOWED
+
+
+def _auth_check(user: bytes | None, password: bytes) -> bytes:
+    """No password is configured on the proxy yet: like a Redis whose default user is
+    ``nopass``, AUTH <password> is an error and AUTH default <anything> succeeds."""
+    if user is None:
+        return AUTH_NO_PASSWORD
+    return resp.OK if user == b"default" else WRONGPASS
+
+
+def _auth(s: ClientSession, argv: list[bytes]) -> Reply:
+    if len(argv) == 2:
+        return _auth_check(None, argv[1])
+    if len(argv) == 3:
+        return _auth_check(argv[1], argv[2])
+    return errors.SYNTAX
+
+
+def _hello(s: ClientSession, argv: list[bytes]) -> Reply:
+    """HELLO [protover [AUTH user pass] [SETNAME name]] (src/networking.c helloCommand).
+    Only RESP2 is spoken: HELLO 3 gets -NOPROTO, as from a server without RESP3."""
+    if len(argv) >= 2:
+        ver = resp.string2ll(argv[1])
+        if ver is None:
+            return PROTOVER_NOT_INT
+        if ver != 2:
+            return errors.NOPROTO
+    i = 2
+    name = None
+    while i < len(argv):
+        opt = argv[i].upper()
+        more = len(argv) - i - 1
+        if opt == b"AUTH" and more >= 2:
+            r = _auth_check(argv[i + 1], argv[i + 2])
+            if r != resp.OK:
+                return r
+            i += 3
+        elif opt == b"SETNAME" and more >= 1:
+            name = argv[i + 1]
+            if not _valid_name(name):
+                return BAD_CLIENT_NAME
+            i += 2
+        else:
+            return b"-ERR Syntax error in HELLO option '" + argv[i][:128] + b"'\r\n"
+    if name is not None:
+        s.name = name
+    return resp.encode_value(
+        [b"server", b"redis", b"version", s.cluster.redis_version.encode(), b"proto", 2,
+         b"id", s.id, b"mode", b"standalone", b"role", b"master", b"modules", []]
+    )
+
+
+def _valid_name(name: bytes) -> bool:
+    return all(33 <= c <= 126 for c in name)
+
+
+def _reset(s: ClientSession, argv: list[bytes]) -> Reply:
+    s.name = b""
+    return b"+RESET\r\n"
+
+
+def _ok(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.OK
+
+
+def _client_setname(s: ClientSession, argv: list[bytes]) -> Reply:
+    if not _valid_name(argv[2]):
+        return BAD_CLIENT_NAME
+    s.name = argv[2]
+    return resp.OK
+
+
+def _client_getname(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.bulk(s.name or None)
+
+
+def _client_id(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.integer(s.id)
+
+
+def _client_line(c: ClientSession, now: float) -> bytes:
+    age = int(now - c.server.session_started.get(c.id, now))
+    idle = int(now - c.last_active) if c.last_active else age
+    return (
+        b"id=%d addr=%s fd=%d name=%s age=%d idle=%d flags=N db=0 sub=0 psub=0 multi=-1 "
+        b"qbuf=%d obl=0 oll=%d omem=%d cmd=NULL user=default"
+        % (c.id, c.peer.encode(), c.fd, c.name, age, idle, c.parser.buffered,
+           len(c.queue), len(c.wbuf))
+    )
+
+
+def _client_info(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.bulk(_client_line(s, s.server.now) + b"\n")
+
+
+def _client_list(s: ClientSession, argv: list[bytes]) -> Reply:
+    if len(argv) > 2:
+        return errors.not_supported(b"CLIENT LIST", "filters are not implemented by the proxy")
+    now = s.server.now
+    return resp.bulk(b"".join(_client_line(c, now) + b"\n" for c in s.server.sessions.values()))
+
+
+def _client_setinfo(s: ClientSession, argv: list[bytes]) -> Reply:
+    # CLIENT SETINFO LIB-NAME/LIB-VER (Redis 7.2; sent by current client libraries): accepted.
+    if len(argv) != 4:
+        return errors.wrong_arity(b"client|setinfo")
+    return resp.OK
+
+
+def _cluster_keyslot(s: ClientSession, argv: list[bytes]) -> Reply:
+    return resp.integer(key_slot(argv[2]))
+
+
+def _info(s: ClientSession, argv: list[bytes]) -> Reply:
+    """INFO [section ...]: the proxy's own Server, Clients and Stats sections, and a Keyspace
+    section with the totals over every master (fetched with one INFO keyspace each)."""
+    wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
+    every = not wanted or wanted & {"default", "all", "everything"}
+    names = ["server", "clients", "stats", "keyspace"]
+    chosen = [n for n in names if every or n in wanted]
+    server = s.server
+    cluster = s.cluster
+
+    def render(keyspace_parts: list[bytes] | None) -> bytes:
+        sections: list[tuple[str, list[tuple[str, object]]]] = []
+        now = time.time()
+        for name in chosen:
+            if name == "server":
+                sections.append(("Server", [
+                    ("redis_version", cluster.redis_version),
+                    ("redis_mode", "standalone"),
+                    ("cluster_enabled", 0),
+                    ("rproxy_version", __version__),
+                    ("os", os.uname().sysname),
+                    ("process_id", os.getpid()),
+                    ("tcp_port", server.port),
+                    ("uptime_in_seconds", int(now - server.started_at)),
+                    ("uptime_in_days", int(now - server.started_at) // 86400),
+                    ("cluster_masters", len(cluster.masters)),
+                ]))
+            elif name == "clients":
+                sections.append(("Clients", [
+                    ("connected_clients", len(server.sessions)),
+                    ("maxclients", server.config.limits.max_clients),
+                ]))
+            elif name == "stats":
+                sections.append(("Stats", [
+                    ("total_connections_received", server.connections_received),
+                    ("total_commands_processed", server.commands_processed),
+                    ("rejected_connections", server.rejected_connections),
+                    ("slotmap_refreshes", cluster.refreshes),
+                    ("outcome_unknown_errors", cluster.outcome_unknown),
+                ]))
+            elif name == "keyspace":
+                rows = merge.sum_keyspace(keyspace_parts or [])
+                sections.append(("Keyspace", [
+                    (db, f"keys={v['keys']},expires={v['expires']},avg_ttl={v['avg_ttl']}")
+                    for db, v in sorted(rows.items()) if v["keys"]
+                ]))
+        return merge.format_info(sections)
+
+    if "keyspace" not in chosen:
+        return render(None)
+    def merge_keyspace(parts: list[bytes]) -> bytes:
+        err = merge.first_error(parts)
+        return err if err is not None else render(parts)
+
+    return s.fan_out(resp.encode_command([b"INFO", b"keyspace"]), merge_keyspace)
+
+
+_HANDLERS: dict[bytes, Callable[[ClientSession, list[bytes]], Reply]] = {
+    b"PING": _ping,
+    b"ECHO": _echo,
+    b"QUIT": _quit,
+    b"SELECT": _select,
+    b"AUTH": _auth,
+    b"HELLO": _hello,
+    b"RESET": _reset,
+    b"READONLY": _ok,
+    b"READWRITE": _ok,
+    b"ASKING": _ok,
+    b"INFO": _info,
+    b"CLIENT|SETNAME": _client_setname,
+    b"CLIENT|GETNAME": _client_getname,
+    b"CLIENT|ID": _client_id,
+    b"CLIENT|INFO": _client_info,
+    b"CLIENT|LIST": _client_list,
+    b"CLIENT|SETINFO": _client_setinfo,
+    b"CLUSTER|KEYSLOT": _cluster_keyslot,
+}

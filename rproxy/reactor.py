@@ -1,0 +1,90 @@
+"""The data plane's event loop: one trio task driving a private epoll.
+
+Trio's own I/O waits register and unregister a file descriptor on every wait; for a proxy that
+waits on the same sockets millions of times that churn was 12 % of the CPU (see DESIGN.md,
+"Measured"). Here the sockets stay registered in one epoll instance for their whole life and one
+trio task waits until it is readable, then runs the ready handlers synchronously and flushes
+what they produced: each dirty backend connection with one send, then each dirty client with
+one send. Everything else -- topology, timers, connects, shutdown -- is ordinary trio code that
+calls into the same objects (single thread, so no locks) and ends with ``flush()``.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+log = structlog.get_logger("rproxy.reactor")
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLERR = select.EPOLLERR
+EPOLLHUP = select.EPOLLHUP
+
+
+class Handler(Protocol):
+    def on_event(self, events: int) -> None: ...
+    def abort(self, exc: BaseException) -> None: ...
+
+
+class Reactor:
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Handler] = {}
+        self.dirty_backends: list[Any] = []
+        self.dirty_clients: list[Any] = []
+
+    def register(self, fd: int, events: int, handler: Handler) -> None:
+        self._epoll.register(fd, events)
+        self._handlers[fd] = handler
+
+    def modify(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. Resource handling: closes the epoll instance on exit; the
+        sockets registered in it belong to their handlers."""
+        ep = self._epoll
+        poll = ep.poll
+        handlers = self._handlers
+        task_status.started()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(ep)
+                for fd, events in poll(0):
+                    handler = handlers.get(fd)
+                    if handler is None:
+                        continue
+                    try:
+                        handler.on_event(events)
+                    except Exception as exc:  # one connection's failure is only its own
+                        log.exception("handler_failed", fd=fd)
+                        handler.abort(exc)
+                self.flush()
+        finally:
+            trio.lowlevel.notify_closing(ep)
+            ep.close()
+
+    def flush(self) -> None:
+        """Send what the handlers produced: backends first (requests), then clients."""
+        while self.dirty_backends or self.dirty_clients:
+            backends = self.dirty_backends
+            if backends:
+                self.dirty_backends = []
+                for conn in backends:
+                    conn.flush()
+            clients = self.dirty_clients
+            if clients:
+                self.dirty_clients = []
+                for session in clients:
+                    session.flush()

@@ -1,0 +1,76 @@
+"""Pending requests: the unit the data path moves around.
+
+A ``Request`` sits in its client's in-order reply queue and in one backend connection's FIFO.
+When its reply arrives the backend reader sets ``reply`` and marks the client dirty; the client
+then sends its completed prefix. A ``FanOut`` is a client-visible request made of child requests
+on several backends; its merge function runs once the last child reports back by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Request:
+    __slots__ = ("owner", "data", "reply", "slot", "hops", "readonly", "parent", "index")
+
+    def __init__(self, owner: Any, data: bytes, slot: int = -1, readonly: bool = False) -> None:
+        self.owner = owner  # the ClientSession (None for a child or an internal request)
+        self.data = data  # encoded command, as sent to the backend
+        self.reply: bytes | None = None
+        self.slot = slot
+        self.hops = 0  # redirects and retries so far
+        self.readonly = readonly
+        self.parent: FanOut | None = None
+        self.index = 0
+
+
+class FanOut(Request):
+    __slots__ = ("parts", "pending", "merge")
+
+    def __init__(self, owner: Any, n: int, merge: Callable[[list[bytes]], bytes]) -> None:
+        super().__init__(owner, b"")
+        self.parts: list[bytes] = [b""] * n
+        self.pending = n
+        self.merge = merge
+
+    def child(self, index: int, data: bytes, slot: int = -1, readonly: bool = False) -> Request:
+        req = Request(None, data, slot, readonly)
+        req.parent = self
+        req.index = index
+        return req
+
+    def child_done(self, index: int, raw: bytes) -> None:
+        self.parts[index] = raw
+        self.pending -= 1
+        if self.pending == 0:
+            try:
+                self.reply = self.merge(self.parts)
+            except Exception as exc:  # a merge must never take the proxy down
+                self.reply = b"-ERR rproxy: could not merge replies: " + type(exc).__name__.encode() + b"\r\n"
+            finish(self)
+
+
+def complete(req: Request, raw: bytes) -> None:
+    """Give ``req`` its reply (also for errors made by the proxy)."""
+    parent = req.parent
+    if parent is not None:
+        parent.child_done(req.index, raw)
+        return
+    req.reply = raw
+    finish(req)
+
+
+def finish(req: Request) -> None:
+    owner = req.owner
+    if owner is not None and not owner.dirty:
+        owner.dirty = True
+        owner.reactor.dirty_clients.append(owner)
+
+
+class _Discard(Request):
+    """FIFO placeholder whose reply is dropped (the ``+OK`` of an ``ASKING``)."""
+
+
+DISCARD = _Discard(None, b"")

@@ -1,0 +1,471 @@
+"""RESP2 codec, sans-IO: request parsing with Redis's own limits and error texts, reply encoding,
+and raw framing of backend replies.
+
+Requests (client -> proxy). The fast path feeds hiredis and re-encodes each parsed command in
+canonical form; the encoding must equal the raw bytes the client sent (checked with one
+``startswith`` per command, a memcmp). Anything else -- inline commands, a non-canonical or
+invalid multibulk, a partial command whose headers must be checked against the limits -- goes to
+``_Strict``, a line-for-line mirror of Redis's processInlineBuffer / processMultibulkBuffer
+(src/networking.c), so errors are Redis's byte for byte. After a protocol error the parser is
+sticky: it returns the commands before the bad one, then the error, and nothing more.
+
+Replies (backend -> proxy) are framed, not parsed: the proxy forwards the exact bytes, because
+hiredis returns ``+OK`` and ``$2\\r\\nOK`` as the same value and re-encoding would change them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hiredis
+
+from rproxy import errors
+
+PROTO_INLINE_MAX_SIZE = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
+INT_MAX = 2**31 - 1
+_SPACE = b" \t\n\x0b\x0c\r"
+
+
+class BackendProtocolError(Exception):
+    """The backend sent bytes that are not RESP: the connection can no longer be trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    max_bulk_len: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len
+    max_args: int = 1024 * 1024  # multibulk count; Redis 7 allows INT_MAX
+    query_buffer_limit: int = 256 * 1024 * 1024  # unparsed bytes held for one client
+
+
+CLOSE_SILENTLY = b""
+"""Marker error: close the connection without a reply (Redis does so for an over-long query
+buffer: "Closing client that reached max query buffer length")."""
+
+
+def string2ll(b: bytes) -> int | None:
+    """Redis util.c string2ll: strict decimal, optional '-', no '+', no leading zeros."""
+    if not b or len(b) > 20:
+        return None
+    if b == b"0":
+        return 0
+    digits = b[1:] if b[0] == 45 else b
+    if not digits or not (49 <= digits[0] <= 57) or not digits.isdigit():
+        return None
+    v = int(digits)
+    if b[0] == 45:
+        v = -v
+        return v if v >= -(2**63) else None
+    return v if v < 2**63 else None
+
+
+def split_inline(line: bytes) -> list[bytes] | None:
+    """Redis sds.c sdssplitargs: split an inline command line; None on unbalanced quotes.
+
+    The line is a C string there, so it ends at the first NUL byte."""
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]
+    n = len(line)
+    i = 0
+    out: list[bytes] = []
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return out
+        cur = bytearray()
+        inq = insq = False
+        while True:
+            c = line[i] if i < n else 0
+            if inq:
+                if (
+                    c == 92
+                    and i + 3 < n + 0
+                    and line[i + 1] == 120
+                    and _ishex(line[i + 2])
+                    and _ishex(line[i + 3])
+                ):
+                    cur.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    e = line[i]
+                    cur.append({110: 10, 114: 13, 116: 9, 98: 8, 97: 7}.get(e, e))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                elif c == 0 and i >= n:
+                    return None
+                else:
+                    cur.append(c)
+            elif insq:
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    cur.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                elif c == 0 and i >= n:
+                    return None
+                else:
+                    cur.append(c)
+            else:
+                if i >= n or c in b" \n\r\t":
+                    i += 1
+                    break
+                if c == 34:
+                    inq = True
+                elif c == 39:
+                    insq = True
+                else:
+                    cur.append(c)
+            i += 1
+        out.append(bytes(cur))
+
+
+def _ishex(c: int) -> bool:
+    return 48 <= c <= 57 or 97 <= c <= 102 or 65 <= c <= 70
+
+
+def encode_command(argv: list[bytes]) -> bytes:
+    """Canonical multibulk encoding of a command."""
+    return b"*%d\r\n" % len(argv) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in argv])
+
+
+class _Strict:
+    """Mirror of Redis's request parsing for one command, resumable across feeds.
+
+    ``step(buf, pos)`` returns ``(status, pos)`` with status one of ``"done"`` (``argv`` holds the
+    command, which may be empty: nothing to run), ``"more"`` (need more bytes; the state is kept,
+    resume with the same buffer grown at the end) or ``"error"`` (``err`` holds the reply)."""
+
+    __slots__ = ("limits", "left", "bulklen", "argv", "err")
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.reset()
+
+    def reset(self) -> None:
+        self.left = 0  # multibulk elements still to read; 0 = before the '*' line
+        self.bulklen = -1
+        self.argv: list[bytes] = []
+        self.err = b""
+
+    def _fail(self, err: bytes) -> tuple[str, int]:
+        self.err = err
+        return "error", -1
+
+    def step(self, buf: bytes, pos: int) -> tuple[str, int]:
+        n = len(buf)
+        if self.left == 0 and self.bulklen == -1:
+            if buf[pos] != 42:  # not '*': inline command
+                return self._inline(buf, pos)
+            nl = _c_find(buf, 13, pos)
+            if nl < 0:
+                if n - pos > PROTO_INLINE_MAX_SIZE:
+                    return self._fail(errors.PROTO_TOO_BIG_MBULK)
+                return "more", pos
+            if nl - pos > n - pos - 2:
+                return "more", pos
+            ll = string2ll(buf[pos + 1 : nl])
+            if ll is None or ll > INT_MAX or ll > self.limits.max_args:
+                return self._fail(errors.PROTO_INVALID_MBULK)
+            pos = nl + 2
+            if ll <= 0:
+                self.argv = []
+                return "done", pos
+            self.left = ll
+            self.argv = []
+        while self.left:
+            if self.bulklen == -1:
+                nl = _c_find(buf, 13, pos)
+                if nl < 0:
+                    if n - pos > PROTO_INLINE_MAX_SIZE:
+                        return self._fail(errors.PROTO_TOO_BIG_BULK)
+                    return "more", pos
+                if nl - pos > n - pos - 2:
+                    return "more", pos
+                if buf[pos] != 36:
+                    return self._fail(errors.proto_expected_dollar(buf[pos]))
+                ll = string2ll(buf[pos + 1 : nl])
+                if ll is None or ll < 0 or ll > self.limits.max_bulk_len:
+                    return self._fail(errors.PROTO_INVALID_BULK)
+                pos = nl + 2
+                self.bulklen = ll
+            if n - pos < self.bulklen + 2:
+                return "more", pos
+            self.argv.append(buf[pos : pos + self.bulklen])
+            pos += self.bulklen + 2  # Redis skips the two bytes after a bulk unchecked
+            self.bulklen = -1
+            self.left -= 1
+        return "done", pos
+
+    def _inline(self, buf: bytes, pos: int) -> tuple[str, int]:
+        nl = _c_find(buf, 10, pos)
+        if nl < 0:
+            if len(buf) - pos > PROTO_INLINE_MAX_SIZE:
+                return self._fail(errors.PROTO_TOO_BIG_INLINE)
+            return "more", pos
+        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+        argv = split_inline(buf[pos:end])
+        if argv is None:
+            return self._fail(errors.PROTO_UNBALANCED_QUOTES)
+        self.argv = argv
+        return "done", nl + 1
+
+
+def _c_find(buf: bytes, ch: int, pos: int) -> int:
+    """strchr(): find ``ch`` from ``pos``, but a NUL byte ends the search as it ends a C
+    string (Redis searches its query buffer with strchr)."""
+    i = buf.find(ch, pos)
+    if i < 0:
+        return -1
+    z = buf.find(0, pos, i)
+    return -1 if z >= 0 else i
+
+
+class RequestParser:
+    """Client request stream -> commands. Feed bytes, get ``(argv, encoded)`` pairs.
+
+    ``encoded`` is the canonical multibulk form of ``argv``, ready to forward. After
+    ``parse`` returns, ``error`` is ``None`` or the error reply to send once (``CLOSE_SILENTLY``
+    means close without one); the parser is then dead.
+
+    Complete commands take the hiredis fast path. A command split across reads is finished by
+    the strict parser, which resumes where it stopped (linear in the command's size) and, like
+    Redis, rejects a bad header as soon as it arrives. A large bulk argument is collected as a
+    list of chunks and joined once."""
+
+    __slots__ = (
+        "limits", "_reader", "_buf", "_pos", "_fed", "_strict", "_strict_pos",
+        "_need", "_pending", "_pending_len", "error",
+    )
+
+    def __init__(self, limits: RequestLimits | None = None) -> None:
+        self.limits = limits or RequestLimits()
+        self._reader = hiredis.Reader()
+        self._buf = b""
+        self._pos = 0  # start of the first unconsumed byte in _buf
+        self._fed = 0  # hiredis has been given _buf[:_fed] (its own position is _pos)
+        self._strict: _Strict | None = None  # set while a partial command is being finished
+        self._strict_pos = 0
+        self._need = 0  # _buf must reach this length before the strict parser can go on
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self.error: bytes | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete command."""
+        return len(self._buf) - self._pos + self._pending_len
+
+    def parse(self, data: bytes) -> list[tuple[list[bytes], bytes]]:
+        if self.error is not None:
+            return []
+        if self._need:
+            self._pending.append(data)
+            self._pending_len += len(data)
+            if len(self._buf) + self._pending_len < self._need:
+                if self.buffered > self.limits.query_buffer_limit:
+                    self.error = CLOSE_SILENTLY
+                return []
+            data = b"".join(self._pending)
+            self._pending, self._pending_len, self._need = [], 0, 0
+        if self._pos == len(self._buf):
+            self._buf, self._pos, self._fed = data, 0, 0
+        else:
+            self._buf += data
+        out: list[tuple[list[bytes], bytes]] = []
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        reader = self._reader
+        while pos < n:
+            if self._strict is None and buf[pos] == 42:  # '*': hiredis fast path
+                if self._fed < n:
+                    reader.feed(buf, self._fed)
+                    self._fed = n
+                try:
+                    argv = reader.gets()
+                except hiredis.ProtocolError:
+                    argv = None
+                if type(argv) is list and argv:
+                    try:
+                        enc = encode_command(argv)
+                    except TypeError:  # an element that is not a bulk string
+                        enc = b""
+                    if enc and buf.startswith(enc, pos):
+                        pos += len(enc)
+                        out.append((argv, enc))
+                        continue
+                # Partial (False) or anything unexpected: the strict parser takes this command.
+                self._reader = reader = hiredis.Reader()
+                self._fed = n
+            # Slow path: inline command, anomaly, or a command split across reads.
+            st = self._strict or _Strict(self.limits)
+            status, newpos = st.step(buf, self._strict_pos if self._strict else pos)
+            if status == "more":
+                self._strict = st
+                self._strict_pos = newpos
+                break
+            self._strict = None
+            if status == "error":
+                self.error = st.err
+                self._pos = pos
+                return out
+            if st.argv:
+                out.append((st.argv, encode_command(st.argv)))
+            pos = newpos
+            if self._fed > pos:  # hiredis holds bytes of what the strict parser consumed
+                self._reader = reader = hiredis.Reader()
+                self._fed = pos
+        self._pos = pos
+        if pos == n and self._strict is None:
+            self._buf, self._pos, self._fed = b"", 0, 0
+        elif pos > 65536 and pos * 2 > n:
+            # Compact: drop the consumed prefix (keeps memory bounded for long pipelines).
+            self._buf = buf[pos:]
+            self._pos = 0
+            self._fed -= pos
+            self._strict_pos -= pos
+        if self._strict is not None and self._strict.bulklen > 65536:
+            self._need = self._strict_pos + self._strict.bulklen + 2
+        if self.buffered > self.limits.query_buffer_limit:
+            self.error = CLOSE_SILENTLY
+        return out
+
+
+# -- reply encoding (for replies the proxy makes itself) -----------------------------------------
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+NULL_BULK = b"$-1\r\n"
+NULL_ARRAY = b"*-1\r\n"
+
+
+def bulk(value: bytes | None) -> bytes:
+    if value is None:
+        return NULL_BULK
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def simple(value: bytes) -> bytes:
+    return b"+" + value + b"\r\n"
+
+
+def array(items: list[bytes]) -> bytes:
+    """Array of already-encoded replies."""
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def encode_value(value: object) -> bytes:
+    """Encode a Python value as RESP2 (bytes/str -> bulk, int -> integer, list -> array,
+    None -> null bulk). For replies the proxy composes (HELLO, merged results)."""
+    if value is None:
+        return NULL_BULK
+    if isinstance(value, bytes):
+        return bulk(value)
+    if isinstance(value, str):
+        return bulk(value.encode())
+    if isinstance(value, bool):
+        return integer(int(value))
+    if isinstance(value, int):
+        return integer(value)
+    if isinstance(value, (list, tuple)):
+        return array([encode_value(v) for v in value])
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# -- reply framing (backend -> proxy) -----------------------------------------------------------
+class ReplyFramer:
+    """Split a backend byte stream into whole raw replies, without decoding them.
+
+    Linear in the reply size however it is split: the scanned prefix of a reply that is still
+    incomplete is kept as parts, and a large bulk is collected as chunks and joined once."""
+
+    __slots__ = ("_buf", "_parts", "_left", "_need", "_pending", "_pending_len")
+
+    def __init__(self) -> None:
+        self._buf = b""  # unscanned bytes
+        self._parts: list[bytes] = []  # scanned bytes of the incomplete reply
+        self._left = 1  # elements still to frame in the current reply
+        self._need = 0
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._need:
+            self._pending.append(data)
+            self._pending_len += len(data)
+            if len(self._buf) + self._pending_len < self._need:
+                return []
+            data = b"".join(self._pending)
+            self._pending, self._pending_len, self._need = [], 0, 0
+        buf = self._buf + data if self._buf else data
+        n = len(buf)
+        start = pos = 0
+        left = self._left
+        parts = self._parts
+        out = []
+        need = 0
+        try:
+            while pos < n:
+                t = buf[pos]
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                if t == 36:  # '$'
+                    ln = int(buf[pos + 1 : eol])
+                    end = eol + 4 + ln if ln >= 0 else eol + 2
+                    if end > n:
+                        need = end - pos
+                        break
+                    pos = end
+                    left -= 1
+                elif t == 42:  # '*'
+                    ln = int(buf[pos + 1 : eol])
+                    pos = eol + 2
+                    left += ln - 1 if ln > 0 else -1
+                elif t == 43 or t == 45 or t == 58:  # '+', '-', ':'
+                    pos = eol + 2
+                    left -= 1
+                else:
+                    raise BackendProtocolError(f"unexpected reply type byte {t!r}")
+                if left == 0:
+                    if parts:
+                        parts.append(buf[start:pos])
+                        out.append(b"".join(parts))
+                        parts.clear()
+                    else:
+                        out.append(buf[start:pos])
+                    start = pos
+                    left = 1
+        except ValueError as exc:
+            raise BackendProtocolError(str(exc)) from None
+        if pos > start:
+            parts.append(buf[start:pos])
+        self._buf = buf[pos:] if pos < n else b""
+        self._left = left
+        if need > 65536:
+            self._need = need
+        return out
+
+    @property
+    def idle(self) -> bool:
+        """No partial reply is buffered."""
+        return not self._buf and not self._parts and not self._pending
+
+
+def parse_reply(raw: bytes) -> object:
+    """Decode one raw reply (for the few places the proxy needs a value). Errors come back
+    as ``hiredis.ReplyError`` instances."""
+    r = hiredis.Reader()
+    r.feed(raw)
+    return r.gets()

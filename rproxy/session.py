@@ -1,0 +1,294 @@
+"""One client connection: parse, route, and reply in request order.
+
+The reader takes a whole chunk, parses every complete command in it and routes each: a slot
+computation and a list lookup give the backend connection; the encoded command goes to that
+connection's buffer and the request to both its FIFO and this client's reply queue. Replies
+leave in one send per reactor batch, as the completed prefix of the queue.
+
+Back-pressure: with more than ``max_pending_per_client`` requests unanswered the session stops
+reading; a client that does not read its replies is disconnected once its unsent replies pass
+``output_buffer_limit``.
+
+Resource handling: the session owns its socket; ``close`` unregisters and closes it. Requests it
+leaves in backend FIFOs are completed into the void, keeping the shared connections in step.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import structlog
+
+from rproxy import errors, local
+from rproxy.commands import Route
+from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
+from rproxy.request import FanOut, Request
+from rproxy.resp import CLOSE_SILENTLY, RequestParser
+from rproxy.slots import key_slot
+from rproxy.upstream import CLOSED
+
+if TYPE_CHECKING:
+    from rproxy.server import ProxyServer
+
+log = structlog.get_logger("rproxy.session")
+
+RECV_SIZE = 64 * 1024
+
+
+class ClientSession:
+    __slots__ = (
+        "server", "reactor", "cluster", "sock", "fd", "id", "peer", "parser", "queue",
+        "dirty", "closed", "closing", "reading", "eof", "wbuf", "name", "last_active",
+        "max_pending", "output_limit",
+    )
+
+    def __init__(self, server: ProxyServer, sock: socket.socket, peer: str, client_id: int) -> None:
+        self.server = server
+        self.reactor = server.reactor
+        self.cluster = server.cluster
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.id = client_id
+        self.peer = peer
+        limits = server.config.limits
+        self.parser = RequestParser(limits.request_limits())
+        self.queue: deque[Request] = deque()
+        self.dirty = False
+        self.closed = False
+        self.closing = False  # close once the queue is flushed (QUIT, protocol error)
+        self.reading = True
+        self.eof = False
+        self.wbuf = bytearray()
+        self.name = b""
+        self.last_active = 0.0
+        self.max_pending = limits.max_pending_per_client
+        self.output_limit = limits.output_buffer_limit
+
+    # -- input ------------------------------------------------------------------------------
+    def on_event(self, events: int) -> None:
+        if events & EPOLLOUT:
+            self._write_more()
+        if events & (EPOLLIN | EPOLLERR | EPOLLHUP) and self.reading and not self.closed:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close()
+                return
+            if not data:
+                self._on_eof()
+                return
+            self.last_active = self.server.now
+            self.on_data(data)
+
+    def on_data(self, data: bytes) -> None:
+        parser = self.parser
+        commands = parser.parse(data)
+        if commands:
+            self.server.commands_processed += len(commands)
+            dispatch = self.dispatch
+            for argv, enc in commands:
+                dispatch(argv, enc)
+                if self.closing:  # QUIT: later commands in the same read are not run
+                    break
+        if parser.error is not None:
+            if parser.error == CLOSE_SILENTLY:
+                log.warning("query_buffer_limit", client_id=self.id)
+                self.close()
+                return
+            self.reply_local(parser.error)
+            self._stop_reading(closing=True)
+        elif len(self.queue) >= self.max_pending:
+            self._stop_reading()
+
+    def dispatch(self, argv: list[bytes], enc: bytes) -> None:
+        cluster = self.cluster
+        info = cluster.table.lookup(argv)
+        route = info.route
+        if route == Route.KEYED:
+            if not cluster.table_loaded:
+                self.reply_local(errors.NO_TOPOLOGY)
+                return
+            ki = info.single_key
+            if ki:
+                slot = key_slot(argv[ki]) if len(argv) > ki else -1
+            else:
+                if cluster.table.blocks(info, argv):
+                    self.reply_local(errors.not_supported(
+                        argv[0] + b" BLOCK", "blocking reads need a dedicated backend connection"))
+                    return
+                slot = -1
+                for pos in info.key_positions(argv):
+                    s = key_slot(argv[pos])
+                    if slot < 0:
+                        slot = s
+                    elif s != slot:
+                        self.reply_local(errors.CROSSSLOT)
+                        return
+            if slot >= 0:
+                conn = cluster.slot_conn[slot]
+                if conn is None:
+                    self.reply_local(errors.CLUSTER_DOWN_UNCOVERED)
+                    return
+            else:
+                conn = cluster.any_master()
+                if conn is None:
+                    self.reply_local(errors.NO_TOPOLOGY)
+                    return
+            req = Request(self, enc, slot, info.readonly)
+            self.queue.append(req)
+            conn.send(req, enc)
+        elif route == Route.ANY:
+            if not cluster.table_loaded:
+                self.reply_local(errors.NO_TOPOLOGY)
+                return
+            conn = cluster.any_master()
+            if conn is None:
+                self.reply_local(errors.NO_TOPOLOGY)
+                return
+            req = Request(self, enc, -1, info.readonly)
+            self.queue.append(req)
+            conn.send(req, enc)
+        elif route == Route.LOCAL:
+            result = local.run(self, info, argv)
+            if isinstance(result, Request):
+                self.queue.append(result)
+            else:
+                self.reply_local(result)
+        elif route == Route.ALL_MASTERS:
+            result = self.fan_out(enc, local.MERGES[info.name])
+            if isinstance(result, Request):
+                self.queue.append(result)
+            else:
+                self.reply_local(result)
+        else:
+            self.reply_local(errors.not_supported(argv[0], info.why))
+
+    def fan_out(self, enc: bytes, merge: local.Merge) -> Request | bytes:
+        """Send ``enc`` to every master; returns the request whose merged reply answers the
+        client (the caller queues it), or an error reply."""
+        cluster = self.cluster
+        masters = cluster.masters
+        if not masters or not cluster.table_loaded:
+            return errors.NO_TOPOLOGY
+        parent = FanOut(self, len(masters), merge)
+        for i, conn in enumerate(masters):
+            child = parent.child(i, enc, readonly=True)
+            if conn.state == CLOSED:  # the cluster already has a replacement queued
+                cluster.route(child)
+            else:
+                conn.send(child, enc)
+        return parent
+
+    def reply_local(self, data: bytes) -> None:
+        req = Request(None, b"")
+        req.reply = data
+        self.queue.append(req)
+        if not self.dirty:
+            self.dirty = True
+            self.reactor.dirty_clients.append(self)
+
+    # -- output -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        self.dirty = False
+        if self.closed:
+            return
+        q = self.queue
+        if q and q[0].reply is not None:
+            first = q.popleft().reply
+            if q and q[0].reply is not None:
+                out = [first]
+                while q and q[0].reply is not None:
+                    out.append(q.popleft().reply)
+                self._write(b"".join(out))  # type: ignore[arg-type]
+            else:
+                self._write(first)  # type: ignore[arg-type]
+            if self.closed:
+                return
+        if not q:
+            if self.closing or self.eof:
+                if not self.wbuf:
+                    self.close()
+                return
+        if not self.reading and not self.closing and not self.eof and len(q) <= self.max_pending // 2:
+            self._resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        if self.wbuf:
+            self.wbuf += data
+            if len(self.wbuf) > self.output_limit:
+                log.warning("output_buffer_limit", client_id=self.id, bytes=len(self.wbuf))
+                self.close()
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(data):
+            self.wbuf += memoryview(data)[n:]
+            self._update_events()
+
+    def _write_more(self) -> None:
+        if not self.wbuf:
+            return
+        try:
+            n = self.sock.send(self.wbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.wbuf[:n]
+        if not self.wbuf:
+            self._update_events()
+            if (self.closing or self.eof) and not self.queue:
+                self.close()
+
+    def _update_events(self) -> None:
+        if self.closed:
+            return
+        events = (EPOLLIN if self.reading else 0) | (EPOLLOUT if self.wbuf else 0)
+        self.reactor.modify(self.fd, events)
+
+    def _stop_reading(self, closing: bool = False) -> None:
+        if closing:
+            self.closing = True
+        if self.reading:
+            self.reading = False
+            self._update_events()
+        if closing and not self.queue and not self.dirty:
+            self.close()
+
+    def _resume_reading(self) -> None:
+        self.reading = True
+        self._update_events()
+
+    def _on_eof(self) -> None:
+        """The client shut down its side: answer what it already sent, then close."""
+        self.eof = True
+        self._stop_reading()
+        if not self.queue and not self.wbuf:
+            self.close()
+
+    # -- life cycle -------------------------------------------------------------------------
+    def abort(self, exc: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reactor.unregister(self.fd)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.queue.clear()
+        self.wbuf = bytearray()
+        self.server.on_session_closed(self)

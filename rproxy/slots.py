@@ -1,0 +1,43 @@
+"""Key -> hash slot, exactly as Redis Cluster defines it (src/cluster.c keyHashSlot).
+
+CRC16/XMODEM (poly 0x1021, init 0, no reflection) of the key, or of the content of its first
+``{...}`` when that content is non-empty, modulo 16384. crcmod's C extension does the CRC; a
+pure-Python fallback would make every command several times slower, so it is checked at import.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import crcmod
+import crcmod.crcmod  # noqa: F401  (the submodule carries _usingExtension)
+
+SLOTS = 16384
+
+_crc16 = crcmod.mkCrcFun(0x11021, initCrc=0, xorOut=0, rev=False)
+
+USING_C_EXTENSION: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))
+if not USING_C_EXTENSION:  # pragma: no cover - depends on the install
+    warnings.warn(
+        "crcmod's C extension is not in use: slot hashing runs in pure Python and the proxy "
+        "will be slow (reinstall crcmod with a C compiler and Python headers present)",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+
+
+def key_slot(key: bytes) -> int:
+    """Hash slot of ``key`` (Redis keyHashSlot): hash tags ``{tag}`` use the first ``{`` and
+    the first ``}`` after it; an empty tag ``{}`` means the whole key is hashed."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return _crc16(key[start + 1 : end]) & 0x3FFF
+    return _crc16(key) & 0x3FFF
+
+
+def crc16(data: bytes) -> int:
+    """CRC16/XMODEM of ``data`` (exposed for tests: CRC16 of b"123456789" is 0x31C3)."""
+    return _crc16(data)

@@ -1,0 +1,150 @@
+"""Slot map and redirect decisions, sans-IO.
+
+``SlotMap`` is immutable: the cluster manager builds a new one from ``CLUSTER SHARDS`` (Redis
+7+) or ``CLUSTER SLOTS`` and swaps it in whole. ``parse_redirect`` turns a backend error reply
+into the one decision the data path needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rproxy.slots import SLOTS
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    master: Addr
+    replicas: tuple[Addr, ...]
+    ranges: tuple[tuple[int, int], ...]  # inclusive slot ranges
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMap:
+    shards: tuple[Shard, ...]
+    owner: tuple[Addr | None, ...]  # slot -> master address (None: slot not served)
+
+    @classmethod
+    def from_shards(cls, shards: list[Shard]) -> SlotMap:
+        owner: list[Addr | None] = [None] * SLOTS
+        for shard in shards:
+            for lo, hi in shard.ranges:
+                for slot in range(max(lo, 0), min(hi, SLOTS - 1) + 1):
+                    owner[slot] = shard.master
+        return cls(tuple(shards), tuple(owner))
+
+    @property
+    def masters(self) -> list[Addr]:
+        return [s.master for s in self.shards if s.ranges]
+
+    @property
+    def nodes(self) -> list[Addr]:
+        out: list[Addr] = []
+        for s in self.shards:
+            out.append(s.master)
+            out.extend(s.replicas)
+        return out
+
+    @property
+    def covered(self) -> int:
+        return sum(1 for o in self.owner if o is not None)
+
+    def shard_of(self, master: Addr) -> Shard | None:
+        for s in self.shards:
+            if s.master == master:
+                return s
+        return None
+
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _endpoint(host: object, fallback: str) -> str:
+    """A node's endpoint as announced; '' or '?' (unknown endpoint) means the host we asked."""
+    h = _s(host) if host is not None else ""
+    return fallback if h in ("", "?") else h
+
+
+def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
+    """Parse ``CLUSTER SHARDS`` (RESP2: flat key/value lists). Nodes whose health is
+    ``failed`` are left out; a shard whose master is failed keeps its slots unowned."""
+    shards: list[Shard] = []
+    for raw in reply:
+        d = _pairs(raw)
+        flat = list(d.get("slots", []))  # type: ignore[call-overload]
+        ranges = tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+        master: Addr | None = None
+        replicas: list[Addr] = []
+        for node_raw in d.get("nodes", []):  # type: ignore[attr-defined]
+            n = _pairs(node_raw)
+            host = _endpoint(n.get("endpoint") or n.get("ip"), asked_host)
+            port = int(n.get("port") or n.get("tls-port") or 0)  # type: ignore[call-overload]
+            if _s(n.get("health", "online")) == "failed" or not port:
+                continue
+            if _s(n.get("role")) == "master":
+                master = (host, port)
+            else:
+                replicas.append((host, port))
+        if master is not None:
+            shards.append(Shard(master, tuple(replicas), ranges if ranges else ()))
+    return SlotMap.from_shards(shards)
+
+
+def parse_cluster_slots(reply: list[object], asked_host: str) -> SlotMap:
+    """Parse ``CLUSTER SLOTS``: [[start, end, [host, port, id, ...], replicas...], ...]."""
+    by_master: dict[Addr, tuple[list[tuple[int, int]], list[Addr]]] = {}
+    for raw in reply:
+        entry = list(raw)  # type: ignore[call-overload]
+        lo, hi = int(entry[0]), int(entry[1])
+        nodes = [(_endpoint(n[0], asked_host), int(n[1])) for n in entry[2:]]
+        if not nodes:
+            continue
+        ranges, replicas = by_master.setdefault(nodes[0], ([], []))
+        ranges.append((lo, hi))
+        for r in nodes[1:]:
+            if r not in replicas:
+                replicas.append(r)
+    shards = [Shard(m, tuple(r), tuple(rg)) for m, (rg, r) in by_master.items()]
+    return SlotMap.from_shards(shards)
+
+
+def _pairs(raw: object) -> dict[str, object]:
+    items = list(raw)  # type: ignore[call-overload]
+    return {_s(k).lower(): v for k, v in zip(items[::2], items[1::2])}
+
+
+# -- redirects (src/cluster.c clusterRedirectClient) ---------------------------------------------
+MOVED = 1
+ASK = 2
+RETRY = 3  # TRYAGAIN, CLUSTERDOWN: the command did not run; try again after a short pause
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    kind: int
+    slot: int = -1
+    addr: Addr | None = None
+
+
+def parse_redirect(reply: bytes, from_host: str) -> Redirect | None:
+    """Decide what an error reply means for routing. ``None``: a normal error, deliver it.
+
+    ``-MOVED 3999 127.0.0.1:6381`` / ``-ASK ...`` carry the slot and the target; an empty
+    host (``:6381``) means the host of the node that answered. ``-TRYAGAIN`` and
+    ``-CLUSTERDOWN`` are proof the command did not run, so it may be sent again."""
+    if reply.startswith(b"-MOVED ") or reply.startswith(b"-ASK "):
+        try:
+            kind_b, slot_b, target = reply[1:].split(b"\r\n", 1)[0].split(b" ")[:3]
+            host_b, _, port_b = target.rpartition(b":")
+            host = host_b.decode() or from_host
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            return Redirect(MOVED if kind_b == b"MOVED" else ASK, int(slot_b), (host, int(port_b)))
+        except ValueError:
+            return None
+    if reply.startswith(b"-TRYAGAIN") or reply.startswith(b"-CLUSTERDOWN"):
+        return Redirect(RETRY)
+    return None

@@ -1,0 +1,244 @@
+"""Backend connections: long-lived, pipelined, shared by every client.
+
+A ``BackendConnection`` owns one non-blocking socket registered in the reactor. Requests are
+appended to ``out`` (bytes) and ``fifo`` (who gets each reply) by the clients' readers; one
+``send`` per reactor batch writes everything that accumulated. Replies are framed raw and handed
+to the waiting requests in FIFO order; redirect errors go to the cluster instead.
+
+Resource handling: the connection owns its socket and closes it in ``fail``/``close``. A client
+that disconnects leaves its requests in the FIFO: their replies are still read and dropped, so
+the connection stays in step for everyone else.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
+from rproxy.request import DISCARD, Request, complete
+from rproxy.resp import BackendProtocolError, ReplyFramer
+
+if TYPE_CHECKING:
+    from rproxy.cluster import Cluster
+
+log = structlog.get_logger("rproxy.upstream")
+
+CONNECTING = 0
+READY = 1
+CLOSED = 2
+
+RECV_SIZE = 256 * 1024
+
+
+class BackendConnection:
+    __slots__ = (
+        "addr", "cluster", "reactor", "sock", "fd", "state", "out", "fifo", "framer",
+        "wbuf", "dirty", "replies", "stalled_since", "retiring", "__weakref__",
+    )
+
+    def __init__(self, addr: tuple[str, int], cluster: Cluster, reactor: Reactor) -> None:
+        self.addr = addr
+        self.cluster = cluster
+        self.reactor = reactor
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.state = CONNECTING
+        self.out: list[bytes] = []  # encoded requests not yet written
+        self.fifo: deque[Request] = deque()  # every request sent or queued, in order
+        self.framer = ReplyFramer()
+        self.wbuf = b""  # bytes a previous send could not write
+        self.dirty = False
+        self.replies = 0  # replies received (the op-timeout watchdog reads it)
+        self.stalled_since = 0.0
+        self.retiring = False  # no longer in the slot map: close once the FIFO is empty
+
+    def __repr__(self) -> str:
+        return f"<BackendConnection {self.addr[0]}:{self.addr[1]} state={self.state}>"
+
+    # -- the hot path -----------------------------------------------------------------------
+    def send(self, req: Request, data: bytes) -> None:
+        self.out.append(data)
+        self.fifo.append(req)
+        if not self.dirty:
+            self.dirty = True
+            self.reactor.dirty_backends.append(self)
+
+    def flush(self) -> None:
+        self.dirty = False
+        if self.state != READY or self.wbuf or not self.out:
+            return
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        try:
+            n = self.sock.send(data)  # type: ignore[union-attr]
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.fail(exc)
+            return
+        if n < len(data):
+            self.wbuf = data[n:]
+            self.reactor.modify(self.fd, EPOLLIN | EPOLLOUT)
+
+    def on_event(self, events: int) -> None:
+        if events & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            try:
+                data = self.sock.recv(RECV_SIZE)  # type: ignore[union-attr]
+            except BlockingIOError:
+                data = None
+            except OSError as exc:
+                self.fail(exc)
+                return
+            if data == b"":
+                self.fail(ConnectionResetError("backend closed the connection"))
+                return
+            if data:
+                self.on_data(data)
+        if events & EPOLLOUT and self.state == READY:
+            self._write_more()
+
+    def on_data(self, data: bytes) -> None:
+        try:
+            replies = self.framer.feed(data)
+        except BackendProtocolError as exc:
+            self.fail(exc)
+            return
+        fifo = self.fifo
+        if len(replies) > len(fifo) - len(self.out):
+            self.fail(BackendProtocolError("reply with no request"))
+            return
+        popleft = fifo.popleft
+        dirty_clients = self.reactor.dirty_clients
+        on_error = self.cluster.on_error_reply
+        self.replies += len(replies)
+        for raw in replies:
+            req = popleft()
+            if req is DISCARD:
+                continue
+            if raw[0] == 45 and on_error(self, req, raw):  # '-': maybe a redirect
+                continue
+            if req.parent is None:
+                req.reply = raw
+                owner = req.owner
+                if owner is not None and not owner.dirty:
+                    owner.dirty = True
+                    dirty_clients.append(owner)
+            else:
+                req.parent.child_done(req.index, raw)
+        if self.retiring and not fifo:
+            self.close()
+
+    def _write_more(self) -> None:
+        try:
+            n = self.sock.send(self.wbuf)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(exc)
+            return
+        self.wbuf = self.wbuf[n:]
+        if not self.wbuf:
+            self.reactor.modify(self.fd, EPOLLIN)
+            if self.out:
+                self.flush()
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def connect(self, timeout_s: float, delay_s: float = 0.0) -> None:
+        """Open the socket (in a trio task), then hand it to the reactor. On failure every
+        queued request is failed or re-routed by the cluster."""
+        if delay_s:
+            await trio.sleep(delay_s)
+        host, port = self.addr
+        sock: socket.socket | None = None
+        try:
+            with trio.fail_after(timeout_s):
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, _, _, _, sockaddr = infos[0]
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex(sockaddr)
+                if err not in (0, errno.EINPROGRESS):
+                    raise OSError(err, os.strerror(err))
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+        except (OSError, trio.TooSlowError) as exc:
+            if sock is not None:
+                sock.close()
+            if self.state == CONNECTING:
+                self.fail(exc if isinstance(exc, OSError) else TimeoutError("connect timed out"))
+                self.reactor.flush()
+            return
+        if self.state != CONNECTING:  # closed while connecting
+            sock.close()
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = READY
+        self.reactor.register(self.fd, EPOLLIN, self)
+        log.debug("backend_connected", node=f"{host}:{port}")
+        self.cluster.on_connected(self)
+        self.flush()
+        self.reactor.flush()
+
+    def abort(self, exc: BaseException) -> None:
+        self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection is unusable: close it and settle every request in its FIFO."""
+        if self.state == CLOSED:
+            return
+        was_ready = self.state == READY
+        self._close_socket()
+        unsent = len(self.out)
+        pending = list(self.fifo)
+        self.fifo.clear()
+        self.out.clear()
+        self.wbuf = b""
+        if was_ready or pending:
+            log.warning("backend_lost", node=f"{self.addr[0]}:{self.addr[1]}",
+                        error=str(exc) or type(exc).__name__, in_flight=len(pending))
+        self.cluster.on_connection_lost(self, connect_failed=not was_ready)
+        written = pending[: len(pending) - unsent]
+        for req in written:
+            if req is not DISCARD:
+                self.cluster.settle_unknown(req, exc)
+        for req in pending[len(pending) - unsent :]:
+            if req is not DISCARD:
+                self.cluster.reroute(req, was_ready)
+
+    def close(self) -> None:
+        """Close an idle connection on purpose (no requests pending)."""
+        if self.state == CLOSED:
+            return
+        if self.fifo:
+            self.fail(ConnectionAbortedError("connection closed by the proxy"))
+            return
+        self._close_socket()
+        self.cluster.on_connection_lost(self, connect_failed=False)
+
+    def _close_socket(self) -> None:
+        self.state = CLOSED
+        if self.sock is not None:
+            self.reactor.unregister(self.fd)
+            self.sock.close()
+            self.sock = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.fifo)
+
+
+def fail_request(req: Request, error: bytes) -> None:
+    complete(req, error)
