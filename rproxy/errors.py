@@ -72,6 +72,7 @@ TOO_MANY_REDIRECTS = b"-TRYAGAIN rproxy: too many redirects\r\n"
 OUTCOME_UNKNOWN = (
     b"-ERR rproxy: connection to the backend was lost; the command may or may not have run\r\n"
 )
+BACKEND_BUSY = b"-ERR rproxy: too many requests queued for one backend node\r\n"
 BACKEND_PROTOCOL = b"-ERR rproxy: backend protocol error\r\n"
 SHUTTING_DOWN = b"-ERR rproxy: proxy is shutting down\r\n"
 NO_TOPOLOGY = b"-CLUSTERDOWN rproxy: no cluster topology yet (no seed node reachable)\r\n"

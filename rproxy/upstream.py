@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
+from rproxy import errors
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.request import DISCARD, Request, complete
 from rproxy.resp import BackendProtocolError, ReplyFramer
@@ -40,7 +41,7 @@ RECV_SIZE = 256 * 1024
 class BackendConnection:
     __slots__ = (
         "addr", "cluster", "reactor", "sock", "fd", "state", "out", "fifo", "framer",
-        "wbuf", "dirty", "replies", "stalled_since", "retiring", "__weakref__",
+        "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "__weakref__",
     )
 
     def __init__(self, addr: tuple[str, int], cluster: Cluster, reactor: Reactor) -> None:
@@ -58,12 +59,16 @@ class BackendConnection:
         self.replies = 0  # replies received (the op-timeout watchdog reads it)
         self.stalled_since = 0.0
         self.retiring = False  # no longer in the slot map: close once the FIFO is empty
+        self.max_pending = cluster.config.limits.max_pending_per_backend
 
     def __repr__(self) -> str:
         return f"<BackendConnection {self.addr[0]}:{self.addr[1]} state={self.state}>"
 
     # -- the hot path -----------------------------------------------------------------------
     def send(self, req: Request, data: bytes) -> None:
+        if len(self.fifo) >= self.max_pending:  # a stuck or slow node: fail fast, stay bounded
+            complete(req, errors.BACKEND_BUSY)
+            return
         self.out.append(data)
         self.fifo.append(req)
         if not self.dirty:
@@ -239,6 +244,3 @@ class BackendConnection:
     def in_flight(self) -> int:
         return len(self.fifo)
 
-
-def fail_request(req: Request, error: bytes) -> None:
-    complete(req, error)
