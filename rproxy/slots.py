@@ -15,7 +15,14 @@ import crcmod.crcmod  # noqa: F401  (the submodule carries _usingExtension)
 
 SLOTS = 16384
 
-_crc16 = crcmod.mkCrcFun(0x11021, initCrc=0, xorOut=0, rev=False)
+_crc16_wrapper = crcmod.mkCrcFun(0x11021, initCrc=0, xorOut=0, rev=False)
+# mkCrcFun returns a Python closure ``crcfun(data, crc=init, table=..., fun=...)`` around the C
+# function; calling the C function directly saves one Python frame per command.
+_init, _table, _cfun = _crc16_wrapper.__defaults__ or (None, None, None)
+if _init != 0 or not callable(_cfun):  # pragma: no cover - a crcmod that looks different
+
+    def _cfun(data: bytes, crc: int, table: object) -> int:
+        return int(_crc16_wrapper(data))
 
 USING_C_EXTENSION: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))
 if not USING_C_EXTENSION:  # pragma: no cover - depends on the install
@@ -34,10 +41,10 @@ def key_slot(key: bytes) -> int:
     if start >= 0:
         end = key.find(b"}", start + 1)
         if end > start + 1:
-            return _crc16(key[start + 1 : end]) & 0x3FFF
-    return _crc16(key) & 0x3FFF
+            return _cfun(key[start + 1 : end], 0, _table) & 0x3FFF
+    return _cfun(key, 0, _table) & 0x3FFF
 
 
 def crc16(data: bytes) -> int:
     """CRC16/XMODEM of ``data`` (exposed for tests: CRC16 of b"123456789" is 0x31C3)."""
-    return _crc16(data)
+    return int(_cfun(data, 0, _table))

@@ -1,0 +1,167 @@
+"""The command line as a user runs it: the embedded cluster, configuration sources and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from tests.support import free_port, wait_until
+
+
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RPROXY_")}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "rproxy", *args], env=full_env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _run(args: list[str], env: dict[str, str] | None = None,
+         timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    p = _start(args, env)
+    out, err = p.communicate(timeout=timeout_s)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _stop(p: subprocess.Popen[str]) -> tuple[int, str]:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate(timeout=10)
+    return p.returncode, err
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_embedded_cluster_run_and_clean_exit(tmp_path: Path) -> None:
+    """The README's run command: no seed anywhere -> an embedded 3+3 cluster, a working
+    endpoint, and on SIGTERM every redis-server it started is gone."""
+    port = free_port()
+    p = _start(["--listen", f"127.0.0.1:{port}", "--log-format", "console"])
+    try:
+        client = redis.Redis(port=port, protocol=2, socket_timeout=5)
+        wait_until(lambda: client.ping(), 60, "embedded proxy to answer")
+        assert client.set("cli:k", "v") and client.get("cli:k") == b"v"
+        assert client.info("server")["cluster_masters"] == 3
+    finally:
+        code, err = _stop(p)
+    assert code == 0, err[-3000:]
+    m = re.search(r"starting (\d+) redis-server nodes on ports (\d+)\.\.(\d+)", err)
+    assert m, err[-3000:]
+    assert m.group(1) == "6"
+    for node_port in range(int(m.group(2)), int(m.group(3)) + 1):
+        assert not _listening(node_port), f"redis-server on {node_port} left running"
+    assert "ready: connect with" in err
+
+
+def test_missing_redis_server_is_one_clear_line() -> None:
+    res = _run(["--listen", f"127.0.0.1:{free_port()}"],
+               env={"RPROXY_EMBEDDED_REDIS_SERVER": "no-such-redis-server"})
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert "redis-server" in lines[0] and "apt-get install redis-server" in lines[0]
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[limits]\nmax_clients = 10\nmax_clientz = 5\n')
+    res = _run(["--config", str(bad)])
+    assert res.returncode == 2
+    assert "limits.max_clientz: unknown key" in res.stderr
+
+    bad.write_text('[timeouts]\nop_timeout_s = "soon"\n')
+    res = _run(["--config", str(bad)])
+    assert res.returncode == 2 and "timeouts.op_timeout_s" in res.stderr
+
+    res = _run([], env={"RPROXY_LIMITS_MAX_CLIENTS": "-1"})
+    assert res.returncode == 2 and "limits.max_clients" in res.stderr
+
+    res = _run(["--listen", "nonsense"])
+    assert res.returncode == 2 and "proxy.listen" in res.stderr
+
+    res = _run(["--config", str(tmp_path / "missing.toml")])
+    assert res.returncode == 2 and "not found" in res.stderr
+
+
+def test_seeds_from_file_env_and_flags(cluster, tmp_path: Path) -> None:
+    """Flags beat the environment, which beats the file; JSON logs on request."""
+    host, seed_port = cluster.seeds[0]
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    cfg = tmp_path / "rproxy.toml"
+    cfg.write_text(f'[proxy]\nlisten = "127.0.0.1:{file_port}"\nseeds = ["{host}:{seed_port}"]\n')
+
+    p = _start(["--config", str(cfg), "--log-format", "json"])
+    try:
+        wait_until(lambda: redis.Redis(port=file_port, protocol=2).ping(), 30, "file listen")
+    finally:
+        code, err = _stop(p)
+    assert code == 0
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "listening" for e in events), err[-2000:]
+
+    env = {"RPROXY_CONFIG": str(cfg), "RPROXY_LISTEN": f"127.0.0.1:{env_port}"}
+    p = _start(["--log-level", "warning"], env)
+    try:
+        wait_until(lambda: redis.Redis(port=env_port, protocol=2).ping(), 30, "env listen")
+    finally:
+        _stop(p)
+
+    env["RPROXY_SEEDS"] = "127.0.0.1:1"  # overridden by --seed below
+    p = _start(["--listen", f"127.0.0.1:{flag_port}", "--seed", f"{host}:{seed_port}",
+                "--log-level", "warning"], env)
+    try:
+        c = redis.Redis(port=flag_port, protocol=2)
+        wait_until(lambda: c.ping(), 30, "flag listen")
+        assert c.set("cli:flags", "1")
+        assert not _listening(env_port)
+    finally:
+        _stop(p)
+
+
+def test_starts_when_some_seeds_are_down(cluster) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    live = "{}:{}".format(*cluster.seeds[-1])
+    port = free_port()
+    p = _start(["--listen", f"127.0.0.1:{port}", "--seed", dead, "--seed", live,
+                "--log-level", "warning"])
+    try:
+        c = redis.Redis(port=port, protocol=2)
+        wait_until(lambda: c.ping(), 30, "proxy with a dead seed")
+        assert c.set("cli:deadseed", "ok") and c.get("cli:deadseed") == b"ok"
+    finally:
+        _stop(p)
+
+
+def test_no_reachable_seed_gives_fast_errors_not_hangs() -> None:
+    port = free_port()
+    p = _start(["--listen", f"127.0.0.1:{port}", "--seed", f"127.0.0.1:{free_port()}",
+                "--log-level", "error"])
+    try:
+        c = redis.Redis(port=port, protocol=2, socket_timeout=5)
+        wait_until(lambda: c.ping(), 30, "proxy up without a cluster")
+        t0 = time.monotonic()
+        try:
+            c.get("x")
+            raise AssertionError("GET without a cluster cannot succeed")
+        except redis.ResponseError as exc:
+            assert "no cluster topology" in str(exc)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        _stop(p)
