@@ -93,33 +93,41 @@ class CommandInfo:
                 last = argc + spec.lastkey
             else:
                 last = first + ((argc - first) // spec.limit + spec.lastkey)
-            step = spec.keystep or 1
-            i = first
-            while i <= last:
-                if i >= argc:
-                    if self.arity < 0:
-                        break
-                    return []
-                out.append(i)
-                i += step
+            if last >= argc or last < first or first >= argc:
+                return []  # out of bounds: a syntax error the backend reports; no keys
+            out.extend(range(first, last + 1, spec.keystep or 1))
         return out
 
 
+_SORT_SKIP = {b"LIMIT": 2, b"GET": 1, b"BY": 1}
+
+
 def _sort_keys(argv: list[bytes]) -> list[int]:
-    """Redis sortGetKeys: the key, plus the destination of STORE (BY/GET patterns are not
-    keys; LIMIT takes two arguments)."""
-    out = [1] if len(argv) > 1 else []
-    skip = {b"LIMIT": 2, b"GET": 1, b"BY": 1}
+    """Redis sortGetKeys (src/db.c): the key, plus the destination of the *last* STORE
+    (BY/GET patterns are not keys; LIMIT takes two arguments; the word after STORE is itself
+    examined as an option, as Redis does)."""
+    if len(argv) < 2:
+        return []
+    store = 0
     i = 2
     while i < len(argv):
         word = argv[i].upper()
-        if word in skip:
-            i += skip[word]
+        if word in _SORT_SKIP:
+            i += _SORT_SKIP[word]
         elif word == b"STORE" and i + 1 < len(argv):
-            out.append(i + 1)
-            i += 1
+            store = i + 1
         i += 1
-    return out
+    return [1, store] if store else [1]
+
+
+def _migrate_keys(argv: list[bytes]) -> list[int]:
+    """Redis migrateGetKeys: MIGRATE host port key|"" db timeout [... KEYS k1 k2 ...]."""
+    if len(argv) > 6 and argv[3] == b"":
+        for i in range(6, len(argv)):
+            if argv[i].upper() == b"KEYS":
+                return list(range(i + 1, len(argv)))
+        return []
+    return [3] if len(argv) > 3 else []
 
 
 def _parse_key_spec(raw: list[object]) -> KeySpec | None:
@@ -174,6 +182,8 @@ def _info_from_reply(entry: list[object]) -> CommandInfo:
     )
     if name in (b"SORT", b"SORT_RO"):
         info.keys_proc = _sort_keys
+    elif name == b"MIGRATE":
+        info.keys_proc = _migrate_keys
     elif incomplete and not specs:
         info.keys_proc = None
     subs = entry[9] if len(entry) > 9 else []

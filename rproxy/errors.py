@@ -8,15 +8,6 @@ error code so clients and operators can tell them apart; they never name a backe
 from __future__ import annotations
 
 
-def error(text: str) -> bytes:
-    """Encode an error reply. Like Redis's addReplyError, ``ERR `` is added unless the text
-    already starts with an upper-case error code followed by a space."""
-    head = text.split(" ", 1)[0]
-    if not (head.isupper() and head.isalpha()):
-        text = "ERR " + text
-    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
-
-
 # -- request parsing (src/networking.c processInlineBuffer / processMultibulkBuffer) --------------
 PROTO_TOO_BIG_INLINE = b"-ERR Protocol error: too big inline request\r\n"
 PROTO_UNBALANCED_QUOTES = b"-ERR Protocol error: unbalanced quotes in request\r\n"
@@ -35,13 +26,14 @@ def unknown_command(argv: list[bytes]) -> bytes:
     """``-ERR unknown command '<name>', with args beginning with: '<a>' '<b>' ``.
 
     Mirrors processCommand: the name is cut at 128 bytes; args are listed while the list is
-    shorter than 128 bytes, each cut to the room left, as ``'%.*s' `` (note the trailing space)."""
-    name = argv[0][:128]
+    shorter than 128 bytes, each cut to the room left, as ``'%.*s' `` (note the trailing
+    space). Like C's ``%s``, each string ends at its first NUL byte."""
+    name = argv[0].split(b"\0", 1)[0][:128]
     args = b""
     for arg in argv[1:]:
         if len(args) >= 128:
             break
-        args += b"'" + arg[: 128 - len(args)] + b"' "
+        args += b"'" + arg.split(b"\0", 1)[0][: 128 - len(args)] + b"' "
     text = b"ERR unknown command '" + name + b"', with args beginning with: " + args
     return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
 

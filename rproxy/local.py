@@ -78,8 +78,10 @@ def _quit(s: ClientSession, argv: list[bytes]) -> Reply:
 
 def _select(s: ClientSession, argv: list[bytes]) -> Reply:
     db = resp.string2ll(argv[1])
-    if db is None or not -(2**31) <= db < 2**31:
+    if db is None:
         return errors.NOT_INTEGER
+    if not -(2**31) <= db < 2**31:  # Redis getIntFromObjectOrReply
+        return b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
     return resp.OK if db == 0 else errors.SELECT_NOT_ALLOWED
 
 

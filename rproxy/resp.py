@@ -15,6 +15,7 @@ hiredis returns ``+OK`` and ``$2\\r\\nOK`` as the same value and re-encoding wou
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import hiredis
@@ -242,7 +243,7 @@ class RequestParser:
 
     __slots__ = (
         "limits", "_reader", "_buf", "_pos", "_fed", "_strict", "_strict_pos",
-        "_need", "_pending", "_pending_len", "error",
+        "_need", "_pending", "_pending_len", "_guard", "_slow_until", "error",
     )
 
     def __init__(self, limits: RequestLimits | None = None) -> None:
@@ -256,6 +257,13 @@ class RequestParser:
         self._need = 0  # _buf must reach this length before the strict parser can go on
         self._pending: list[bytes] = []
         self._pending_len = 0
+        # hiredis allocates a list as soon as it reads an array header, so a 13-byte
+        # "*3000000000\r\n" would cost 24 GB. Before hiredis sees new bytes, one regex scan
+        # looks for any '*' or '$' count with as many digits as the smallest limit; such bytes
+        # go through the strict parser, which enforces the limits exactly.
+        digits = min(len(str(self.limits.max_args)), len(str(self.limits.max_bulk_len)))
+        self._guard = re.compile(rb"[*$]\d{%d}" % digits)
+        self._slow_until = 0  # bytes of _buf before this index take the strict path
         self.error: bytes | None = None
 
     @property
@@ -276,7 +284,7 @@ class RequestParser:
             data = b"".join(self._pending)
             self._pending, self._pending_len, self._need = [], 0, 0
         if self._pos == len(self._buf):
-            self._buf, self._pos, self._fed = data, 0, 0
+            self._buf, self._pos, self._fed, self._slow_until = data, 0, 0, 0
         else:
             self._buf += data
         out: list[tuple[list[bytes], bytes]] = []
@@ -285,8 +293,11 @@ class RequestParser:
         n = len(buf)
         reader = self._reader
         while pos < n:
-            if self._strict is None and buf[pos] == 42:  # '*': hiredis fast path
-                if self._fed < n:
+            if self._strict is None and buf[pos] == 42 and pos >= self._slow_until:
+                if self._fed < n:  # hiredis fast path, for bytes the guard lets through
+                    if self._guard.search(buf, max(self._fed - 24, pos)):
+                        self._slow_until = n
+                        continue
                     reader.feed(buf, self._fed)
                     self._fed = n
                 try:
@@ -320,18 +331,19 @@ class RequestParser:
             if st.argv:
                 out.append((st.argv, encode_command(st.argv)))
             pos = newpos
-            if self._fed > pos:  # hiredis holds bytes of what the strict parser consumed
-                self._reader = reader = hiredis.Reader()
-                self._fed = pos
+            # hiredis restarts, empty, at the next command.
+            self._reader = reader = hiredis.Reader()
+            self._fed = pos
         self._pos = pos
         if pos == n and self._strict is None:
-            self._buf, self._pos, self._fed = b"", 0, 0
+            self._buf, self._pos, self._fed, self._slow_until = b"", 0, 0, 0
         elif pos > 65536 and pos * 2 > n:
             # Compact: drop the consumed prefix (keeps memory bounded for long pipelines).
             self._buf = buf[pos:]
             self._pos = 0
             self._fed -= pos
             self._strict_pos -= pos
+            self._slow_until = max(self._slow_until - pos, 0)
         if self._strict is not None and self._strict.bulklen > 65536:
             self._need = self._strict_pos + self._strict.bulklen + 2
         if self.buffered > self.limits.query_buffer_limit:
