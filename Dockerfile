@@ -10,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY rproxy ./rproxy
 COPY config ./config
 RUN pip install --no-cache-dir . \
- && python -c "import crcmod.crcmod as c, sys; sys.exit(0 if c._usingExtension else 1)" \
+ && python -c "import sys, crcmod.crcmod; sys.exit(0 if sys.modules['crcmod.crcmod']._usingExtension else 1)" \
  && apt-get purge -y gcc libc6-dev && apt-get autoremove -y
 
 EXPOSE 7777

@@ -14,7 +14,9 @@ from tests.support import ProxyThread, StandaloneRedis, proxy_config
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    c = LocalCluster(masters=3, replicas=1, node_timeout_ms=2000)
+    # DEBUG SLEEP (from loopback) lets tests make a node hang, to exercise op_timeout.
+    c = LocalCluster(masters=3, replicas=1, node_timeout_ms=2000,
+                     extra_config={"enable-debug-command": "local"})
     try:
         c.start()
         yield c

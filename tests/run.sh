@@ -29,7 +29,7 @@ venv=${RPROXY_VENV:-.venv}
 "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # crcmod must use its C extension, or every command pays for pure-Python CRC16.
-"${venv}/bin/python" -c 'import sys, crcmod.crcmod; sys.exit(0 if crcmod.crcmod._usingExtension else 1)' \
+"${venv}/bin/python" -c 'import sys, crcmod.crcmod; sys.exit(0 if sys.modules["crcmod.crcmod"]._usingExtension else 1)' \
   || { echo "crcmod's C extension is not in use (install gcc and python3-dev, then reinstall crcmod)" >&2; exit 1; }
 
 exec "${venv}/bin/python" -m pytest -p no:cacheprovider "$@"
