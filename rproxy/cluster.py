@@ -89,6 +89,10 @@ class Cluster:
         self._rr = 0
         self.outcome_unknown = 0
         self.closing = False
+        self._unreachable = False
+        # A private generator: the proxy never touches the global random state of its host
+        # process (tests, embedding applications).
+        self._rng = random.Random()
 
     # -- running ------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -120,8 +124,8 @@ class Cluster:
         self.last_refresh = trio.current_time()
         candidates = list(self.slotmap.nodes) if self.slotmap else []
         others = [a for a in self.known if a not in candidates]
-        random.shuffle(candidates)
-        random.shuffle(others)
+        self._rng.shuffle(candidates)
+        self._rng.shuffle(others)
         timeout = self.config.timeouts.connect_timeout_s
         for addr in candidates + others:
             try:
@@ -142,8 +146,12 @@ class Cluster:
                 continue
             self.install(slotmap)
             self.refreshes += 1
+            if self._unreachable:
+                self._unreachable = False
+                log.info("cluster_reachable_again", node=f"{addr[0]}:{addr[1]}")
             return True
-        if not self.ready.is_set() or self.slotmap is None:
+        if not self._unreachable:  # once per outage, not once per attempt
+            self._unreachable = True
             log.warning("no_seed_reachable", seeds=[f"{h}:{p}" for h, p in self.known])
         return False
 
@@ -199,7 +207,7 @@ class Cluster:
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
         if failures:  # jittered exponential backoff: no reconnect storm against a dead node
-            delay = min(2.0, 0.05 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+            delay = min(2.0, 0.05 * 2 ** min(failures, 6)) * self._rng.uniform(0.5, 1.0)
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s, delay)
         return conn

@@ -70,6 +70,11 @@ class ClientSession:
     def on_event(self, events: int) -> None:
         if events & EPOLLOUT:
             self._write_more()
+        if events & (EPOLLERR | EPOLLHUP) and not self.reading:
+            # epoll reports these whatever the mask: a paused client that hung up would
+            # otherwise wake the reactor on every loop. Nobody is left to read the replies.
+            self.close()
+            return
         if events & (EPOLLIN | EPOLLERR | EPOLLHUP) and self.reading and not self.closed:
             try:
                 data = self.sock.recv(RECV_SIZE)
