@@ -82,9 +82,10 @@ class ProxyServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client_id = next(self._ids)
         session = ClientSession(self, sock, f"{addr[0]}:{addr[1]}", client_id)
-        session.last_active = self.now
+        now = time.monotonic()
+        session.last_active = now
         self.sessions[client_id] = session
-        self.session_started[client_id] = self.now
+        self.session_started[client_id] = now
         self.reactor.register(session.fd, EPOLLIN, session)
 
     def on_session_closed(self, session: ClientSession) -> None:
@@ -142,8 +143,8 @@ class ProxyServer:
             self._listen_sock = None
 
     async def _drain(self) -> None:
-        """Stop accepting; give in-flight requests ``shutdown_grace_s`` to be answered; new
-        commands on open connections get an error meanwhile."""
+        """Stop accepting; give in-flight requests up to ``shutdown_grace_s`` to be answered
+        (open connections are still served meanwhile), then the caller closes everything."""
         self._close_listener()
         grace = self.config.timeouts.shutdown_grace_s
         log.info("draining", clients=len(self.sessions), grace_s=grace)
@@ -152,7 +153,8 @@ class ProxyServer:
                 await trio.sleep(0.02)
 
     async def _housekeeping(self) -> None:
-        """Keeps ``now`` current (cheap timestamps for the data path) and closes idle clients."""
+        """Keeps ``now`` current (a cheap timestamp for the data path, at most 0.1 s old) and
+        closes idle clients (so ``client_idle_s`` is honoured to within 0.1 s)."""
         idle = self.config.timeouts.client_idle_s
         while True:
             await trio.sleep(0.1)
