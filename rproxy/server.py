@@ -143,13 +143,17 @@ class ProxyServer:
             self._listen_sock = None
 
     async def _drain(self) -> None:
-        """Stop accepting; give in-flight requests up to ``shutdown_grace_s`` to be answered
-        (open connections are still served meanwhile), then the caller closes everything."""
+        """Stop accepting; keep serving open connections until each is quiet (nothing pending,
+        nothing received for 0.2 s) or ``shutdown_grace_s`` has passed; then the caller closes
+        everything."""
         self._close_listener()
         grace = self.config.timeouts.shutdown_grace_s
         log.info("draining", clients=len(self.sessions), grace_s=grace)
         with trio.move_on_after(grace):
-            while any(s.queue or s.wbuf for s in self.sessions.values()):
+            # A connection is done when nothing is pending for it and it has sent nothing for
+            # a moment: requests still in its socket buffer are read and answered first.
+            while any(s.queue or s.wbuf or time.monotonic() - s.last_active < 0.2
+                      for s in self.sessions.values()):
                 await trio.sleep(0.02)
 
     async def _housekeeping(self) -> None:

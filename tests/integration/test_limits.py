@@ -80,7 +80,7 @@ def test_hung_node_times_out_and_others_are_unaffected(cluster) -> None:
 
 def test_graceful_shutdown_answers_in_flight_requests(cluster) -> None:
     p = ProxyThread(proxy_config(cluster.seeds, timeouts={"shutdown_grace_s": 5.0})).start()
-    n = 20000
+    n = 100000  # ~3.5 MB: more than the socket buffers, so some is unread at shutdown
     burst = b"".join(encode_command([b"SET", b"lim:sd:%d" % i, b"v"]) for i in range(n))
     with socket.create_connection(("127.0.0.1", p.port)) as s:
         s.sendall(burst)
