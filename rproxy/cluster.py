@@ -157,7 +157,8 @@ class Cluster:
 
     async def _load_node_info(self, addr: Addr, timeout: float) -> None:
         reply = await control_command(addr, [b"COMMAND"], timeout)
-        table = CommandTable.from_command_reply(reply)
+        policy = self.config.commands
+        table = CommandTable.from_command_reply(reply, policy.allow, policy.deny)
         info = await control_command(addr, [b"INFO", b"server"], timeout)
         for line in bytes(info).decode(errors="replace").splitlines():
             if line.startswith("redis_version:"):
@@ -218,6 +219,18 @@ class Cluster:
             conns = [self._new_conn(addr)]
             self.conns[addr] = conns
         return conns[0]
+
+    def scan_order(self) -> list[int]:
+        """The lowest slot of each master, ascending: SCAN visits masters in this order."""
+        if self.slotmap is None:
+            return []
+        return sorted(min(lo for lo, _ in sh.ranges) for sh in self.slotmap.shards if sh.ranges)
+
+    def all_nodes(self) -> list[BackendConnection]:
+        """One connection to every node, replicas included (for CONFIG SET and friends)."""
+        if self.slotmap is None:
+            return []
+        return [self.conn_for_addr(addr) for addr in self.slotmap.nodes]
 
     def any_master(self) -> BackendConnection | None:
         masters = self.masters

@@ -20,6 +20,7 @@ class Route(enum.IntEnum):
     LOCAL = 2  # answered by the proxy itself
     ALL_MASTERS = 3  # sent to every master, replies merged
     REFUSED = 4  # not supported behind this proxy; ``why`` says so
+    ALL_NODES = 5  # sent to every node, replicas included (CONFIG SET), replies merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +214,32 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"ASKING": (Route.LOCAL, ""),
     b"CLIENT": (Route.LOCAL, ""),
     b"CLUSTER": (Route.LOCAL, ""),
-    # every master, merged
+    b"SCAN": (Route.LOCAL, ""),  # one master at a time; the cursor says which
+    # every master, merged (the merge functions are in planner.FANOUT_MERGES)
     b"DBSIZE": (Route.ALL_MASTERS, ""),
     b"KEYS": (Route.ALL_MASTERS, ""),
+    b"RANDOMKEY": (Route.ALL_MASTERS, ""),
+    b"FLUSHALL": (Route.ALL_MASTERS, ""),
+    b"FLUSHDB": (Route.ALL_MASTERS, ""),
+    b"SCRIPT|LOAD": (Route.ALL_MASTERS, ""),
+    b"SCRIPT|EXISTS": (Route.ALL_MASTERS, ""),
+    b"SCRIPT|FLUSH": (Route.ALL_MASTERS, ""),
+    b"SCRIPT|KILL": (Route.ALL_MASTERS, ""),
+    b"FUNCTION|LOAD": (Route.ALL_MASTERS, ""),
+    b"FUNCTION|DELETE": (Route.ALL_MASTERS, ""),
+    b"FUNCTION|FLUSH": (Route.ALL_MASTERS, ""),
+    b"FUNCTION|RESTORE": (Route.ALL_MASTERS, ""),
+    b"FUNCTION|KILL": (Route.ALL_MASTERS, ""),
+    b"SLOWLOG|GET": (Route.ALL_MASTERS, ""),
+    b"SLOWLOG|LEN": (Route.ALL_MASTERS, ""),
+    b"SLOWLOG|RESET": (Route.ALL_MASTERS, ""),
+    # every node, replicas included
+    b"CONFIG|SET": (Route.ALL_NODES, ""),
+    b"CONFIG|RESETSTAT": (Route.ALL_NODES, ""),
+    b"CONFIG|REWRITE": (Route.ALL_NODES, ""),
+    # one node answers for the cluster (documented): CONFIG GET, LATENCY, MEMORY STATS,
+    # FUNCTION LIST/DUMP/STATS, SCRIPT HELP ... are keyless and go to one master (Route.ANY).
+    b"SCRIPT|DEBUG": (Route.REFUSED, "script debugging needs a dedicated connection"),
     # refused until the connection-pinning work lands: on a shared connection they would
     # block or capture other clients' commands
     b"MULTI": (Route.REFUSED, _PINNED),
@@ -249,26 +273,37 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"BGREWRITEAOF": (Route.REFUSED, _ADMIN),
     b"ACL": (Route.REFUSED, _ADMIN),
     b"MODULE": (Route.REFUSED, _ADMIN),
-    b"CONFIG": (Route.REFUSED, _ADMIN),
-    b"SLOWLOG": (Route.REFUSED, _ADMIN),
-    b"LATENCY": (Route.REFUSED, _ADMIN),
-    b"FLUSHALL": (Route.REFUSED, "it is not yet fanned out to every master"),
-    b"FLUSHDB": (Route.REFUSED, "it is not yet fanned out to every master"),
-    b"SCAN": (Route.REFUSED, "it is not yet fanned out to every master"),
-    b"RANDOMKEY": (Route.REFUSED, "it is not yet fanned out to every master"),
-    b"SCRIPT": (Route.REFUSED, "it is not yet fanned out to every master"),
-    b"FUNCTION": (Route.REFUSED, "it is not yet fanned out to every master"),
 }
 
 # Commands that block the connection they run on, whatever their flags say for the moment.
 _BLOCKING_OPTION = {b"XREAD": b"BLOCK", b"XREADGROUP": b"BLOCK"}
 
 
+POLICY_DENIED = "disabled by the proxy's command policy (commands.deny)"
+
+
+def _apply_policy(info: CommandInfo, allowed: set[bytes], denied: set[bytes]) -> None:
+    container = info.name.split(b"|", 1)[0]
+    if info.name in denied or container in denied:
+        info.route, info.why = Route.REFUSED, POLICY_DENIED
+    elif (info.name in allowed or container in allowed) and info.route == Route.REFUSED:
+        info.route, info.why = (Route.KEYED if info.key_specs else Route.ANY), ""
+
+
 class CommandTable:
     """Name -> CommandInfo, with the proxy rules applied. Unknown names route as keyless
     commands to any master, so the backend gives Redis's own "unknown command" error."""
 
-    def __init__(self, infos: Iterable[CommandInfo]) -> None:
+    def __init__(
+        self,
+        infos: Iterable[CommandInfo],
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+    ) -> None:
+        """``allow``: commands refused by default that the operator passes through to one
+        master; ``deny``: commands the operator refuses (names, or ``CONTAINER|SUB``)."""
+        allowed = {a.upper().encode() for a in allow}
+        denied = {d.upper().encode() for d in deny}
         self._by_name: dict[bytes, CommandInfo] = {}
         for info in infos:
             rule = PROXY_RULES.get(info.name)
@@ -279,10 +314,15 @@ class CommandTable:
             if b"blocking" in info.flags and info.name not in _BLOCKING_OPTION:
                 info.route, info.why = Route.REFUSED, _PINNED
             for sub in info.subcommands.values():
-                sub.route = info.route if rule is not None else (
-                    Route.ANY if not sub.key_specs else Route.KEYED
-                )
-                sub.why = info.why
+                sub_rule = PROXY_RULES.get(sub.name)
+                if sub_rule is not None:
+                    sub.route, sub.why = sub_rule
+                elif rule is not None:
+                    sub.route, sub.why = info.route, info.why
+                else:
+                    sub.route = Route.ANY if not sub.key_specs else Route.KEYED
+            for target in [info, *info.subcommands.values()]:
+                _apply_policy(target, allowed, denied)
             if (
                 len(info.key_specs) == 1
                 and info.keys_proc is None
@@ -293,13 +333,17 @@ class CommandTable:
                 info.single_key = info.key_specs[0].bs_index
             self._by_name[info.name] = info
         for name, (route, why) in PROXY_RULES.items():
-            if name not in self._by_name:
-                self._by_name[name] = CommandInfo(name=name, route=route, why=why)
+            if b"|" not in name and name not in self._by_name:
+                info = CommandInfo(name=name, route=route, why=why)
+                _apply_policy(info, allowed, denied)
+                self._by_name[name] = info
         self._unknown = CommandInfo(name=b"", route=Route.ANY)
 
     @classmethod
-    def from_command_reply(cls, reply: list[object]) -> CommandTable:
-        return cls(_info_from_reply(e) for e in reply)  # type: ignore[arg-type]
+    def from_command_reply(
+        cls, reply: list[object], allow: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> CommandTable:
+        return cls((_info_from_reply(e) for e in reply), allow, deny)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._by_name)

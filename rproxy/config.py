@@ -107,6 +107,18 @@ class ClusterSection:
 
 
 @dataclass(frozen=True)
+class CommandsSection:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        for key in ("allow", "deny"):
+            for name in getattr(self, key):
+                if not name or any(c.isspace() for c in name):
+                    raise ConfigError(f"commands.{key}: {name!r} is not a command name")
+
+
+@dataclass(frozen=True)
 class EmbeddedSection:
     masters: int = 3
     replicas: int = 1
@@ -135,6 +147,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     timeouts: TimeoutsSection = field(default_factory=TimeoutsSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
+    commands: CommandsSection = field(default_factory=CommandsSection)
     embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
 
     def validate(self) -> Config:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rproxy import __version__, errors, merge, resp
 from rproxy.commands import CommandInfo
-from rproxy.request import Request
+from rproxy.request import FanOut, Request
 from rproxy.slots import key_slot
 
 if TYPE_CHECKING:
@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 
 Merge = Callable[[list[bytes]], bytes]
 Reply = bytes | Request
-
-MERGES: dict[bytes, Merge] = {
-    b"DBSIZE": merge.merge_sum,
-    b"KEYS": merge.merge_concat,
-}
 
 AUTH_NO_PASSWORD = (
     b"-ERR AUTH <password> called without any password configured for the default user. "
@@ -253,7 +248,53 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
     return s.fan_out(resp.encode_command([b"INFO", b"keyspace"]), merge_keyspace)
 
 
+INVALID_CURSOR = b"-ERR invalid cursor\r\n"
+
+
+def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
+    """SCAN over the whole cluster: one master after another, in order of the lowest slot each
+    owns. The client's cursor is ``backend_cursor << 14 | anchor``, where ``anchor`` is the
+    lowest slot of the master being scanned, so it stays a plain integer and names the master
+    by what it serves, not by a position in a list. If that slot has moved to another master
+    meanwhile (resharding), that master is scanned from the start: every key present for the
+    whole scan is still returned at least once, some maybe twice, as Redis's SCAN promises."""
+    cursor = resp.string2ll(argv[1])
+    if cursor is None or cursor < 0:
+        return INVALID_CURSOR
+    order = s.cluster.scan_order()
+    if not order:
+        return errors.NO_TOPOLOGY
+    anchor, backend = cursor & 0x3FFF, cursor >> 14
+    if cursor == 0 or anchor not in order:
+        owner = s.cluster.slot_conn[anchor]
+        anchors_of_owner = [a for a in order if s.cluster.slot_conn[a] is owner]
+        if cursor != 0 and anchors_of_owner:
+            anchor, backend = anchors_of_owner[0], 0
+        else:
+            anchor, backend = order[0], 0
+    following = [a for a in order if a > anchor]
+    next_anchor = following[0] if following else -1
+
+    def rewrite(parts: list[bytes]) -> bytes:
+        raw = parts[0]
+        if raw[:1] == b"-":
+            return raw
+        cursor_b, keys = merge.split_array(raw)
+        node_cursor = int(cursor_b.split(b"\r\n")[1])
+        if node_cursor:
+            new = node_cursor << 14 | anchor
+        else:
+            new = next_anchor if next_anchor >= 0 else 0  # next master from its start, or done
+        return b"*2\r\n" + resp.bulk(b"%d" % new) + keys
+
+    argv2 = [argv[0], b"%d" % backend, *argv[2:]]
+    parent = FanOut(s, 1, rewrite)
+    s.cluster.route(parent.child(0, resp.encode_command(argv2), anchor, readonly=True))
+    return parent
+
+
 _HANDLERS: dict[bytes, Callable[[ClientSession, list[bytes]], Reply]] = {
+    b"SCAN": _scan,
     b"PING": _ping,
     b"ECHO": _echo,
     b"QUIT": _quit,

@@ -84,3 +84,81 @@ def format_info(sections: list[tuple[str, list[tuple[str, object]]]]) -> bytes:
         lines = [f"# {name}"] + [f"{k}:{v}" for k, v in fields]
         chunks.append("\r\n".join(lines) + "\r\n")
     return resp.bulk("\r\n".join(chunks).encode())
+
+
+def split_array(raw: bytes) -> list[bytes]:
+    """The raw elements of an array reply (each still byte-exact)."""
+    eol = raw.index(b"\r\n")
+    n = int(raw[1:eol])
+    if n <= 0:
+        return []
+    elements = resp.ReplyFramer().feed(raw[eol + 2 :])
+    if len(elements) != n:
+        raise ValueError("truncated array reply")
+    return elements
+
+
+def merge_all_ok(parts: list[bytes]) -> bytes:
+    """Every part must be OK (MSET, FLUSHALL, SCRIPT FLUSH, CONFIG SET ...)."""
+    err = first_error(parts)
+    return err if err is not None else resp.OK
+
+
+def merge_same(parts: list[bytes]) -> bytes:
+    """Every node must give the same reply (SCRIPT LOAD's sha, FUNCTION LOAD's library name);
+    a node that differs is reported instead of hidden."""
+    err = first_error(parts)
+    if err is not None:
+        return err
+    if any(p != parts[0] for p in parts[1:]):
+        return b"-ERR rproxy: the cluster nodes gave different replies\r\n"
+    return parts[0]
+
+
+def merge_and(parts: list[bytes]) -> bytes:
+    """Arrays of 0/1 integers combined with AND (SCRIPT EXISTS: a script exists only where
+    every master has it, so EVALSHA works whichever master a key leads to)."""
+    err = first_error(parts)
+    if err is not None:
+        return err
+    rows = [split_array(p) for p in parts]
+    out = [resp.integer(int(all(int(r[i][1:-2]) for r in rows))) for i in range(len(rows[0]))]
+    return resp.array(out)
+
+
+def merge_any_ok(parts: list[bytes]) -> bytes:
+    """OK if any node says OK, else the first error (SCRIPT KILL / FUNCTION KILL: only the
+    node running the script can kill it; the others say NOTBUSY)."""
+    for p in parts:
+        if p[:1] != b"-":
+            return p
+    return parts[0]
+
+
+def merge_random_nonnull(parts: list[bytes], choice: object = None) -> bytes:
+    """RANDOMKEY: a random key from a random master that has one."""
+    import random
+
+    err = first_error(parts)
+    if err is not None:
+        return err
+    found = [p for p in parts if p != resp.NULL_BULK]
+    if not found:
+        return resp.NULL_BULK
+    return (choice or random.choice)(found)  # type: ignore[operator]
+
+
+def merge_by_position(parts: list[bytes], positions: list[list[int]], total: int) -> bytes:
+    """Reassemble per-part array replies into the order of the original request (MGET):
+    ``positions[i][j]`` is where element ``j`` of part ``i`` goes."""
+    err = first_error(parts)
+    if err is not None:
+        return err
+    out = [b""] * total
+    for raw, where in zip(parts, positions):
+        elements = split_array(raw)
+        if len(elements) != len(where):
+            raise ValueError("part reply has the wrong number of elements")
+        for j, element in zip(where, elements):
+            out[j] = element
+    return b"*%d\r\n" % total + b"".join(out)

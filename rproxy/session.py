@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rproxy import errors, local
-from rproxy.commands import Route
+from rproxy.commands import CommandInfo, Route
+from rproxy.planner import FANOUT_MERGES, SPLIT_RULES, Merge, SplitRule, plan_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.request import FanOut, Request
-from rproxy.resp import CLOSE_SILENTLY, RequestParser
+from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.slots import key_slot
 from rproxy.upstream import CLOSED
 
@@ -131,7 +132,11 @@ class ClientSession:
                     if slot < 0:
                         slot = s
                     elif s != slot:
-                        self.reply_local(errors.CROSSSLOT)
+                        rule = SPLIT_RULES.get(info.name)
+                        if rule is None:
+                            self.reply_local(errors.CROSSSLOT)
+                        else:
+                            self.split(argv, info, rule)
                         return
             if slot >= 0:
                 conn = cluster.slot_conn[slot]
@@ -163,8 +168,8 @@ class ClientSession:
                 self.queue.append(result)
             else:
                 self.reply_local(result)
-        elif route == Route.ALL_MASTERS:
-            result = self.fan_out(enc, local.MERGES[info.name])
+        elif route == Route.ALL_MASTERS or route == Route.ALL_NODES:
+            result = self.fan_out(enc, FANOUT_MERGES[info.name], route == Route.ALL_NODES)
             if isinstance(result, Request):
                 self.queue.append(result)
             else:
@@ -172,15 +177,27 @@ class ClientSession:
         else:
             self.reply_local(errors.not_supported(argv[0], info.why))
 
-    def fan_out(self, enc: bytes, merge: local.Merge) -> Request | bytes:
-        """Send ``enc`` to every master; returns the request whose merged reply answers the
-        client (the caller queues it), or an error reply."""
+    def split(self, argv: list[bytes], info: CommandInfo, rule: SplitRule) -> None:
+        """Keys in several slots: one part per slot, in parallel, merged in request order."""
+        if len(argv) < 2 or (len(argv) - 1) % rule.step:
+            self.reply_local(errors.wrong_arity(info.name))
+            return
+        plan = plan_split(argv, rule)
+        parent = FanOut(self, len(plan.parts), plan.merge)
+        self.queue.append(parent)
+        route = self.cluster.route
+        for i, (slot, sub) in enumerate(plan.parts):
+            route(parent.child(i, encode_command(sub), slot, info.readonly))
+
+    def fan_out(self, enc: bytes, merge: Merge, every_node: bool = False) -> Request | bytes:
+        """Send ``enc`` to every master (or every node, replicas included); returns the
+        request whose merged reply answers the client (the caller queues it), or an error."""
         cluster = self.cluster
-        masters = cluster.masters
-        if not masters or not cluster.table_loaded:
+        targets = cluster.all_nodes() if every_node else cluster.masters
+        if not targets or not cluster.table_loaded:
             return errors.NO_TOPOLOGY
-        parent = FanOut(self, len(masters), merge)
-        for i, conn in enumerate(masters):
+        parent = FanOut(self, len(targets), merge)
+        for i, conn in enumerate(targets):
             child = parent.child(i, enc, readonly=True)
             if conn.state == CLOSED:  # the cluster already has a replacement queued
                 cluster.route(child)

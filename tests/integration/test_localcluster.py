@@ -45,6 +45,9 @@ def test_start_failover_restart_stop() -> None:
         assert master in cluster.masters()
         with master.client() as c:
             assert c.set("hello", b"world")
+            # Replication is asynchronous: make sure the replica has the write before the
+            # kill, as Redis's own failover tests do (03-failover-loop.tcl: WAIT 1 20000).
+            assert c.execute_command("WAIT", 1, 5000) == 1
             assert c.get("hello") == b"world"
 
         # kill that master: its replica is promoted, the cluster recovers

@@ -1,0 +1,108 @@
+"""Plans for commands whose keys span several slots, sans-IO.
+
+A split command is cut into one part per slot (Redis Cluster refuses multi-key commands across
+slots, even on one node), the parts run in parallel on their masters, and a merge function
+builds the reply a single Redis would have given. Each part is redirected (MOVED/ASK) on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rproxy import merge
+from rproxy.slots import key_slot
+
+Merge = Callable[[list[bytes]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRule:
+    step: int  # arguments per key: 1 (keys), 2 (key value pairs)
+    kind: str  # "values" (MGET: reassemble by position), "sum", "ok"
+
+
+SPLIT_RULES: dict[bytes, SplitRule] = {
+    b"MGET": SplitRule(1, "values"),
+    b"MSET": SplitRule(2, "ok"),
+    b"DEL": SplitRule(1, "sum"),
+    b"UNLINK": SplitRule(1, "sum"),
+    b"EXISTS": SplitRule(1, "sum"),
+    b"TOUCH": SplitRule(1, "sum"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    parts: list[tuple[int, list[bytes]]]  # (slot, argv of the part)
+    merge: Merge
+
+
+def plan_split(argv: list[bytes], rule: SplitRule) -> SplitPlan:
+    """One part per slot, keys in their original order within each part. The caller has
+    checked the arity (``(len(argv) - 1) % rule.step == 0`` and at least one key)."""
+    name = argv[0]
+    step = rule.step
+    groups: dict[int, tuple[list[bytes], list[int]]] = {}
+    for unit, i in enumerate(range(1, len(argv), step)):
+        slot = key_slot(argv[i])
+        group = groups.get(slot)
+        if group is None:
+            group = groups[slot] = ([name], [])
+        group[0].extend(argv[i : i + step])
+        group[1].append(unit)
+    parts = [(slot, sub) for slot, (sub, _) in groups.items()]
+    if rule.kind == "values":
+        positions = [where for _, where in groups.values()]
+        total = (len(argv) - 1) // step
+        fn: Merge = functools.partial(merge.merge_by_position, positions=positions, total=total)
+    elif rule.kind == "sum":
+        fn = merge.merge_sum
+    else:
+        fn = merge.merge_all_ok
+    return SplitPlan(parts, fn)
+
+
+def merge_slowlog(parts: list[bytes]) -> bytes:
+    """SLOWLOG GET from every master: the entries of all of them, newest first (by the
+    timestamp each entry carries), cut to the longest single reply's length."""
+    err = merge.first_error(parts)
+    if err is not None:
+        return err
+    rows = [merge.split_array(p) for p in parts]
+    limit = max((len(r) for r in rows), default=0)
+    entries = [e for r in rows for e in r]
+
+    def stamp(entry: bytes) -> int:
+        fields = merge.split_array(entry)
+        return int(fields[1][1:-2]) if len(fields) > 1 else 0
+
+    entries.sort(key=stamp, reverse=True)
+    return b"*%d\r\n" % min(limit, len(entries)) + b"".join(entries[:limit])
+
+
+FANOUT_MERGES: dict[bytes, Merge] = {
+    b"DBSIZE": merge.merge_sum,
+    b"KEYS": merge.merge_concat,
+    b"RANDOMKEY": merge.merge_random_nonnull,
+    b"FLUSHALL": merge.merge_all_ok,
+    b"FLUSHDB": merge.merge_all_ok,
+    b"SCRIPT|LOAD": merge.merge_same,
+    b"SCRIPT|EXISTS": merge.merge_and,
+    b"SCRIPT|FLUSH": merge.merge_all_ok,
+    b"SCRIPT|KILL": merge.merge_any_ok,
+    b"FUNCTION|LOAD": merge.merge_same,
+    b"FUNCTION|DELETE": merge.merge_same,
+    b"FUNCTION|FLUSH": merge.merge_all_ok,
+    b"FUNCTION|RESTORE": merge.merge_same,
+    b"FUNCTION|KILL": merge.merge_any_ok,
+    b"SLOWLOG|GET": merge_slowlog,
+    b"SLOWLOG|LEN": merge.merge_sum,
+    b"SLOWLOG|RESET": merge.merge_all_ok,
+    b"CONFIG|SET": merge.merge_all_ok,
+    b"CONFIG|RESETSTAT": merge.merge_all_ok,
+    b"CONFIG|REWRITE": merge.merge_all_ok,
+}
+"""Merge of every command routed to all masters (or all nodes): one place, checked by a test
+against the command table so a new fan-out command cannot lack one."""

@@ -1,0 +1,214 @@
+"""Cross-shard commands: split + merge, every-master and every-node fan-outs, SCAN.
+
+Differential where a single Redis has an answer: the same commands go to a standalone
+redis-server and through the proxy (keys deliberately spread over every master), and the
+replies must be identical."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from rproxy.slots import key_slot
+
+
+def _raw(client: redis.Redis) -> redis.Redis:
+    client.response_callbacks.clear()  # compare replies as they came off the wire
+    return client
+
+
+@pytest.fixture
+def std(standalone):  # type: ignore[no-untyped-def]
+    return _raw(standalone.client())
+
+
+@pytest.fixture
+def prx(proxy):  # type: ignore[no-untyped-def]
+    return _raw(proxy.client())
+
+
+def _keys(prefix: str, n: int) -> list[str]:
+    run = os.urandom(3).hex()
+    keys = [f"xs:{run}:{prefix}:{i}" for i in range(n)]
+    assert len({key_slot(k.encode()) for k in keys}) > min(n, 3) // 2
+    return keys
+
+
+def _owners(cluster, keys: list[str]) -> set[int]:
+    return {cluster.master_of_slot(key_slot(k.encode())).port for k in keys}
+
+
+def _both(std: redis.Redis, prx: redis.Redis, *args: object) -> object:
+    def outcome(c: redis.Redis) -> object:
+        try:
+            return c.execute_command(*args)
+        except redis.ResponseError as exc:
+            return ("error", str(exc))
+
+    a, b = outcome(std), outcome(prx)
+    assert a == b, f"{args!r}: standalone {a!r} != proxy {b!r}"
+    return a
+
+
+def test_split_commands_match_a_single_redis(std, prx, cluster) -> None:
+    keys = _keys("split", 40)
+    assert len(_owners(cluster, keys)) == 3  # really spread over every master
+    pairs = [x for i, k in enumerate(keys) for x in (k, f"v{i}")]
+    _both(std, prx, "MSET", *pairs)
+    _both(std, prx, "MGET", *keys)
+    _both(std, prx, "MGET", keys[3], "xs:missing", keys[3], keys[0], keys[39])
+    _both(std, prx, "EXISTS", *keys[:10], keys[0], "xs:missing")  # a repeated key counts twice
+    _both(std, prx, "TOUCH", *keys[:10], "xs:missing")
+    _both(std, prx, "LPUSH", keys[5] + ":list", "a")
+    _both(std, prx, "MGET", keys[4], keys[5] + ":list", keys[6])  # non-strings read as nil
+    _both(std, prx, "DEL", *keys[:20], "xs:missing", keys[0])
+    _both(std, prx, "UNLINK", *keys[20:], keys[5] + ":list")
+    _both(std, prx, "MGET", *keys)
+    _both(std, prx, "EXISTS", *keys)
+    # arity errors are decided before anything is split or written
+    _both(std, prx, "MSET", keys[0], "a", keys[1])
+    _both(std, prx, "EXISTS", keys[0])
+    assert prx.execute_command("EXISTS", keys[1]) == 0  # the bad MSET wrote nothing
+
+
+def test_split_writes_land_on_each_owner(prx, cluster) -> None:
+    keys = _keys("owners", 30)
+    prx.execute_command("MSET", *[x for k in keys for x in (k, k)])
+    for k in keys:
+        owner = cluster.master_of_slot(key_slot(k.encode()))
+        assert owner.client().get(k) == k.encode()
+
+
+def test_large_mget_and_mset(prx) -> None:
+    keys = _keys("big", 1000)
+    prx.execute_command("MSET", *[x for i, k in enumerate(keys) for x in (k, str(i))])
+    assert prx.execute_command("MGET", *keys) == [str(i).encode() for i in range(1000)]
+    assert prx.execute_command("DEL", *keys) == 1000
+
+
+def test_dbsize_keys_randomkey(prx, cluster) -> None:
+    keys = _keys("ks", 30)
+    prx.execute_command("MSET", *[x for k in keys for x in (k, "1")])
+    total = sum(m.client().dbsize() for m in cluster.masters())
+    assert prx.execute_command("DBSIZE") == total
+    prefix = keys[0].rsplit(":", 1)[0]
+    assert sorted(prx.execute_command("KEYS", prefix + ":*")) == sorted(k.encode() for k in keys)
+    assert prx.execute_command("RANDOMKEY") is not None
+
+
+def test_scan_returns_every_key_exactly_once(prx) -> None:
+    keys = _keys("scan", 500)
+    prx.execute_command("MSET", *[x for k in keys for x in (k, "1")])
+    prefix = keys[0].rsplit(":", 1)[0]
+    seen: list[bytes] = []
+    cursor = b"0"
+    rounds = 0
+    while True:
+        cursor, batch = prx.execute_command("SCAN", cursor, "MATCH", prefix + ":*", "COUNT", 50)
+        seen.extend(batch)
+        rounds += 1
+        assert int(cursor) >= 0  # a plain integer, as clients expect
+        if cursor == b"0":
+            break
+        assert rounds < 10000
+    assert sorted(seen) == sorted(k.encode() for k in keys)  # each once: no duplicates
+
+
+def test_scan_type_filter_and_bad_cursor(prx, std) -> None:
+    keys = _keys("scantype", 20)
+    for k in keys[:10]:
+        prx.execute_command("SET", k, "s")
+    for k in keys[10:]:
+        prx.execute_command("RPUSH", k, "l")
+    prefix = keys[0].rsplit(":", 1)[0]
+    found, cursor = [], b"0"
+    while True:
+        cursor, batch = prx.execute_command("SCAN", cursor, "MATCH", prefix + ":*", "TYPE", "list")
+        found.extend(batch)
+        if cursor == b"0":
+            break
+    assert sorted(found) == sorted(k.encode() for k in keys[10:])
+    _both(std, prx, "SCAN", "notanumber")
+    _both(std, prx, "SCAN", "0", "COUNT", "0")
+
+
+def test_scripts_and_functions_on_every_master(prx, cluster) -> None:
+    sha = prx.execute_command("SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])")
+    for m in cluster.masters():
+        assert m.client().execute_command("SCRIPT", "EXISTS", sha) == [1]
+    assert prx.execute_command("SCRIPT", "EXISTS", sha, "0" * 40) == [1, 0]
+    keys = _keys("sha", 12)
+    for k in keys:  # EVALSHA works whichever master the key leads to
+        prx.execute_command("SET", k, k)
+        assert prx.execute_command("EVALSHA", sha, 1, k) == k.encode()
+    lib = (
+        "#!lua name=xslib\n"
+        "redis.register_function('xsget', function(keys, args) return redis.call('GET', keys[1]) end)"
+    )
+    assert prx.execute_command("FUNCTION", "LOAD", "REPLACE", lib) == b"xslib"
+    for k in keys:
+        assert prx.execute_command("FCALL", "xsget", 1, k) == k.encode()
+    assert prx.execute_command("FUNCTION", "DELETE", "xslib") == b"OK"
+    for m in cluster.masters():
+        assert m.client().execute_command("FUNCTION", "LIST") == []
+    assert prx.execute_command("SCRIPT", "FLUSH") == b"OK"
+    assert prx.execute_command("SCRIPT", "EXISTS", sha) == [0]
+
+
+def test_config_set_reaches_every_node(prx, cluster) -> None:
+    nodes = cluster.masters() + cluster.replicas()
+    before = {n.port: n.client().config_get("slowlog-max-len")["slowlog-max-len"] for n in nodes}
+    try:
+        assert prx.execute_command("CONFIG", "SET", "slowlog-max-len", "77") == b"OK"
+        for n in nodes:
+            assert n.client().config_get("slowlog-max-len")["slowlog-max-len"] == "77"
+        assert prx.execute_command("CONFIG", "GET", "slowlog-max-len") == [b"slowlog-max-len", b"77"]
+        err = prx.execute_command  # an invalid value is refused, as by one Redis
+        with pytest.raises(redis.ResponseError, match="slowlog-max-len"):
+            err("CONFIG", "SET", "slowlog-max-len", "notanumber")
+    finally:
+        for n in nodes:
+            n.client().config_set("slowlog-max-len", before[n.port])
+
+
+def test_slowlog_over_every_master(prx, cluster) -> None:
+    nodes = cluster.masters()
+    try:
+        prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        prx.execute_command("SLOWLOG", "RESET")
+        keys = _keys("slow", 9)
+        for k in keys:
+            prx.execute_command("SET", k, "1")
+        prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+        length = prx.execute_command("SLOWLOG", "LEN")
+        assert length >= len(keys)
+        assert length == sum(n.client().execute_command("SLOWLOG", "LEN") for n in nodes)
+        entries = prx.execute_command("SLOWLOG", "GET", 5)
+        assert 0 < len(entries) <= 5
+        stamps = [e[1] for e in entries]
+        assert stamps == sorted(stamps, reverse=True)
+    finally:
+        prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+
+
+def test_flushall_empties_every_master(prx, cluster) -> None:
+    keys = _keys("flush", 30)
+    prx.execute_command("MSET", *[x for k in keys for x in (k, "1")])
+    assert prx.execute_command("FLUSHALL") == b"OK"
+    assert all(m.client().dbsize() == 0 for m in cluster.masters())
+    assert prx.execute_command("DBSIZE") == 0
+
+
+def test_command_policy(cluster) -> None:
+    from tests.support import ProxyThread, proxy_config
+
+    cfg = proxy_config(cluster.seeds, commands={"deny": ("KEYS", "FLUSHALL"), "allow": ("LOLWUT",)})
+    with ProxyThread(cfg) as p:
+        c = p.client()
+        with pytest.raises(redis.ResponseError, match="disabled by the proxy's command policy"):
+            c.execute_command("KEYS", "*")
+        with pytest.raises(redis.ResponseError, match="disabled by the proxy's command policy"):
+            c.execute_command("FLUSHALL")
+        assert c.dbsize() >= 0  # the rest works
