@@ -4,8 +4,12 @@ proxy and directly against the cluster (redis-benchmark --cluster), interleaved
 in one run.  Prints median ops/s, latency, the proxy/direct ratio and the
 proxy's CPU cost.  See loadtest/README.md.
 
-    python loadtest/bench.py            # local 3+3 cluster + rproxy subprocess
-    python loadtest/bench.py --quick    # ~30 s smoke run
+--fanout runs instead the cross-slot scenarios, through the proxy only: GET of 1 key
+(baseline), MGET of 10 and 100 keys and MSET of 10 pairs, keys spread over all masters.
+
+    python loadtest/bench.py                    # local 3+3 cluster + rproxy subprocess
+    python loadtest/bench.py --quick            # ~30 s smoke run
+    python loadtest/bench.py --fanout [--quick] # multi-key fan-out vs. GET, proxy only
 """
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SCENARIOS: list[tuple[str, int]] = [("set", 1), ("get", 1), ("set", 16), ("get", 16)]
+# --fanout: (command, keys per command); GET of 1 key is the baseline for each pipeline depth.
+FANOUT_COMMANDS: list[tuple[str, int]] = [("GET", 1), ("MGET", 10), ("MGET", 100), ("MSET", 10)]
+FANOUT_PIPELINES = (1, 16)
+FANOUT_KEYS = max(k for _, k in FANOUT_COMMANDS)
+FANOUT_SPREAD_KEYS = 10  # the first 10 keys must touch every master
+FANOUT_VALUE = "v" * 64  # 64-byte values, like -d 64; MSET writes the same value back
 HZ = os.sysconf("SC_CLK_TCK")
 Addr = tuple[str, int]
 
@@ -136,6 +146,96 @@ def bench_cmd(args: argparse.Namespace, target: Addr, cluster: bool, test: str, 
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     return cmd + (["--cluster"] if cluster else [])
+
+
+def fanout_key(i: int) -> str:
+    return f"fan:{i}"  # no hash tag: the keys hash to different slots
+
+
+def fanout_argv(command: str, nkeys: int) -> list[str]:
+    keys = [fanout_key(i) for i in range(nkeys)]
+    if command == "MSET":
+        return [command, *(a for k in keys for a in (k, FANOUT_VALUE))]
+    return [command, *keys]
+
+
+def fanout_name(command: str, nkeys: int, pipeline: int) -> str:
+    return f"{command} x{nkeys} -P {pipeline}"
+
+
+def fanout_requests(args: argparse.Namespace, nkeys: int, pipeline: int) -> int:
+    """-n for one fan-out run: --requests (-P 16) or --requests-p1 (-P 1); 100-key MGETs do
+    1/10 of that so that every run takes a similar time."""
+    n = args.requests if pipeline > 1 else args.requests_p1
+    return max(n // 10 if nkeys >= 100 else n, args.clients * pipeline)
+
+
+def fanout_bench_cmd(args: argparse.Namespace, target: Addr, argv: list[str], pipeline: int, n: int) -> list[str]:
+    """redis-benchmark running one fixed command (keys are literal names, no -r)."""
+    cmd = [args.redis_benchmark, "-h", target[0], "-p", str(target[1]), "-c", str(args.clients),
+           "-n", str(n), "-P", str(pipeline), "--csv"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    return cmd + argv
+
+
+def slot_owners(seed: Addr) -> list[tuple[int, int, str]]:
+    """(start, end, "host:port" of the master) from CLUSTER SLOTS of seed."""
+    import redis
+    client = redis.Redis(host=seed[0], port=seed[1], protocol=2, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        rows = client.execute_command("CLUSTER", "SLOTS")
+    finally:
+        client.close()
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+    return sorted((int(r[0]), int(r[1]), f"{text(r[2][0]) or seed[0]}:{int(r[2][1])}") for r in rows)
+
+
+def fanout_layout(seed: Addr) -> dict[str, Any]:
+    """Slot and master of every fan-out key; raises unless the first FANOUT_SPREAD_KEYS keys
+    touch every master of the cluster."""
+    from rproxy.slots import key_slot
+    owners = slot_owners(seed)
+    masters = sorted({m for _, _, m in owners})
+
+    def owner(slot: int) -> str:
+        for start, end, master in owners:
+            if start <= slot <= end:
+                return master
+        raise RuntimeError(f"slot {slot} is not assigned in CLUSTER SLOTS of {seed[0]}:{seed[1]}")
+    keys = {}
+    for i in range(FANOUT_KEYS):
+        slot = key_slot(fanout_key(i).encode())
+        keys[fanout_key(i)] = {"slot": slot, "master": owner(slot)}
+    spread = {keys[fanout_key(i)]["master"] for i in range(FANOUT_SPREAD_KEYS)}
+    if spread != set(masters):
+        raise RuntimeError(f"keys {fanout_key(0)}..{fanout_key(FANOUT_SPREAD_KEYS - 1)} touch masters "
+                           f"{sorted(spread)}, not all of {masters}")
+    per_command = {}
+    for _, nkeys in FANOUT_COMMANDS:
+        sel = [keys[fanout_key(i)] for i in range(nkeys)]
+        per_command[nkeys] = {"keys": nkeys, "slots": len({k["slot"] for k in sel}),
+                              "masters": len({k["master"] for k in sel})}
+    return {"masters": masters, "keys": keys, "per_command": per_command}
+
+
+def fanout_populate(proxy_addr: Addr) -> None:
+    """SET every fan-out key through the proxy (single-slot commands), then check that a
+    100-key MGET through the proxy returns every value in order."""
+    import redis
+    client = redis.Redis(host=proxy_addr[0], port=proxy_addr[1], protocol=2, socket_timeout=10,
+                         socket_connect_timeout=5)
+    try:
+        for i in range(FANOUT_KEYS):
+            client.set(fanout_key(i), FANOUT_VALUE)
+        got = client.mget([fanout_key(i) for i in range(FANOUT_KEYS)])
+    except redis.RedisError as exc:
+        raise RuntimeError(f"pre-populating the fan-out keys through the proxy failed: {exc}") from exc
+    finally:
+        client.close()
+    bad = [fanout_key(i) for i, v in enumerate(got) if v != FANOUT_VALUE.encode()]
+    if len(got) != FANOUT_KEYS or bad:
+        raise RuntimeError(f"MGET of {FANOUT_KEYS} keys through the proxy returned wrong values for {bad[:5]}")
 
 
 def run_bench(cmd: list[str], timeout: float, cpu_pid: Optional[int]) -> dict[str, Any]:

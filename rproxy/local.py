@@ -50,6 +50,17 @@ def run(session: ClientSession, info: CommandInfo, argv: list[bytes]) -> Reply:
     return handler(session, argv)
 
 
+def handled(name: bytes) -> bool:
+    """True if the proxy answers this command (or ``CONTAINER|SUB``) itself."""
+    return name in _HANDLERS
+
+
+def refusal(name: bytes) -> str:
+    """Why a locally-routed command the proxy does not implement is refused."""
+    container = name.split(b"|", 1)[0]
+    return _why(container) if b"|" in name else "not implemented by the proxy"
+
+
 def _why(container: bytes) -> str:
     if container == b"CLUSTER":
         return "the proxy hides the cluster topology (the proxy is one standalone server)"
