@@ -297,6 +297,37 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def summarize_fanout(runs: list[dict[str, Any]], layout: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for pipeline in FANOUT_PIPELINES:
+        base_name = fanout_name(*FANOUT_COMMANDS[0], pipeline)
+        base = {r["round"]: r for r in runs if r["scenario"] == base_name and r["ok"]}
+        base_rps = median([r["rps"] for r in base.values()])
+        base_p50 = median([r["p50_ms"] for r in base.values()])
+        for command, nkeys in FANOUT_COMMANDS:
+            name = fanout_name(command, nkeys, pipeline)
+            sel = [r for r in runs if r["scenario"] == name and r["ok"]]
+            row: dict[str, Any] = {"scenario": name, "command": command, "pipeline": pipeline,
+                                   **layout["per_command"][nkeys]}
+            row["rps"] = median([r["rps"] for r in sel])
+            row["keys_per_s"] = row["rps"] * nkeys if row["rps"] is not None else None
+            row["p50_ms"] = median([r["p50_ms"] for r in sel])
+            row["p99_ms"] = median([r["p99_ms"] for r in sel])
+            cpu = [r.get("proxy_cpu_s") for r in sel]
+            row["proxy_cpu_s_per_mops"] = median([c / r["requests"] * 1e6 if c else None for c, r in zip(cpu, sel)])
+            row["ops_per_proxy_cpu_s"] = median([r["requests"] / c if c else None for c, r in zip(cpu, sel)])
+            # Ratios to GET of the same -P, paired per round (median), and of the medians.
+            paired = [(r, base[r["round"]]) for r in sel if r["round"] in base]
+            row["rps_ratio_vs_get"] = median([r["rps"] / b["rps"] for r, b in paired])
+            row["keys_ratio_vs_get"] = (row["rps_ratio_vs_get"] * nkeys
+                                        if row["rps_ratio_vs_get"] is not None else None)
+            row["p50_ratio_vs_get"] = median([r["p50_ms"] / b["p50_ms"] if b["p50_ms"] else None for r, b in paired])
+            row["rps_ratio_of_medians"] = row["rps"] / base_rps if row["rps"] and base_rps else None
+            row["p50_ratio_of_medians"] = row["p50_ms"] / base_p50 if row["p50_ms"] and base_p50 else None
+            rows.append(row)
+    return rows
+
+
 def fmt(v: Optional[float], spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -308,6 +339,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
              f'{fmt(r["direct_p50_ms"], ".3f")} / {fmt(r["direct_p99_ms"], ".3f")}',
              f'{fmt(r["proxy_p50_ms"], ".3f")} / {fmt(r["proxy_p99_ms"], ".3f")}',
              fmt(r["proxy_cpu_s_per_mops"], ".1f"), fmt(r["ops_per_proxy_cpu_s"], ",.0f")] for r in rows]
+    print_grid(head, body)
+
+
+def print_fanout_table(rows: list[dict[str, Any]]) -> None:
+    head = ["scenario", "keys/slots/masters", "cmds/s", "keys/s", "p50/p99 ms",
+            "cmds/s vs GET", "p50 vs GET", "proxy CPU-s per M cmds"]
+    body = [[r["scenario"], f'{r["keys"]}/{r["slots"]}/{r["masters"]}', fmt(r["rps"], ",.0f"),
+             fmt(r["keys_per_s"], ",.0f"), f'{fmt(r["p50_ms"], ".3f")} / {fmt(r["p99_ms"], ".3f")}',
+             fmt(r["rps_ratio_vs_get"], ".2f"), fmt(r["p50_ratio_vs_get"], ".2f"),
+             fmt(r["proxy_cpu_s_per_mops"], ".1f")] for r in rows]
+    print_grid(head, body)
+
+
+def print_grid(head: list[str], body: list[list[str]]) -> None:
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
@@ -347,6 +392,40 @@ def run_all(args: argparse.Namespace, seeds: list[Addr], proxy_addr: Addr, proxy
     return runs
 
 
+def run_fanout(args: argparse.Namespace, proxy_addr: Addr, proxy_pid: Optional[int],
+               proxy_alive: Callable[[], bool]) -> list[dict[str, Any]]:
+    """--fanout: GET / MGET x10 / MGET x100 / MSET x10 at each -P, through the proxy only."""
+    log(f"pre-populating {FANOUT_KEYS} keys {fanout_key(0)}..{fanout_key(FANOUT_KEYS - 1)} through the proxy")
+    fanout_populate(proxy_addr)
+    if args.warmup:
+        log(f"warm-up: {args.warmup} MGET x10 (-P 16) proxy")
+        res = run_bench(fanout_bench_cmd(args, proxy_addr, fanout_argv("MGET", 10), 16, args.warmup),
+                        args.run_timeout, None)
+        if not res["ok"]:
+            raise RuntimeError(f"warm-up failed: {res['error']}\n  {res['cmd']}")
+    runs: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        # GET first in odd rounds, last in even rounds.
+        order = FANOUT_COMMANDS if rnd % 2 == 0 else FANOUT_COMMANDS[::-1]
+        for pipeline in FANOUT_PIPELINES:
+            for command, nkeys in order:
+                if not proxy_alive():
+                    raise RuntimeError("rproxy process has exited")
+                n = fanout_requests(args, nkeys, pipeline)
+                cmd = fanout_bench_cmd(args, proxy_addr, fanout_argv(command, nkeys), pipeline, n)
+                res = run_bench(cmd, args.run_timeout, proxy_pid)
+                res.update(round=rnd + 1, scenario=fanout_name(command, nkeys, pipeline), target="proxy",
+                           command=command, keys=nkeys, pipeline=pipeline, requests=n)
+                runs.append(res)
+                msg = (f"{res['rps']:>10,.0f} cmds/s {res['rps'] * nkeys:>12,.0f} keys/s  p50 {res['p50_ms']:.3f}"
+                       f"  p99 {res['p99_ms']:.3f} ms  ({res['wall_s']:.1f} s"
+                       + (f", proxy CPU {res['proxy_cpu_util']:.0%})" if res.get("proxy_cpu_util") is not None
+                          else ")")
+                       if res["ok"] else f"FAILED: {res['error']}")
+                log(f"[round {rnd + 1}/{args.rounds}] {res['scenario']:<16} {msg}")
+    return runs
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -358,13 +437,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--proxy", type=parse_addr, metavar="HOST:PORT",
                     help="benchmark an already running proxy instead of starting rproxy")
     ap.add_argument("--proxy-pid", type=int, help="pid of the --proxy process, to measure its CPU time")
-    ap.add_argument("--requests", type=int, help="requests per -P 16 run (default 600000; --quick 200000)")
+    ap.add_argument("--fanout", action="store_true",
+                    help="run only the multi-key fan-out scenarios (GET x1, MGET x10, MGET x100, MSET x10 "
+                         "at -P 1 and -P 16), through the proxy only")
+    ap.add_argument("--requests", type=int, help="requests per -P 16 run (default 600000; --quick 200000; "
+                                                  "--fanout 200000, --fanout --quick 20000; MGET x100 runs 1/10)")
     ap.add_argument("--requests-p1", type=int, help="requests per -P 1 run (default: --requests / 4)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds; medians are reported (default 3; --quick 1)")
     ap.add_argument("--clients", type=int, default=50, help="redis-benchmark -c (default 50)")
     ap.add_argument("--keyspace", type=int, default=100000, help="redis-benchmark -r (default 100000)")
     ap.add_argument("--warmup", type=int, help="one-off -t set -P 16 requests per target before round 1 "
-                                               "so GETs hit existing keys (default 3 x keyspace; --quick 1 x)")
+                                               "so GETs hit existing keys (default 3 x keyspace; --quick 1 x); "
+                                               "--fanout: MGET x10 -P 16 requests (default --requests / 10)")
     ap.add_argument("--threads", type=int, default=0, help="pass --threads N to every redis-benchmark "
                     "(default: unset, i.e. --cluster uses one thread per master, proxy runs use one)")
     ap.add_argument("--run-timeout", type=float, default=300, help="seconds per redis-benchmark run (default 300)")
@@ -373,10 +457,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, small N (~30 s)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.fanout:
+        args.requests = args.requests or (20000 if args.quick else 200000)
     args.requests = args.requests or (200000 if args.quick else 600000)
     args.requests_p1 = args.requests_p1 or max(args.requests // 4, args.clients)
     if args.warmup is None:
-        args.warmup = args.keyspace * (1 if args.quick else 3)
+        args.warmup = args.requests // 10 if args.fanout else args.keyspace * (1 if args.quick else 3)
 
     if shutil.which(args.redis_benchmark) is None:
         raise RuntimeError(f"{args.redis_benchmark} not found (Debian/Ubuntu: apt-get install redis-tools)")
@@ -387,6 +473,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.monotonic()
     cluster: Any = None
     proxy: Optional[Proxy] = None
+    layout: dict[str, Any] = {}
     try:
         if args.seed:
             seeds = args.seed
@@ -407,9 +494,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             proxy.wait_ready()
             proxy_addr, proxy_pid = proxy.addr, proxy.proc.pid
             proxy_alive = lambda: proxy.proc.poll() is None
-        log(f"direct: --cluster via {seeds[0][0]}:{seeds[0][1]}; proxy: {proxy_addr[0]}:{proxy_addr[1]}; "
-            f"{args.rounds} round(s), -P 16 n={args.requests}, -P 1 n={args.requests_p1}, -c {args.clients}")
-        runs = run_all(args, seeds, proxy_addr, proxy_pid, proxy_alive)
+        if args.fanout:
+            layout = fanout_layout(seeds[0])
+            spread = [layout["keys"][fanout_key(i)]["master"] for i in range(FANOUT_SPREAD_KEYS)]
+            log(f"fan-out keys {fanout_key(0)}..{fanout_key(FANOUT_SPREAD_KEYS - 1)} -> masters "
+                + ", ".join(f"{m} x{spread.count(m)}" for m in layout["masters"]))
+            log(f"fan-out via proxy {proxy_addr[0]}:{proxy_addr[1]} only; {args.rounds} round(s), "
+                f"-P 16 n={args.requests}, -P 1 n={args.requests_p1} (MGET x100: n/10), -c {args.clients}")
+            runs = run_fanout(args, proxy_addr, proxy_pid, proxy_alive)
+        else:
+            log(f"direct: --cluster via {seeds[0][0]}:{seeds[0][1]}; proxy: {proxy_addr[0]}:{proxy_addr[1]}; "
+                f"{args.rounds} round(s), -P 16 n={args.requests}, -P 1 n={args.requests_p1}, -c {args.clients}")
+            runs = run_all(args, seeds, proxy_addr, proxy_pid, proxy_alive)
     finally:
         if proxy is not None:
             log("stopping rproxy")
@@ -418,19 +514,31 @@ def main(argv: Optional[list[str]] = None) -> int:
             log("stopping local cluster")
             cluster.stop()
 
-    rows = summarize(runs)
-    print()
-    print_table(rows)
     failed = [r for r in runs if not r["ok"]]
     elapsed = time.monotonic() - started
-    print(f"\n{len(runs)} runs, {len(failed)} failed, {elapsed:.0f} s total; medians over {args.rounds} round(s); "
-          f"ratio = median of per-round (proxy ops/s / direct ops/s), each pair run back-to-back")
+    print()
+    if args.fanout:
+        rows: list[dict[str, Any]] = []
+        fanout_rows = summarize_fanout(runs, layout)
+        print_fanout_table(fanout_rows)
+        print(f"\n{len(runs)} runs, {len(failed)} failed, {elapsed:.0f} s total; medians over {args.rounds} round(s); "
+              f"proxy only; keys fan:0..fan:N-1 (no hash tag); x GET = median of per-round ratio to "
+              f"GET x1 at the same -P")
+    else:
+        rows = summarize(runs)
+        print_table(rows)
+        print(f"\n{len(runs)} runs, {len(failed)} failed, {elapsed:.0f} s total; medians over {args.rounds} round(s); "
+              f"ratio = median of per-round (proxy ops/s / direct ops/s), each pair run back-to-back")
     for r in failed:
         print(f"FAILED round {r['round']} {r['scenario']} {r['target']}: {r['error']}\n  {r['cmd']}")
     if args.json:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"config": config, "seeds": seeds, "proxy": proxy_addr,
-                                         "elapsed_s": round(elapsed, 1), "medians": rows, "runs": runs}, indent=2))
+        out: dict[str, Any] = {"config": config, "seeds": seeds, "proxy": proxy_addr,
+                               "elapsed_s": round(elapsed, 1), "medians": rows}
+        if args.fanout:
+            out["fanout_medians"] = fanout_rows
+            out["fanout_layout"] = layout
+        args.json.write_text(json.dumps({**out, "runs": runs}, indent=2))
         print(f"wrote {args.json}")
     return 1 if failed else 0
 

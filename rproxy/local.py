@@ -203,8 +203,9 @@ def _cluster_keyslot(s: ClientSession, argv: list[bytes]) -> Reply:
 
 
 def _info(s: ClientSession, argv: list[bytes]) -> Reply:
-    """INFO [section ...]: the proxy's own Server, Clients and Stats sections, and a Keyspace
-    section with the totals over every master (fetched with one INFO keyspace each)."""
+    """INFO [section ...]: the proxy's own Server and Clients sections; Stats with the proxy's
+    counters plus the data statistics summed over every master; Keyspace with the totals over
+    every master (one ``INFO stats keyspace`` per master)."""
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
     names = ["server", "clients", "stats", "keyspace"]
@@ -212,7 +213,7 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
     server = s.server
     cluster = s.cluster
 
-    def render(keyspace_parts: list[bytes] | None) -> bytes:
+    def render(parts: list[bytes] | None) -> bytes:
         sections: list[tuple[str, list[tuple[str, object]]]] = []
         now = time.time()
         for name in chosen:
@@ -235,29 +236,39 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
                     ("maxclients", server.config.limits.max_clients),
                 ]))
             elif name == "stats":
+                backend = merge.sum_fields(parts or [], "stats", CLUSTER_STATS)
                 sections.append(("Stats", [
                     ("total_connections_received", server.connections_received),
                     ("total_commands_processed", server.commands_processed),
                     ("rejected_connections", server.rejected_connections),
+                    *[(k, backend.get(k, 0)) for k in CLUSTER_STATS],
                     ("slotmap_refreshes", cluster.refreshes),
                     ("outcome_unknown_errors", cluster.outcome_unknown),
                 ]))
             elif name == "keyspace":
-                rows = merge.sum_keyspace(keyspace_parts or [])
+                rows = merge.sum_keyspace(parts or [])
                 sections.append(("Keyspace", [
                     (db, f"keys={v['keys']},expires={v['expires']},avg_ttl={v['avg_ttl']}")
                     for db, v in sorted(rows.items()) if v["keys"]
                 ]))
         return merge.format_info(sections)
 
-    if "keyspace" not in chosen:
+    remote = [n for n in ("stats", "keyspace") if n in chosen]
+    if not remote:
         return render(None)
-    def merge_keyspace(parts: list[bytes]) -> bytes:
+
+    def merge_info(parts: list[bytes]) -> bytes:
         err = merge.first_error(parts)
         return err if err is not None else render(parts)
 
-    return s.fan_out(resp.encode_command([b"INFO", b"keyspace"]), merge_keyspace)
+    return s.fan_out(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info)
 
+
+# Data statistics only the masters know, summed over all of them in INFO's Stats section.
+CLUSTER_STATS = (
+    "keyspace_hits", "keyspace_misses", "expired_keys", "evicted_keys",
+    "total_net_input_bytes", "total_net_output_bytes",
+)
 
 INVALID_CURSOR = b"-ERR invalid cursor\r\n"
 

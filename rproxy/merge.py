@@ -58,6 +58,17 @@ def parse_info(raw: bytes) -> dict[str, dict[str, str]]:
     return out
 
 
+def sum_fields(parts: list[bytes], section: str, fields: tuple[str, ...]) -> dict[str, int]:
+    """Add up integer fields of one INFO section over several nodes."""
+    out: dict[str, int] = {}
+    for raw in parts:
+        values = parse_info(raw).get(section, {})
+        for f in fields:
+            if f in values:
+                out[f] = out.get(f, 0) + int(values[f])
+    return out
+
+
 def sum_keyspace(parts: list[bytes]) -> dict[str, dict[str, int]]:
     """Add up the ``# Keyspace`` sections of several masters: {db: {keys, expires, avg_ttl}};
     avg_ttl is weighted by each master's number of keys with an expiry."""

@@ -109,6 +109,14 @@ def test_info_keyspace_totals_match_the_masters(r: redis.Redis, cluster) -> None
     assert r.dbsize() == total
 
 
+def test_info_stats_sum_the_masters(r: redis.Redis, cluster) -> None:
+    r.get("lc:stats:missing")  # one more miss somewhere
+    masters = sum(m.client().info("stats")["keyspace_misses"] for m in cluster.masters())
+    stats = r.info("stats")
+    assert stats["keyspace_misses"] == masters  # nothing else runs meanwhile
+    assert stats["total_commands_processed"] >= 1
+
+
 def test_keys_pattern_over_all_masters(r: redis.Redis) -> None:
     names = {f"lc:keys:{i}".encode() for i in range(30)}
     for n in names:
