@@ -164,10 +164,10 @@ def fanout_name(command: str, nkeys: int, pipeline: int) -> str:
 
 
 def fanout_requests(args: argparse.Namespace, nkeys: int, pipeline: int) -> int:
-    """-n for one fan-out run: --requests (-P 16) or --requests-p1 (-P 1); 100-key MGETs do
-    1/10 of that so that every run takes a similar time."""
+    """-n for one fan-out run: --requests (-P 16) or --requests-p1 (-P 1) divided by the keys per
+    command, so that every run moves about the same number of keys."""
     n = args.requests if pipeline > 1 else args.requests_p1
-    return max(n // 10 if nkeys >= 100 else n, args.clients * pipeline)
+    return max(n // nkeys, args.clients * pipeline)
 
 
 def fanout_bench_cmd(args: argparse.Namespace, target: Addr, argv: list[str], pipeline: int, n: int) -> list[str]:
@@ -344,10 +344,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def print_fanout_table(rows: list[dict[str, Any]]) -> None:
     head = ["scenario", "keys/slots/masters", "cmds/s", "keys/s", "p50/p99 ms",
-            "cmds/s vs GET", "p50 vs GET", "proxy CPU-s per M cmds"]
+            "cmds/s vs GET", "keys/s vs GET", "p50 vs GET", "proxy CPU-s per M cmds"]
     body = [[r["scenario"], f'{r["keys"]}/{r["slots"]}/{r["masters"]}', fmt(r["rps"], ",.0f"),
              fmt(r["keys_per_s"], ",.0f"), f'{fmt(r["p50_ms"], ".3f")} / {fmt(r["p99_ms"], ".3f")}',
-             fmt(r["rps_ratio_vs_get"], ".2f"), fmt(r["p50_ratio_vs_get"], ".2f"),
+             fmt(r["rps_ratio_vs_get"], ".3f"), fmt(r["keys_ratio_vs_get"], ".2f"), fmt(r["p50_ratio_vs_get"], ".1f"),
              fmt(r["proxy_cpu_s_per_mops"], ".1f")] for r in rows]
     print_grid(head, body)
 
@@ -441,7 +441,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="run only the multi-key fan-out scenarios (GET x1, MGET x10, MGET x100, MSET x10 "
                          "at -P 1 and -P 16), through the proxy only")
     ap.add_argument("--requests", type=int, help="requests per -P 16 run (default 600000; --quick 200000; "
-                                                  "--fanout 200000, --fanout --quick 20000; MGET x100 runs 1/10)")
+                                                  "--fanout: divided by the keys per command)")
     ap.add_argument("--requests-p1", type=int, help="requests per -P 1 run (default: --requests / 4)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds; medians are reported (default 3; --quick 1)")
     ap.add_argument("--clients", type=int, default=50, help="redis-benchmark -c (default 50)")
@@ -457,8 +457,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, small N (~30 s)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    if args.fanout:
-        args.requests = args.requests or (20000 if args.quick else 200000)
     args.requests = args.requests or (200000 if args.quick else 600000)
     args.requests_p1 = args.requests_p1 or max(args.requests // 4, args.clients)
     if args.warmup is None:
@@ -500,7 +498,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             log(f"fan-out keys {fanout_key(0)}..{fanout_key(FANOUT_SPREAD_KEYS - 1)} -> masters "
                 + ", ".join(f"{m} x{spread.count(m)}" for m in layout["masters"]))
             log(f"fan-out via proxy {proxy_addr[0]}:{proxy_addr[1]} only; {args.rounds} round(s), "
-                f"-P 16 n={args.requests}, -P 1 n={args.requests_p1} (MGET x100: n/10), -c {args.clients}")
+                f"-P 16 n={args.requests}, -P 1 n={args.requests_p1} (divided by keys per command), "
+                f"-c {args.clients}")
             runs = run_fanout(args, proxy_addr, proxy_pid, proxy_alive)
         else:
             log(f"direct: --cluster via {seeds[0][0]}:{seeds[0][1]}; proxy: {proxy_addr[0]}:{proxy_addr[1]}; "
@@ -522,8 +521,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         fanout_rows = summarize_fanout(runs, layout)
         print_fanout_table(fanout_rows)
         print(f"\n{len(runs)} runs, {len(failed)} failed, {elapsed:.0f} s total; medians over {args.rounds} round(s); "
-              f"proxy only; keys fan:0..fan:N-1 (no hash tag); x GET = median of per-round ratio to "
-              f"GET x1 at the same -P")
+              f"proxy only; keys fan:0..fan:<keys-1> (no hash tag); 'vs GET' = median of per-round ratios "
+              f"to GET x1 at the same -P")
     else:
         rows = summarize(runs)
         print_table(rows)

@@ -50,9 +50,10 @@ class CommandInfo:
     single_key: int = 0  # index of the only key, for the common one-key commands (fast path)
     subcommands: dict[bytes, CommandInfo] = field(default_factory=dict)
 
-    @property
-    def readonly(self) -> bool:
-        return b"readonly" in self.flags
+    readonly: bool = False  # the "readonly" flag, kept as a field: read on every command
+
+    def __post_init__(self) -> None:
+        self.readonly = b"readonly" in self.flags
 
     def key_positions(self, argv: list[bytes]) -> list[int]:
         """Argument indexes of the keys in ``argv`` (Redis getKeysUsingKeySpecs); an invalid
