@@ -138,10 +138,14 @@ def merge_and(parts: list[bytes]) -> bytes:
 
 
 def merge_any_ok(parts: list[bytes]) -> bytes:
-    """OK if any node says OK, else the first error (SCRIPT KILL / FUNCTION KILL: only the
-    node running the script can kill it; the others say NOTBUSY)."""
+    """SCRIPT KILL / FUNCTION KILL: only the node running the script can kill it; the others
+    say NOTBUSY. OK if any node says OK; else the busy node's error (e.g. UNKILLABLE), which
+    is what one Redis running that script would say; NOTBUSY only if every node says so."""
     for p in parts:
         if p[:1] != b"-":
+            return p
+    for p in parts:
+        if not p.startswith(b"-NOTBUSY"):
             return p
     return parts[0]
 

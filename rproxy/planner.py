@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rproxy import merge
+from rproxy.resp import string2ll
 from rproxy.slots import key_slot
 
 Merge = Callable[[list[bytes]], bytes]
@@ -64,22 +65,32 @@ def plan_split(argv: list[bytes], rule: SplitRule) -> SplitPlan:
     return SplitPlan(parts, fn)
 
 
-def merge_slowlog(parts: list[bytes]) -> bytes:
-    """SLOWLOG GET from every master: the entries of all of them, newest first (by the
-    timestamp each entry carries), cut to the longest single reply's length."""
+def merge_slowlog(parts: list[bytes], count: int = 10) -> bytes:
+    """SLOWLOG GET [count] from every master: the newest ``count`` entries of all of them
+    (``count`` < 0: all), newest first by the timestamp each entry carries; ties keep each
+    master's own order (the sort is stable)."""
     err = merge.first_error(parts)
     if err is not None:
         return err
-    rows = [merge.split_array(p) for p in parts]
-    limit = max((len(r) for r in rows), default=0)
-    entries = [e for r in rows for e in r]
+    entries = [e for p in parts for e in merge.split_array(p)]
 
     def stamp(entry: bytes) -> int:
         fields = merge.split_array(entry)
         return int(fields[1][1:-2]) if len(fields) > 1 else 0
 
     entries.sort(key=stamp, reverse=True)
-    return b"*%d\r\n" % min(limit, len(entries)) + b"".join(entries[:limit])
+    if count >= 0:
+        entries = entries[:count]
+    return b"*%d\r\n" % len(entries) + b"".join(entries)
+
+
+def fanout_merge(name: bytes, argv: list[bytes]) -> Merge:
+    """The merge for a fanned-out command; a few need the command's arguments."""
+    if name == b"SLOWLOG|GET" and len(argv) > 2:
+        count = string2ll(argv[2])
+        if count is not None:  # an invalid count is each node's own error
+            return functools.partial(merge_slowlog, count=count)
+    return FANOUT_MERGES[name]
 
 
 FANOUT_MERGES: dict[bytes, Merge] = {

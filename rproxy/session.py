@@ -23,7 +23,7 @@ import structlog
 
 from rproxy import errors, local
 from rproxy.commands import CommandInfo, Route
-from rproxy.planner import FANOUT_MERGES, SPLIT_RULES, Merge, SplitRule, plan_split
+from rproxy.planner import SPLIT_RULES, Merge, SplitRule, fanout_merge, plan_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.request import FanOut, Request
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
@@ -169,7 +169,7 @@ class ClientSession:
             else:
                 self.reply_local(result)
         elif route == Route.ALL_MASTERS or route == Route.ALL_NODES:
-            result = self.fan_out(enc, FANOUT_MERGES[info.name], route == Route.ALL_NODES)
+            result = self.fan_out(enc, fanout_merge(info.name, argv), route == Route.ALL_NODES)
             if isinstance(result, Request):
                 self.queue.append(result)
             else:
