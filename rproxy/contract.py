@@ -17,6 +17,7 @@ import hiredis
 
 from rproxy import local
 from rproxy.commands import CommandInfo, CommandTable, Route
+from rproxy.emulate import EMULATED
 from rproxy.planner import FANOUT_MERGES, SPLIT_RULES
 from rproxy.resp import encode_command
 
@@ -72,6 +73,8 @@ def describe(info: CommandInfo) -> tuple[str, str]:
         return "its key's slot", "-"
     if info.name in SPLIT_RULES:
         return "its keys' slot", "split per slot, merged in order"
+    if info.name in EMULATED:
+        return "its keys' slot", "computed by rproxy from per-key reads"
     return "its keys' slot", "CROSSSLOT"
 
 

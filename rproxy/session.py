@@ -23,6 +23,7 @@ import structlog
 
 from rproxy import errors, local
 from rproxy.commands import CommandInfo, Route
+from rproxy.emulate import plan_read
 from rproxy.planner import SPLIT_RULES, Merge, SplitRule, fanout_merge, plan_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.request import FanOut, Request
@@ -132,11 +133,7 @@ class ClientSession:
                     if slot < 0:
                         slot = s
                     elif s != slot:
-                        rule = SPLIT_RULES.get(info.name)
-                        if rule is None:
-                            self.reply_local(errors.CROSSSLOT)
-                        else:
-                            self.split(argv, info, rule)
+                        self.cross_slot(argv, info)
                         return
             if slot >= 0:
                 conn = cluster.slot_conn[slot]
@@ -176,6 +173,29 @@ class ClientSession:
                 self.reply_local(result)
         else:
             self.reply_local(errors.not_supported(argv[0], info.why))
+
+    def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
+        """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
+        from per-key reads (SUNION, ZINTER, PFCOUNT, ...), or Redis's CROSSSLOT."""
+        rule = SPLIT_RULES.get(info.name)
+        if rule is not None:
+            self.split(argv, info, rule)
+            return
+        plan = plan_read(argv)
+        if plan is None:
+            self.reply_local(errors.CROSSSLOT)
+        elif isinstance(plan, bytes):
+            self.reply_local(plan)
+        else:
+            positions = info.key_positions(argv)
+            if len(positions) != len(plan.reads):  # the table and the plan disagree: refuse
+                self.reply_local(errors.CROSSSLOT)
+                return
+            parent = FanOut(self, len(plan.reads), plan.compute)
+            self.queue.append(parent)
+            route = self.cluster.route
+            for i, (pos, read) in enumerate(zip(positions, plan.reads)):
+                route(parent.child(i, encode_command(read), key_slot(argv[pos]), True))
 
     def split(self, argv: list[bytes], info: CommandInfo, rule: SplitRule) -> None:
         """Keys in several slots: one part per slot, in parallel, merged in request order."""

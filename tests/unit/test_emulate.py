@@ -1,0 +1,690 @@
+"""rproxy.emulate: cross-slot SUNION/SINTER/SDIFF/SINTERCARD, ZUNION/ZINTER/ZDIFF/ZINTERCARD and
+PFCOUNT computed from per-key reads.
+
+Two kinds of tests:
+
+* table-driven unit tests of the argument parsing, the error texts and the pure computation;
+* differential tests against a real redis-server (started here on a port in 20000-22000 with
+  ``--save ''``, stopped by its PID). Every case runs the plan's reads on that server, feeds the
+  raw replies to ``compute`` and compares with the server's own raw reply to the original
+  command, byte for byte. The only exception is the member order of SUNION/SINTER/SDIFF (hash
+  table order in Redis, bytewise order here): those replies are compared as sorted member lists,
+  and our reply is checked to be exactly the sorted encoding.
+
+Differential helper notes: all keys live in one standalone server, so the original multi-key
+command runs there unchanged (no CROSSSLOT) and gives the reference reply; the reads are the
+exact commands the proxy would send to each key's master. PFCOUNT with ONE key writes the cached
+cardinality into the key, so single-key cases read the key before the reference PFCOUNT (the
+cache-invalid path) and again after it (the cached path).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rproxy import resp
+from rproxy.emulate import (
+    HLL_INVALID,
+    HLL_WRONGTYPE,
+    WRONGTYPE,
+    ReadPlan,
+    format_double,
+    hll_estimate,
+    parse_double,
+    plan_read,
+)
+
+ERR_OTHER = b"-LOADING Redis is loading the dataset in memory\r\n"
+
+
+def A(*args: object) -> list[bytes]:
+    return [a if isinstance(a, bytes) else str(a).encode() for a in args]
+
+
+def arr(*members: bytes) -> bytes:
+    return b"*%d\r\n" % len(members) + b"".join(resp.bulk(m) for m in members)
+
+
+def zarr(*pairs: tuple[bytes, bytes]) -> bytes:
+    return arr(*[x for pair in pairs for x in pair])
+
+
+def plan(*args: object) -> ReadPlan:
+    p = plan_read(A(*args))
+    assert isinstance(p, ReadPlan), p
+    return p
+
+
+# -- parsing: None, arity, static errors ----------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    [], A("GET", "k"), A("SUNIONSTORE", "d", "a", "b"), A("ZUNIONSTORE", "d", 1, "a"),
+    A("PFMERGE", "d", "a"), A("MGET", "a", "b"), A("ZRANGE", "a", 0, -1),
+])
+def test_not_emulated(argv: list[bytes]):
+    assert plan_read(argv) is None
+
+
+@pytest.mark.parametrize("argv, err", [
+    (A("SUNION"), b"-ERR wrong number of arguments for 'sunion' command\r\n"),
+    (A("sinter"), b"-ERR wrong number of arguments for 'sinter' command\r\n"),
+    (A("SDiff"), b"-ERR wrong number of arguments for 'sdiff' command\r\n"),
+    (A("SINTERCARD", 1), b"-ERR wrong number of arguments for 'sintercard' command\r\n"),
+    (A("ZUNION", 1), b"-ERR wrong number of arguments for 'zunion' command\r\n"),
+    (A("ZINTER", 1), b"-ERR wrong number of arguments for 'zinter' command\r\n"),
+    (A("ZDIFF", 1), b"-ERR wrong number of arguments for 'zdiff' command\r\n"),
+    (A("ZINTERCARD", 1), b"-ERR wrong number of arguments for 'zintercard' command\r\n"),
+    (A("PFCOUNT"), b"-ERR wrong number of arguments for 'pfcount' command\r\n"),
+    # SINTERCARD: numkeys in [1, LONG_MAX] with one message, then the options
+    (A("SINTERCARD", 0, "a"), b"-ERR numkeys should be greater than 0\r\n"),
+    (A("SINTERCARD", -1, "a"), b"-ERR numkeys should be greater than 0\r\n"),
+    (A("SINTERCARD", "x", "a"), b"-ERR numkeys should be greater than 0\r\n"),
+    (A("SINTERCARD", "01", "a"), b"-ERR numkeys should be greater than 0\r\n"),
+    (A("SINTERCARD", 2, "a"), b"-ERR Number of keys can't be greater than number of args\r\n"),
+    (A("SINTERCARD", 1, "a", "LIMIT"), b"-ERR syntax error\r\n"),
+    (A("SINTERCARD", 1, "a", "foo"), b"-ERR syntax error\r\n"),
+    (A("SINTERCARD", 1, "a", "LIMIT", -1), b"-ERR LIMIT can't be negative\r\n"),
+    (A("SINTERCARD", 1, "a", "LIMIT", "x"), b"-ERR LIMIT can't be negative\r\n"),
+    (A("SINTERCARD", 1, "a", "LIMIT", 1, "LIMIT"), b"-ERR syntax error\r\n"),
+    # Z*: numkeys errors come before any key lookup
+    (A("ZUNION", 0, "a"), b"-ERR at least 1 input key is needed for 'zunion' command\r\n"),
+    (A("zinter", -5, "a"), b"-ERR at least 1 input key is needed for 'zinter' command\r\n"),
+    (A("ZDIFF", 0, "a"), b"-ERR at least 1 input key is needed for 'zdiff' command\r\n"),
+    (A("ZINTERCARD", 0, "a"),
+     b"-ERR at least 1 input key is needed for 'zintercard' command\r\n"),
+    (A("ZUNION", "x", "a"), b"-ERR value is not an integer or out of range\r\n"),
+    (A("ZUNION", "01", "a"), b"-ERR value is not an integer or out of range\r\n"),
+    (A("ZUNION", "1.0", "a"), b"-ERR value is not an integer or out of range\r\n"),
+    (A("ZUNION", "99999999999999999999", "a"),
+     b"-ERR value is not an integer or out of range\r\n"),
+    (A("ZUNION", 3, "a", "b"), b"-ERR syntax error\r\n"),
+    (A("ZINTERCARD", 2, "a"), b"-ERR syntax error\r\n"),
+])
+def test_static_errors(argv: list[bytes], err: bytes):
+    assert plan_read(argv) == err
+
+
+@pytest.mark.parametrize("argv, err", [
+    (A("ZUNION", 1, "a", "bogus"), b"-ERR syntax error\r\n"),
+    (A("ZUNION", 2, "a", "b", "WEIGHTS", 1), b"-ERR syntax error\r\n"),  # too few weights
+    (A("ZUNION", 2, "a", "b", "WEIGHTS", 1, "x"), b"-ERR weight value is not a float\r\n"),
+    (A("ZINTER", 1, "a", "WEIGHTS", "nan"), b"-ERR weight value is not a float\r\n"),
+    (A("ZUNION", 1, "a", "AGGREGATE", "avg"), b"-ERR syntax error\r\n"),
+    (A("ZUNION", 1, "a", "AGGREGATE"), b"-ERR syntax error\r\n"),
+    (A("ZDIFF", 1, "a", "WEIGHTS", 1), b"-ERR syntax error\r\n"),
+    (A("ZDIFF", 1, "a", "AGGREGATE", "sum"), b"-ERR syntax error\r\n"),
+    (A("ZINTERCARD", 1, "a", "WITHSCORES"), b"-ERR syntax error\r\n"),
+    (A("ZINTERCARD", 1, "a", "WEIGHTS", 1), b"-ERR syntax error\r\n"),
+    (A("ZINTERCARD", 1, "a", "LIMIT"), b"-ERR syntax error\r\n"),
+    (A("ZINTERCARD", 1, "a", "LIMIT", -1), b"-ERR LIMIT can't be negative\r\n"),
+    (A("ZINTERCARD", 1, "a", "LIMIT", "x"), b"-ERR LIMIT can't be negative\r\n"),
+    (A("ZUNION", 1, "a", "LIMIT", 1), b"-ERR syntax error\r\n"),
+])
+def test_option_errors_come_after_key_lookup(argv: list[bytes], err: bytes):
+    """Redis parses the Z* options only after looking the keys up: the keys are still read,
+    a WRONGTYPE key wins over the option error, and so does a failed read."""
+    p = plan(*argv)
+    n = len(p.reads)
+    assert p.compute([b"*0\r\n"] * n) == err
+    assert p.compute([b"*0\r\n"] * (n - 1) + [WRONGTYPE]) == WRONGTYPE
+    assert p.compute([ERR_OTHER] + [WRONGTYPE] * (n - 1)) == ERR_OTHER
+
+
+@pytest.mark.parametrize("argv, reads", [
+    (A("SUNION", "a", "b", "a"), [A("SMEMBERS", "a"), A("SMEMBERS", "b"), A("SMEMBERS", "a")]),
+    (A("sinter", "a"), [A("SMEMBERS", "a")]),
+    (A("SDIFF", "a", "b"), [A("SMEMBERS", "a"), A("SMEMBERS", "b")]),
+    (A("SINTERCARD", 2, "a", "b", "limit", 3), [A("SMEMBERS", "a"), A("SMEMBERS", "b")]),
+    (A("ZUNION", 2, "a", "b", "WEIGHTS", 1, 2, "AGGREGATE", "MAX", "WITHSCORES"),
+     [A("ZUNION", 1, "a", "WITHSCORES"), A("ZUNION", 1, "b", "WITHSCORES")]),
+    (A("ZINTER", 1, "a"), [A("ZUNION", 1, "a", "WITHSCORES")]),
+    (A("ZDIFF", 3, "a", "b", "c"),
+     [A("ZUNION", 1, "a", "WITHSCORES"), A("ZUNION", 1, "b"), A("ZUNION", 1, "c")]),
+    (A("ZINTERCARD", 2, "a", "b"), [A("ZUNION", 1, "a"), A("ZUNION", 1, "b")]),
+    (A("PFCOUNT", "a", "b"), [A("GET", "a"), A("GET", "b")]),
+])
+def test_reads(argv: list[bytes], reads: list[list[bytes]]):
+    assert plan(*argv).reads == reads
+
+
+def test_options_are_case_insensitive_and_c_strings():
+    p = plan("zunion", 2, "a", "b", "wEiGhTs", 2, 3, "aggregate", "Max", "withSCORES")
+    got = p.compute([zarr((b"x", b"1")), zarr((b"x", b"1"))])
+    assert got == zarr((b"x", b"3"))
+    # strcasecmp stops at a NUL byte: "limit\0junk" is LIMIT
+    assert plan("SINTERCARD", 1, "a", b"limit\0junk", 1).compute([arr(b"x", b"y")]) == b":1\r\n"
+    # the last occurrence of a repeated option wins
+    p = plan("ZINTER", 1, "a", "AGGREGATE", "MIN", "AGGREGATE", "SUM", "WEIGHTS", 5, "WEIGHTS", 2,
+             "WITHSCORES")
+    assert p.compute([zarr((b"x", b"1.5"))]) == zarr((b"x", b"3"))
+
+
+# -- set commands ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, replies, expected", [
+    (A("SUNION", "a", "b"), [arr(b"b", b"a"), arr(b"c", b"a")], arr(b"a", b"b", b"c")),
+    (A("SUNION", "a", "b"), [b"*0\r\n", b"*0\r\n"], b"*0\r\n"),
+    (A("SINTER", "a", "b"), [arr(b"b", b"a", b"10"), arr(b"10", b"a")], arr(b"10", b"a")),
+    (A("SINTER", "a", "b"), [arr(b"a"), b"*0\r\n"], b"*0\r\n"),
+    (A("SDIFF", "a", "b", "c"), [arr(b"x", b"y", b"z"), arr(b"y"), arr(b"z", b"q")], arr(b"x")),
+    (A("SDIFF", "a", "b"), [b"*0\r\n", arr(b"y")], b"*0\r\n"),
+    (A("SDIFF", "a", "a"), [arr(b"x"), arr(b"x")], b"*0\r\n"),
+    # bytewise order, binary-safe members
+    (A("SUNION", "a"), [arr(b"b", b"\xff", b"", b"a\r\nb", b"\x00")],
+     arr(b"", b"\x00", b"a\r\nb", b"b", b"\xff")),
+    (A("SINTERCARD", 2, "a", "b"), [arr(b"x", b"y", b"z"), arr(b"z", b"y")], b":2\r\n"),
+    (A("SINTERCARD", 2, "a", "b", "LIMIT", 1), [arr(b"x", b"y", b"z"), arr(b"z", b"y")],
+     b":1\r\n"),
+    (A("SINTERCARD", 2, "a", "b", "LIMIT", 0), [arr(b"x", b"y"), arr(b"y", b"x")], b":2\r\n"),
+    (A("SINTERCARD", 2, "a", "b"), [b"*0\r\n", arr(b"y")], b":0\r\n"),
+    # WRONGTYPE anywhere wins, even after a missing key (SINTER looks every key up first)
+    (A("SINTER", "a", "b", "c"), [b"*0\r\n", arr(b"x"), WRONGTYPE], WRONGTYPE),
+    (A("SINTERCARD", 2, "a", "b"), [b"*0\r\n", WRONGTYPE], WRONGTYPE),
+    (A("SDIFF", "a", "b"), [b"*0\r\n", WRONGTYPE], WRONGTYPE),
+    (A("SUNION", "a", "b"), [WRONGTYPE, arr(b"x")], WRONGTYPE),
+    # any other failed read: the first error, in key order
+    (A("SUNION", "a", "b", "c"), [arr(b"x"), ERR_OTHER, WRONGTYPE], ERR_OTHER),
+])
+def test_set_compute(argv: list[bytes], replies: list[bytes], expected: bytes):
+    assert plan(*argv).compute(replies) == expected
+
+
+# -- sorted-set commands --------------------------------------------------------------------------
+Z_A = zarr((b"x", b"1"), (b"y", b"2"))
+Z_B = zarr((b"x", b"0.10000000000000001"), (b"z", b"3"))
+S_S = zarr((b"q", b"1"), (b"x", b"1"))  # what ZUNION 1 <set> WITHSCORES returns
+
+
+@pytest.mark.parametrize("argv, replies, expected", [
+    (A("ZUNION", 3, "a", "b", "s", "WITHSCORES"), [Z_A, Z_B, S_S],
+     zarr((b"q", b"1"), (b"y", b"2"), (b"x", b"2.1000000000000001"), (b"z", b"3"))),
+    (A("ZUNION", 2, "a", "b"), [Z_A, Z_B], arr(b"x", b"y", b"z")),
+    (A("ZUNION", 2, "a", "b", "AGGREGATE", "MIN", "WITHSCORES"), [Z_A, Z_B],
+     zarr((b"x", b"0.10000000000000001"), (b"y", b"2"), (b"z", b"3"))),
+    (A("ZUNION", 2, "a", "b", "WEIGHTS", "0.5", "inf", "WITHSCORES"), [Z_A, Z_B],
+     zarr((b"y", b"1"), (b"x", b"inf"), (b"z", b"inf"))),
+    (A("ZINTER", 2, "a", "b", "WITHSCORES"), [Z_A, Z_B], zarr((b"x", b"1.1000000000000001"))),
+    (A("ZINTER", 2, "a", "b", "AGGREGATE", "MAX"), [Z_A, Z_B], arr(b"x")),
+    (A("ZINTER", 2, "a", "m", "WITHSCORES"), [Z_A, b"*0\r\n"], b"*0\r\n"),
+    (A("ZDIFF", 2, "a", "b", "WITHSCORES"), [Z_A, arr(b"x", b"z")], zarr((b"y", b"2"))),
+    (A("ZDIFF", 2, "a", "a"), [Z_A, arr(b"x", b"y")], b"*0\r\n"),
+    (A("ZDIFF", 1, "m"), [b"*0\r\n"], b"*0\r\n"),
+    (A("ZINTERCARD", 3, "a", "b", "s"), [arr(b"x", b"y"), arr(b"x", b"z"), arr(b"q", b"x")],
+     b":1\r\n"),
+    (A("ZINTERCARD", 2, "a", "b", "LIMIT", 1), [arr(b"x", b"y"), arr(b"y", b"x")], b":1\r\n"),
+    (A("ZINTERCARD", 2, "a", "b", "LIMIT", 0), [arr(b"x", b"y"), arr(b"y", b"x")], b":2\r\n"),
+    # inf + -inf is NaN, which Redis turns into 0; so is a NaN product (inf * 0)
+    (A("ZUNION", 2, "p", "q", "WITHSCORES"), [zarr((b"a", b"inf")), zarr((b"a", b"-inf"))],
+     zarr((b"a", b"0"))),
+    (A("ZUNION", 1, "p", "WEIGHTS", 0, "WITHSCORES"), [zarr((b"a", b"inf"))], zarr((b"a", b"0"))),
+    (A("ZINTER", 2, "p", "q", "WITHSCORES"), [zarr((b"a", b"inf")), zarr((b"a", b"-inf"))],
+     zarr((b"a", b"0"))),
+    # ZINTER does not NaN-check the later products: MIN/MAX keep the current value
+    (A("ZINTER", 2, "p", "q", "WEIGHTS", 1, 0, "AGGREGATE", "MIN", "WITHSCORES"),
+     [zarr((b"a", b"5")), zarr((b"a", b"inf"))], zarr((b"a", b"5"))),
+    # -0: ties keep the first value; -0 and 0 sort as equal scores, then by member
+    (A("ZUNION", 1, "a", "WEIGHTS", -1, "WITHSCORES"), [zarr((b"m", b"0"))], zarr((b"m", b"-0"))),
+    (A("ZINTER", 2, "a", "c", "AGGREGATE", "MAX", "WITHSCORES"),
+     [zarr((b"m", b"0")), zarr((b"m", b"-0"))], zarr((b"m", b"0"))),
+    (A("ZINTER", 2, "c", "a", "AGGREGATE", "MAX", "WITHSCORES"),
+     [zarr((b"m", b"-0")), zarr((b"m", b"0"))], zarr((b"m", b"-0"))),
+    (A("ZUNION", 2, "a", "b", "WITHSCORES"), [zarr((b"b", b"-0")), zarr((b"a", b"0"))],
+     zarr((b"a", b"0"), (b"b", b"-0"))),
+    # SUM order: inputs sorted by cardinality (stable), so the result depends on it
+    (A("ZUNION", 3, "a", "b", "c", "WITHSCORES"),
+     [zarr((b"x", b"1e+16")), zarr((b"x", b"1")), zarr((b"x", b"-1e+16"))], zarr((b"x", b"0"))),
+    (A("ZUNION", 3, "a", "c", "b", "WITHSCORES"),
+     [zarr((b"x", b"1e+16")), zarr((b"x", b"-1e+16")), zarr((b"x", b"1"))], zarr((b"x", b"1"))),
+    (A("ZUNION", 3, "a", "b", "c", "WITHSCORES"),
+     [zarr((b"x", b"1e+16"), (b"y", b"0")), zarr((b"x", b"1")), zarr((b"x", b"-1e+16"))],
+     zarr((b"x", b"0"), (b"y", b"0"))),  # (1 + -1e16) + 1e16 == 0, verified on 7.0.15
+    # errors
+    (A("ZUNION", 2, "a", "b"), [Z_A, WRONGTYPE], WRONGTYPE),
+    (A("ZINTER", 2, "a", "b"), [b"*0\r\n", WRONGTYPE], WRONGTYPE),
+    (A("ZDIFF", 2, "a", "b"), [b"*0\r\n", WRONGTYPE], WRONGTYPE),
+    (A("ZINTERCARD", 2, "a", "b"), [ERR_OTHER, WRONGTYPE], ERR_OTHER),
+])
+def test_zset_compute(argv: list[bytes], replies: list[bytes], expected: bytes):
+    assert plan(*argv).compute(replies) == expected
+
+
+# -- doubles --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, text", [
+    (0.1, b"0.10000000000000001"), (1 / 3, b"0.33333333333333331"), (1e20, b"1e+20"),
+    (1.5e-7, b"1.4999999999999999e-07"), (2.5, b"2.5"), (-0.0, b"-0"), (0.0, b"0"), (1.0, b"1"),
+    (123456789012345678.0, b"1.2345678901234568e+17"), (math.inf, b"inf"), (-math.inf, b"-inf"),
+    (5e-324, b"4.9406564584124654e-324"), (1e308, b"1e+308"), (-2.0, b"-2"),
+])
+def test_format_double(value: float, text: bytes):
+    assert format_double(value) == text
+
+
+@pytest.mark.parametrize("text, value", [
+    (b"1", 1.0), (b"-1.5", -1.5), (b"+2", 2.0), (b".5", 0.5), (b"5.", 5.0), (b"1e3", 1000.0),
+    (b"1E+3", 1000.0), (b"inf", math.inf), (b"-Infinity", -math.inf), (b"+INF", math.inf),
+    (b"0x10", 16.0), (b"0x1p-2", 0.25), (b"-0X.8P1", -1.0), (b"0x1.8", 1.5), (b"-0", -0.0),
+    (b"4.9e-324", 5e-324), (b"0e-999", 0.0), (b"1e308", 1e308),
+    (b"", None), (b" 1", None), (b"1 ", None), (b"nan", None), (b"NaN", None), (b"1e400", None),
+    (b"-1e400", None), (b"1e-400", None), (b"2e-324", None), (b"0x1p1024", None),
+    (b"0x1p-1080", None), (b"infin", None), (b"1e", None), (b"1e+", None), (b".", None),
+    (b"0x", None), (b"1_0", None), (b"1\x00", None), (b"abc", None), (b"--1", None),
+])
+def test_parse_double(text: bytes, value: float | None):
+    got = parse_double(text)
+    if value is None:
+        assert got is None
+    else:
+        assert got == value and math.copysign(1, got) == math.copysign(1, value)
+
+
+# -- PFCOUNT --------------------------------------------------------------------------------------
+EMPTY_SPARSE = b"HYLL\x01\x00\x00\x00" + bytes(8) + b"\x7f\xff"  # one XZERO of 16384
+
+
+def test_hll_estimate_edges():
+    assert hll_estimate([16384] + [0] * 63) == 0
+    one = [16383, 1] + [0] * 62
+    assert hll_estimate(one) == 1
+    # z == 0 (every register >= 51): inf, llroundl -> LLONG_MIN, as Redis replies
+    assert hll_estimate([0] * 63 + [16384]) == -(2**63)
+
+
+@pytest.mark.parametrize("replies, expected", [
+    ([b"$-1\r\n", b"$-1\r\n"], b":0\r\n"),
+    ([b"$-1\r\n"], b":0\r\n"),
+    ([resp.bulk(EMPTY_SPARSE), b"$-1\r\n"], b":0\r\n"),
+    ([resp.bulk(b"hello"), b"$-1\r\n"], HLL_WRONGTYPE),
+    ([resp.bulk(b"12345678901234567890")], HLL_WRONGTYPE),
+    ([resp.bulk(b"HYLL\x02" + bytes(11) + b"\x7f\xff"), b"$-1\r\n"], HLL_WRONGTYPE),
+    ([resp.bulk(b"HYLL\x00" + bytes(20)), b"$-1\r\n"], HLL_WRONGTYPE),  # dense, wrong size
+    ([resp.bulk(EMPTY_SPARSE[:-1]), b"$-1\r\n"], HLL_INVALID),  # truncated XZERO
+    ([resp.bulk(EMPTY_SPARSE + b"\x80"), b"$-1\r\n"], HLL_INVALID),  # VAL past the end
+    ([WRONGTYPE, resp.bulk(b"hello")], WRONGTYPE),
+    # key by key: the first bad key decides
+    ([b"$-1\r\n", resp.bulk(b"hello"), WRONGTYPE], HLL_WRONGTYPE),
+    ([resp.bulk(EMPTY_SPARSE[:-1]), WRONGTYPE], HLL_INVALID),
+    ([ERR_OTHER, resp.bulk(b"hello")], ERR_OTHER),
+    # one key: a valid cache (top bit of the last card byte clear) is the answer
+    ([resp.bulk(b"HYLL\x01\x00\x00\x00" + (42).to_bytes(8, "little") + b"\x7f\xff")],
+     b":42\r\n"),
+    ([resp.bulk(b"HYLL\x01\x00\x00\x00" + bytes(7) + b"\x80\x7f")], HLL_INVALID),
+])
+def test_pfcount_compute(replies: list[bytes], expected: bytes):
+    assert plan("PFCOUNT", *[f"k{i}" for i in range(len(replies))]).compute(replies) == expected
+
+
+# == differential tests against a real redis-server ===============================================
+class Server:
+    """A raw RESP2 connection to a private redis-server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.framer = resp.ReplyFramer()
+
+    def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
+        self.sock.sendall(b"".join(resp.encode_command(c) for c in commands))
+        out: list[bytes] = []
+        while len(out) < len(commands):
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("redis-server closed the connection")
+            out.extend(self.framer.feed(data))
+        return out
+
+    def __call__(self, *args: object) -> bytes:
+        return self.pipeline([A(*args)])[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _free_port() -> int:
+    for _ in range(200):
+        port = random.randint(20000, 22000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-22000")
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[Server]:
+    """A private redis-server: port in 20000-22000, no persistence, stopped by its PID."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    workdir = tempfile.mkdtemp(prefix="rproxy-emulate-")
+    proc: subprocess.Popen[bytes] | None = None
+    server: Server | None = None
+    try:
+        for _ in range(5):
+            port = _free_port()
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", workdir, "--logfile", "redis.log"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            server = _connect(port, proc)
+            if server is not None:
+                break
+            _stop(proc)
+            proc = None
+        if server is None:
+            raise RuntimeError("could not start redis-server")
+        if b"redis_version:7.0." not in server(b"INFO", b"server"):
+            pytest.skip("the emulated replies are those of Redis 7.0")
+        yield server
+    finally:
+        if server is not None:
+            server.close()
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _connect(port: int, proc: subprocess.Popen[bytes]) -> Server | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            server = Server(port)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        try:
+            if server(b"PING") == b"+PONG\r\n":
+                return server
+        except OSError:
+            pass
+        server.close()
+        time.sleep(0.02)
+    return None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def emulate(server: Server, argv: list[bytes]) -> bytes:
+    p = plan_read(argv)
+    assert p is not None
+    if isinstance(p, bytes):
+        return p
+    return p.compute(server.pipeline(p.reads) if p.reads else [])
+
+
+def check(server: Server, argv: list[bytes], unordered: bool = False) -> None:
+    got = emulate(server, argv)
+    want = server.pipeline([argv])[0]
+    if unordered and want[:1] == b"*":
+        members = sorted(resp.parse_reply(want))
+        assert sorted(resp.parse_reply(got)) == members, argv
+        assert got == arr(*members), argv
+    else:
+        assert got == want, argv
+
+
+# -- fixtures of data -----------------------------------------------------------------------------
+SCORES = [
+    "0", "-0", "1", "-1", "2", "0.1", "0.2", "0.3", "0.5", "2.5", "-3.75", "1e20", "-1e20",
+    "1.5e-7", "123456789012345678", "1e16", "-1e16", "1e308", "-1e308", "5e-324", "inf", "-inf",
+    "0.3333333333333333", "3.14159", "-0.0001", "9007199254740993", "1e-300",
+]
+WEIGHTS = ["1", "0", "-1", "2", "0.5", "0.1", "inf", "-inf", "1e308", "3", "-0", "0x1p-3",
+           "1e-5", "7"]
+
+
+def member(rnd: random.Random) -> bytes:
+    kind = rnd.random()
+    if kind < 0.4:
+        return b"m%d" % rnd.randrange(40)
+    if kind < 0.7:
+        return b"%d" % rnd.randrange(-20, 60)  # integer-like: intset / listpack integers
+    if kind < 0.8:
+        return bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 4)))
+    return b"x" * rnd.randrange(1, 80)  # long members push the encodings to hashtable/skiplist
+
+
+def score(rnd: random.Random) -> bytes:
+    if rnd.random() < 0.6:
+        return rnd.choice(SCORES).encode()
+    if rnd.random() < 0.5:
+        return repr(rnd.uniform(-1e3, 1e3)).encode()
+    return b"%d" % rnd.randrange(-5, 5)
+
+
+def fill(server: Server, rnd: random.Random, keys: list[bytes], zsets: bool) -> None:
+    """Random keys: missing, sets (intset, hashtable), zsets (listpack, skiplist), now and
+    then a key of another type."""
+    commands: list[list[bytes]] = [[b"DEL", *keys]]
+    for key in keys:
+        kind = rnd.random()
+        size = rnd.choice([1, 2, 3, 5, 10, 40, 200])
+        if kind < 0.12:
+            continue  # missing
+        if kind < 0.16:
+            commands.append([b"RPUSH", key, b"l"])  # wrong type
+        elif zsets and kind < 0.75:
+            args: list[bytes] = []
+            for _ in range(size):
+                args += [score(rnd), member(rnd)]
+            commands.append([b"ZADD", key, *args])
+        elif rnd.random() < 0.3:  # integers only: an intset
+            commands.append([b"SADD", key, *[b"%d" % rnd.randrange(-30, 30) for _ in range(size)]])
+        else:
+            commands.append([b"SADD", key, *[member(rnd) for _ in range(size)]])
+    for reply in server.pipeline(commands):
+        assert reply[:1] != b"-", reply
+
+
+def keys_for(rnd: random.Random, pool: list[bytes]) -> list[bytes]:
+    return [rnd.choice(pool) for _ in range(rnd.randrange(1, 5))]
+
+
+# -- differential: sets ---------------------------------------------------------------------------
+def test_differential_set_commands(redis_server: Server):
+    rnd = random.Random(20240611)
+    pool = [b"s%d" % i for i in range(6)]
+    for _round in range(150):
+        fill(redis_server, rnd, pool, zsets=False)
+        for _ in range(6):
+            keys = keys_for(rnd, pool)
+            for name in (b"SUNION", b"SINTER", b"SDIFF"):
+                check(redis_server, [name, *keys], unordered=True)
+            argv = [b"SINTERCARD", b"%d" % len(keys), *keys]
+            if rnd.random() < 0.5:
+                argv += [b"LIMIT", b"%d" % rnd.randrange(0, 5)]
+            check(redis_server, argv)
+
+
+# -- differential: sorted sets --------------------------------------------------------------------
+def test_differential_zset_commands(redis_server: Server):
+    rnd = random.Random(7)
+    pool = [b"z%d" % i for i in range(6)]
+    for _round in range(150):
+        fill(redis_server, rnd, pool, zsets=True)
+        for _ in range(6):
+            keys = keys_for(rnd, pool)
+            n = b"%d" % len(keys)
+            for name in (b"ZUNION", b"ZINTER"):
+                argv = [name, n, *keys]
+                if rnd.random() < 0.5:
+                    argv += [b"WEIGHTS", *[rnd.choice(WEIGHTS).encode() for _ in keys]]
+                if rnd.random() < 0.6:
+                    argv += [b"AGGREGATE", rnd.choice([b"SUM", b"MIN", b"MAX", b"sum"])]
+                if rnd.random() < 0.7:
+                    argv.append(b"WITHSCORES")
+                check(redis_server, argv)
+            argv = [b"ZDIFF", n, *keys] + ([b"WITHSCORES"] if rnd.random() < 0.7 else [])
+            check(redis_server, argv)
+            argv = [b"ZINTERCARD", n, *keys]
+            if rnd.random() < 0.5:
+                argv += [b"LIMIT", b"%d" % rnd.randrange(0, 5)]
+            check(redis_server, argv)
+
+
+def test_differential_sum_order(redis_server: Server):
+    """Floating-point SUM is not associative: Redis adds in the order of a stable sort by
+    cardinality. Equal and unequal cardinalities, every key order."""
+    import itertools
+
+    s = redis_server
+    s.pipeline([[b"DEL", b"o1", b"o2", b"o3", b"o4"],
+                [b"ZADD", b"o1", b"1e16", b"x"], [b"ZADD", b"o2", b"1", b"x"],
+                [b"ZADD", b"o3", b"-1e16", b"x"],
+                [b"ZADD", b"o4", b"0.1", b"x", b"0", b"y"]])
+    for keys in itertools.permutations([b"o1", b"o2", b"o3", b"o4"]):
+        for name in (b"ZUNION", b"ZINTER"):
+            check(s, [name, b"4", *keys, b"WITHSCORES"])
+            check(s, [name, b"3", *keys[:3], b"WEIGHTS", b"0.1", b"3", b"7", b"WITHSCORES"])
+
+
+@pytest.mark.parametrize("weight", [
+    "1", "-1.5", "+2", ".5", "5.", "1e3", "1E+3", "inf", "-Infinity", "+INF", "0x10", "0x1p-2",
+    "-0X.8P1", "0x1.8", "-0", "4.9e-324", "0e-999", "1e308", "", " 1", "1 ", "nan", "NaN",
+    "1e400", "-1e400", "1e-400", "2e-324", "0x1p1024", "0x1p-1080", "0x1p-1074", "infin", "1e",
+    "1e+", ".", "0x", "1_0", "1\x00", "abc", "--1", "\t1", "1e-320", "0.1e-322",
+])
+def test_differential_weights(redis_server: Server, weight: str):
+    s = redis_server
+    s.pipeline([[b"DEL", b"w1"], [b"ZADD", b"w1", b"3", b"x", b"0.25", b"y", b"-0", b"z"]])
+    w = weight.encode()
+    check(s, [b"ZUNION", b"1", b"w1", b"WEIGHTS", w, b"WITHSCORES"])
+    check(s, [b"ZINTER", b"1", b"w1", b"WEIGHTS", w, b"WITHSCORES"])
+
+
+@pytest.mark.parametrize("args", [
+    ["ZUNION", 0, "w1"], ["ZUNION", -1, "w1"], ["ZUNION", "x", "w1"], ["ZUNION", 3, "w1"],
+    ["ZUNION", 1, "w1", "bogus"], ["ZUNION", 1, "lst", "bogus"], ["ZUNION", 2, "lst", "w1"],
+    ["ZUNION", 1, "w1", "WEIGHTS"], ["ZUNION", 1, "lst", "WEIGHTS", "x"],
+    ["ZUNION", 2, "nokey", "lst", "AGGREGATE", "avg"], ["ZUNION", 1, "w1", "AGGREGATE", "avg"],
+    ["ZINTER", 2, "nokey", "lst"], ["ZINTER", 2, "nokey", "st", "WITHSCORES"],
+    ["ZDIFF", 1, "w1", "WEIGHTS", 1], ["ZDIFF", 2, "nokey", "lst"],
+    ["ZDIFF", 2, "st", "w1", "WITHSCORES"],
+    ["ZINTERCARD", 0, "w1"], ["ZINTERCARD", 1, "w1", "LIMIT", -1],
+    ["ZINTERCARD", 1, "lst", "LIMIT", -1],
+    ["ZINTERCARD", 1, "w1", "LIMIT"], ["ZINTERCARD", 1, "w1", "WITHSCORES"],
+    ["ZINTERCARD", 2, "w1", "st", "LIMIT", "x"],
+    ["SINTERCARD", 0, "st"], ["SINTERCARD", "x", "st"], ["SINTERCARD", 2, "st"],
+    ["SINTERCARD", 1, "lst", "LIMIT", "x"], ["SINTERCARD", 1, "st", "LIMIT"],
+    ["SINTERCARD", 1, "st", "foo"], ["SINTERCARD", 2, "nokey", "lst"],
+    ["SINTER", "nokey", "lst"], ["SINTER", "st", "nokey", "lst"], ["SUNION", "nokey", "lst"],
+    ["SDIFF", "nokey", "lst"], ["SDIFF", "st", "lst"], ["SDIFF", "st", "w1"],
+    ["SUNION"], ["ZUNION", 1], ["SINTERCARD", 1], ["PFCOUNT"],
+    ["PFCOUNT", "str", "nokey"], ["PFCOUNT", "nokey", "lst"], ["PFCOUNT", "lst", "str"],
+    ["PFCOUNT", "str"], ["PFCOUNT", "lst"], ["PFCOUNT", "int"], ["PFCOUNT", "int", "nokey"],
+])
+def test_differential_errors(redis_server: Server, args: list[object]):
+    s = redis_server
+    s.pipeline([[b"DEL", b"w1", b"lst", b"st", b"str", b"int", b"nokey"],
+                [b"ZADD", b"w1", b"1", b"x"], [b"RPUSH", b"lst", b"a"],
+                [b"SADD", b"st", b"x", b"y"], [b"SET", b"str", b"hello"],
+                [b"SET", b"int", b"1234567890123456789"]])
+    argv = A(*args)
+    check(s, argv, unordered=argv[0] in (b"SUNION", b"SINTER", b"SDIFF"))
+
+
+# -- differential: PFCOUNT ------------------------------------------------------------------------
+def _sparse(ops: list[bytes], card: bytes = b"\x00" * 7 + b"\x80") -> bytes:
+    return b"HYLL\x01\x00\x00\x00" + card + b"".join(ops)
+
+
+def _dense(values: list[int], card: bytes = b"\x00" * 7 + b"\x80") -> bytes:
+    regs = bytearray(12288 + 1)
+    for i, v in enumerate(values):
+        byte, fb = i * 6 // 8, i * 6 & 7
+        regs[byte] |= (v << fb) & 0xFF
+        regs[byte + 1] |= v >> (8 - fb)
+    return b"HYLL\x00\x00\x00\x00" + card + bytes(regs[:12288])
+
+
+def _xzero(n: int) -> bytes:
+    return bytes([0x40 | ((n - 1) >> 8), (n - 1) & 0xFF])
+
+
+def _val(value: int, run: int) -> bytes:
+    return bytes([0x80 | ((value - 1) << 2) | (run - 1)])
+
+
+FORGED = {
+    # valid hand-made sparse forms (VAL runs, ZERO, XZERO) and their corrupted variants
+    b"f_sparse_ok": _sparse([_val(3, 4), b"\x3f", _val(32, 1), _xzero(16384 - 69)]),
+    b"f_sparse_short": _sparse([_val(3, 4), _xzero(100)]),
+    b"f_sparse_long": _sparse([_xzero(16384), b"\x00"]),
+    b"f_sparse_overflow": _sparse([_xzero(16383), _val(5, 4)]),
+    b"f_sparse_trailing_val": _sparse([_xzero(16384), _val(5, 1)]),
+    b"f_sparse_trailing_zero": _sparse([_xzero(16384), b"\x00"]),
+    b"f_sparse_trailing_xzero": _sparse([_val(2, 1), _xzero(16383), _xzero(1)]),
+    b"f_sparse_truncated": _sparse([_xzero(16384)])[:-1],
+    b"f_sparse_cached": _sparse([_xzero(16384)], card=(77).to_bytes(8, "little")),
+    b"f_dense_high": _dense([(i * 7) % 64 for i in range(16384)]),
+    b"f_dense_51": _dense([51] * 16384),
+    b"f_dense_mixed": _dense([51 if i % 3 else 1 for i in range(16384)]),
+    b"f_dense_short": _dense([1] * 16384)[:-1],
+    b"f_bad_magic": b"HYLX" + _sparse([_xzero(16384)])[4:],
+    b"f_bad_encoding": b"HYLL\x02" + _sparse([_xzero(16384)])[5:],
+    b"f_raw_encoding": b"HYLL\xff" + _sparse([_xzero(16384)])[5:],
+    b"f_header_only": b"HYLL\x01" + bytes(11),
+    b"f_too_short": b"HYLL\x01",
+}
+
+
+def test_differential_pfcount(redis_server: Server):
+    s = redis_server
+    rnd = random.Random(99)
+    sizes = [0, 1, 2, 10, 100, 500, 1000, 2000, 3000, 4000, 10000, 100000]
+    keys: list[bytes] = []
+    commands: list[list[bytes]] = []
+    for i, size in enumerate(sizes):
+        key = b"h%d" % i
+        keys.append(key)
+        commands.append([b"DEL", key])
+        base = rnd.randrange(50000)  # overlapping element ranges between keys
+        elements = [b"e%d" % (base + j) for j in range(size)]
+        for start in range(0, len(elements), 5000):
+            commands.append([b"PFADD", key, *elements[start : start + 5000]])
+    s.pipeline(commands)
+    encodings = {k: s(b"OBJECT", b"ENCODING", k) for k in keys}
+    dense = [k for k in keys if s(b"GETRANGE", k, b"4", b"4") == resp.bulk(b"\x00")]
+    assert dense and len(dense) < len(keys), encodings  # both sparse and dense keys exist
+    keys.append(b"nokey")
+    for _ in range(300):
+        combo = [rnd.choice(keys) for _ in range(rnd.randrange(2, 6))]
+        check(s, [b"PFCOUNT", *combo])
+    for key in keys:  # one key: before (cache invalid) and after (cache valid) the real PFCOUNT
+        before = emulate(s, [b"PFCOUNT", key])
+        assert before == s(b"PFCOUNT", key)
+        check(s, [b"PFCOUNT", key])
+
+
+def test_differential_pfcount_forged(redis_server: Server):
+    s = redis_server
+    s.pipeline([[b"SET", k, v] for k, v in FORGED.items()] + [[b"PFADD", b"real", b"a", b"b"]])
+    names = list(FORGED) + [b"real", b"nokey"]
+    for name in names:
+        for other in (b"real", b"nokey", b"f_sparse_ok", b"f_sparse_short"):
+            check(s, [b"PFCOUNT", name, other])
+            check(s, [b"PFCOUNT", other, name])
+    for name in names:
+        if name in FORGED:
+            s(b"SET", name, FORGED[name])  # reset any cache written by an earlier PFCOUNT
+        check(s, [b"PFCOUNT", name])  # single key: the cache-invalid path ...
+        check(s, [b"PFCOUNT", name])  # ... then whatever Redis cached
