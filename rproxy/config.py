@@ -110,8 +110,14 @@ class ClusterSection:
 class CommandsSection:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    cross_slot_writes: str = "refuse"
 
     def validate(self) -> None:
+        if self.cross_slot_writes not in ("refuse", "emulate"):
+            raise ConfigError(
+                "commands.cross_slot_writes: expected refuse or emulate, "
+                f"got {self.cross_slot_writes!r}"
+            )
         for key in ("allow", "deny"):
             for name in getattr(self, key):
                 if not name or any(c.isspace() for c in name):

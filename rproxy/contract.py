@@ -18,6 +18,7 @@ import hiredis
 from rproxy import local
 from rproxy.commands import CommandInfo, CommandTable, Route
 from rproxy.emulate import EMULATED
+from rproxy.emulate_writes import EMULATED_WRITES
 from rproxy.planner import FANOUT_MERGES, SPLIT_RULES
 from rproxy.resp import encode_command
 
@@ -71,10 +72,12 @@ def describe(info: CommandInfo) -> tuple[str, str]:
         return "one master", "-"
     if not _multi_key(info):
         return "its key's slot", "-"
-    if info.name in SPLIT_RULES:
+    if info.name in SPLIT_RULES or info.name == b"XREAD":
         return "its keys' slot", "split per slot, merged in order"
     if info.name in EMULATED:
         return "its keys' slot", "computed by rproxy from per-key reads"
+    if info.name in EMULATED_WRITES:
+        return "its keys' slot", 'CROSSSLOT; emulated in steps with `cross_slot_writes = "emulate"`'
     return "its keys' slot", "CROSSSLOT"
 
 

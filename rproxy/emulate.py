@@ -87,6 +87,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rproxy import resp
+from rproxy.resp import string2ll
 from rproxy.merge import first_error
 
 # -- error replies (texts of redis-server 7.0) ----------------------------------------------------
@@ -697,9 +698,120 @@ def _pfcount(replies: list[bytes]) -> bytes:
 
 
 # -- entry point ----------------------------------------------------------------------------------
+# -- LCS (t_string.c lcsCommand) ------------------------------------------------------------------
+LCS_MAX_CELLS = 1_000_000
+"""The dynamic-programming table of a cross-slot LCS is computed in the proxy's event loop: past
+this many cells (len(a) * len(b)) it is refused rather than stall every other client."""
+
+LCS_NOT_STRINGS = b"-ERR The specified keys must contain string values\r\n"
+LCS_LEN_AND_IDX = b"-ERR If you want both the length and indexes, please just use IDX.\r\n"
+LCS_TOO_BIG = (
+    b"-ERR rproxy: LCS over keys in different slots is limited to %d table cells "
+    b"(len(a) * len(b)); put both keys in one slot with a {hash tag}\r\n" % LCS_MAX_CELLS
+)
+
+
+def _lcs(options: list[bytes]) -> Callable[[list[bytes]], bytes]:
+    def compute(replies: list[bytes]) -> bytes:
+        values: list[bytes] = []
+        for raw in replies:
+            if raw.startswith(b"-WRONGTYPE"):
+                return LCS_NOT_STRINGS
+            if raw[:1] == b"-":
+                return raw
+            values.append(b"" if raw == resp.NULL_BULK else raw[raw.index(b"\r\n") + 2 : -2])
+        # Options are parsed after the type check, as lcsCommand does.
+        getlen = getidx = withmatchlen = False
+        minmatchlen = 0
+        j = 0
+        while j < len(options):
+            opt = _cstr_lower(options[j])
+            more = len(options) - 1 - j
+            if opt == b"idx":
+                getidx = True
+            elif opt == b"len":
+                getlen = True
+            elif opt == b"withmatchlen":
+                withmatchlen = True
+            elif opt == b"minmatchlen" and more:
+                n = string2ll(options[j + 1])
+                if n is None:
+                    return b"-ERR value is not an integer or out of range\r\n"
+                minmatchlen = max(n, 0)
+                j += 1
+            else:
+                return b"-ERR syntax error\r\n"
+            j += 1
+        if getlen and getidx:
+            return LCS_LEN_AND_IDX
+        a, b = values
+        alen, blen = len(a), len(b)
+        if (alen + 1) * (blen + 1) > LCS_MAX_CELLS:
+            return LCS_TOO_BIG
+        table = [[0] * (blen + 1) for _ in range(alen + 1)]
+        for i in range(1, alen + 1):
+            row, prev, ai = table[i], table[i - 1], a[i - 1]
+            for jj in range(1, blen + 1):
+                if ai == b[jj - 1]:
+                    row[jj] = prev[jj - 1] + 1
+                else:
+                    up, left = prev[jj], row[jj - 1]
+                    row[jj] = up if up > left else left
+        total = table[alen][blen]
+        if getlen:
+            return resp.integer(total)
+        result = bytearray(total)
+        idx = total
+        ranges: list[bytes] = []
+        a_start, a_end, b_start, b_end = alen, 0, 0, 0  # a_start == alen: no range yet
+        i, jj = alen, blen
+        while i > 0 and jj > 0:
+            emit = False
+            if a[i - 1] == b[jj - 1]:
+                result[idx - 1] = a[i - 1]
+                if a_start == alen:
+                    a_start, a_end, b_start, b_end = i - 1, i - 1, jj - 1, jj - 1
+                elif a_start == i and b_start == jj:
+                    a_start -= 1
+                    b_start -= 1
+                else:
+                    emit = True  # Redis's rule: this match starts no new range
+                if a_start == 0 or b_start == 0:
+                    emit = True
+                idx -= 1
+                i -= 1
+                jj -= 1
+            else:
+                if table[i - 1][jj] > table[i][jj - 1]:
+                    i -= 1
+                else:
+                    jj -= 1
+                if a_start != alen:
+                    emit = True
+            if emit:
+                match_len = a_end - a_start + 1
+                if minmatchlen == 0 or match_len >= minmatchlen:
+                    fields = [resp.array([resp.integer(a_start), resp.integer(a_end)]),
+                              resp.array([resp.integer(b_start), resp.integer(b_end)])]
+                    if withmatchlen:
+                        fields.append(resp.integer(match_len))
+                    ranges.append(resp.array(fields))
+                a_start = alen
+        if getidx:
+            return resp.array([resp.bulk(b"matches"), resp.array(ranges),
+                               resp.bulk(b"len"), resp.integer(total)])
+        return resp.bulk(bytes(result))
+
+    return compute
+
+
+def _plan_lcs(argv: list[bytes]) -> ReadPlan:
+    return ReadPlan([[b"GET", argv[1]], [b"GET", argv[2]]], _lcs(argv[3:]))
+
+
 _ARITY = {
     b"SUNION": 2, b"SINTER": 2, b"SDIFF": 2, b"SINTERCARD": 3,
-    b"ZUNION": 3, b"ZINTER": 3, b"ZDIFF": 3, b"ZINTERCARD": 3, b"PFCOUNT": 2,
+    b"ZUNION": 3, b"ZINTER": 3, b"ZDIFF": 3, b"ZINTERCARD": 3, b"PFCOUNT": 2, b"LCS": 3,
 }
 _SET_OPS = {b"SUNION": _sunion, b"SINTER": _sinter, b"SDIFF": _sdiff}
 
@@ -722,6 +834,8 @@ def plan_read(argv: list[bytes]) -> ReadPlan | bytes | None:
         return _plan_sintercard(argv)
     if name == b"PFCOUNT":
         return ReadPlan([[b"GET", k] for k in argv[1:]], _pfcount)
+    if name == b"LCS":
+        return _plan_lcs(argv)
     return _plan_zset(name, argv)
 
 

@@ -117,3 +117,52 @@ FANOUT_MERGES: dict[bytes, Merge] = {
 }
 """Merge of every command routed to all masters (or all nodes): one place, checked by a test
 against the command table so a new fan-out command cannot lack one."""
+
+
+XREAD_UNBALANCED = (
+    b"-ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be "
+    b"specified.\r\n"
+)
+
+
+def plan_xread(argv: list[bytes]) -> SplitPlan | bytes | None:
+    """XREAD [COUNT n] STREAMS k1 k2 ... id1 id2 ... over streams in several slots: one XREAD
+    per slot with its streams and ids; the merged reply lists the streams that have entries in
+    the order they were asked for, or a null array when none has (as Redis, t_stream.c)."""
+    upper = [a.upper() for a in argv]
+    if b"STREAMS" not in upper or b"BLOCK" in upper:
+        return None
+    s = upper.index(b"STREAMS")
+    rest = argv[s + 1 :]
+    if not rest or len(rest) % 2:
+        return XREAD_UNBALANCED
+    half = len(rest) // 2
+    keys, ids = rest[:half], rest[half:]
+    head = argv[:s + 1]
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(key_slot(k), []).append(i)
+    parts = [(slot, [*head, *[keys[i] for i in idx], *[ids[i] for i in idx]])
+             for slot, idx in groups.items()]
+    order = {}
+    for i, k in enumerate(keys):
+        order.setdefault(k, i)
+
+    def merge_xread(replies: list[bytes]) -> bytes:
+        err = merge.first_error(replies)
+        if err is not None:
+            return err
+        found: list[tuple[int, bytes]] = []
+        for raw in replies:
+            if raw.startswith(b"*-1"):
+                continue
+            for stream in merge.split_array(raw):
+                name = merge.split_array(stream)[0]
+                key = name[name.index(b"\r\n") + 2 : -2]
+                found.append((order.get(key, len(keys)), stream))
+        if not found:
+            return b"*-1\r\n"
+        found.sort(key=lambda t: t[0])
+        return b"*%d\r\n" % len(found) + b"".join(s for _, s in found)
+
+    return SplitPlan(parts, merge_xread)

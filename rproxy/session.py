@@ -24,9 +24,10 @@ import structlog
 from rproxy import errors, local
 from rproxy.commands import CommandInfo, Route
 from rproxy.emulate import plan_read
-from rproxy.planner import SPLIT_RULES, Merge, SplitRule, fanout_merge, plan_split
+from rproxy.emulate_writes import WritePlan, plan_write
+from rproxy.planner import SPLIT_RULES, Merge, SplitRule, fanout_merge, plan_split, plan_xread
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-from rproxy.request import FanOut, Request
+from rproxy.request import FanOut, Request, complete
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.slots import key_slot
 from rproxy.upstream import CLOSED
@@ -181,7 +182,24 @@ class ClientSession:
         if rule is not None:
             self.split(argv, info, rule)
             return
+        if info.name == b"XREAD":
+            xplan = plan_xread(argv)
+            if isinstance(xplan, bytes):
+                self.reply_local(xplan)
+                return
+            if xplan is not None:
+                self.run_parts(xplan.parts, xplan.merge, True)
+                return
         plan = plan_read(argv)
+        if plan is None and self.server.config.commands.cross_slot_writes == "emulate":
+            steps = plan_write(argv)
+            if isinstance(steps, bytes):
+                self.reply_local(steps)
+            elif steps is not None:
+                self.run_steps(steps)
+            else:
+                self.reply_local(errors.CROSSSLOT)
+            return
         if plan is None:
             self.reply_local(errors.CROSSSLOT)
         elif isinstance(plan, bytes):
@@ -203,11 +221,42 @@ class ClientSession:
             self.reply_local(errors.wrong_arity(info.name))
             return
         plan = plan_split(argv, rule)
-        parent = FanOut(self, len(plan.parts), plan.merge)
-        self.queue.append(parent)
+        self.run_parts(plan.parts, plan.merge, info.readonly)
+
+    def run_parts(self, parts: list[tuple[int, list[bytes]]], merge: Merge, readonly: bool,
+                  parent: Request | None = None) -> FanOut:
+        """Send each (slot, argv) part to its master in parallel; ``merge`` builds the reply.
+        Queued as this client's next reply unless it serves a multi-step ``parent``."""
+        fan = FanOut(self if parent is None else None, len(parts), merge)
+        if parent is None:
+            self.queue.append(fan)
         route = self.cluster.route
-        for i, (slot, sub) in enumerate(plan.parts):
-            route(parent.child(i, encode_command(sub), slot, info.readonly))
+        for i, (slot, sub) in enumerate(parts):
+            route(fan.child(i, encode_command(sub), slot, readonly))
+        return fan
+
+    def run_steps(self, steps: WritePlan) -> None:
+        """A multi-step plan (cross-slot write emulation): each batch it yields runs in
+        parallel, its replies are sent back into the plan, until the plan returns the reply.
+        Commands of a batch with the same routing key go in order on one connection."""
+        parent = Request(self, b"")
+        self.queue.append(parent)
+
+        def advance(replies: list[bytes] | None) -> bytes:
+            try:
+                batch = next(steps) if replies is None else steps.send(replies)
+            except StopIteration as stop:
+                complete(parent, stop.value)
+                return b""
+            except Exception as exc:  # a plan must never take the proxy down
+                log.exception("write_plan_failed", client_id=self.id)
+                complete(parent, errors.not_supported(b"cross-slot write", type(exc).__name__))
+                return b""
+            parts = [(key_slot(key), argv) for key, argv in batch]
+            self.run_parts(parts, advance, False, parent)
+            return b""
+
+        advance(None)
 
     def fan_out(self, enc: bytes, merge: Merge, every_node: bool = False) -> Request | bytes:
         """Send ``enc`` to every master (or every node, replicas included); returns the

@@ -124,6 +124,13 @@ def test_cross_slot_reads_match_a_single_redis(std, prx, cluster) -> None:
     _both(std, prx, "PFCOUNT", a + ":h", b + ":h")
     _both(std, prx, "PFCOUNT", a + ":h", b + ":h", missing)
     _both(std, prx, "PFCOUNT", a + ":h", lst)
+    for cl in (std, prx):
+        cl.execute_command("SET", c + ":s", "ohmytext")
+        cl.execute_command("SET", d + ":s", "mynewtext")
+    assert key_slot((c + ":s").encode()) != key_slot((d + ":s").encode())
+    _both(std, prx, "LCS", c + ":s", d + ":s")
+    _both(std, prx, "LCS", c + ":s", d + ":s", "IDX", "MINMATCHLEN", "2", "WITHMATCHLEN")
+    _both(std, prx, "LCS", c + ":s", lst)
 
 
 def test_split_writes_land_on_each_owner(prx, cluster) -> None:
@@ -265,3 +272,62 @@ def test_command_policy(cluster) -> None:
         with pytest.raises(redis.ResponseError, match="disabled by the proxy's command policy"):
             c.execute_command("FLUSHALL")
         assert c.dbsize() >= 0  # the rest works
+
+
+def test_xread_over_streams_in_several_slots(std, prx) -> None:
+    keys = _keys("xr", 4)
+    assert len({key_slot(k.encode()) for k in keys}) == 4
+    for cl in (std, prx):
+        for i, k in enumerate(keys[:3]):
+            cl.execute_command("XADD", k, f"{i + 1}-0", "f", str(i))
+            cl.execute_command("XADD", k, f"{i + 1}-1", "g", str(i))
+    _both(std, prx, "XREAD", "STREAMS", *keys, "0", "0", "0", "0")
+    _both(std, prx, "XREAD", "COUNT", "1", "STREAMS", keys[2], keys[0], keys[3], "0", "0", "0")
+    _both(std, prx, "XREAD", "STREAMS", keys[0], keys[3], "$", "$")  # nothing new: null
+    _both(std, prx, "XREAD", "STREAMS", keys[0], keys[1], "0")  # unbalanced
+
+
+def test_cross_slot_writes_emulated_when_enabled(std, cluster) -> None:
+    """cross_slot_writes = "emulate": multi-key writes over keys in different slots run as
+    single-slot steps and end in the same replies and data as on one Redis."""
+    from tests.support import ProxyThread, proxy_config
+
+    cfg = proxy_config(cluster.seeds, commands={"cross_slot_writes": "emulate"})
+    with ProxyThread(cfg) as p:
+        prx = _raw(p.client())
+        k = _keys("wr", 8)
+        assert len({key_slot(x.encode()) for x in k}) == 8
+        for cl in (std, prx):
+            cl.execute_command("SET", k[0], "v0")
+            cl.execute_command("PEXPIRE", k[0], 100000)
+            cl.execute_command("SADD", k[1], "a", "b", "c")
+            cl.execute_command("SADD", k[2], "c", "d")
+            cl.execute_command("RPUSH", k[3], "x", "y")
+            cl.execute_command("ZADD", k[4], "1", "m", "2.5", "n")
+            cl.execute_command("PFADD", k[5], "p", "q")
+        steps = [
+            ("RENAME", k[0], k[6]), ("GET", k[6]), ("EXISTS", k[0]),
+            ("RENAMENX", k[6], k[1]), ("COPY", k[6], k[7]), ("GET", k[7]),
+            ("SMOVE", k[1], k[2], "a"), ("SMEMBERS", k[2]),
+            ("LMOVE", k[3], k[7], "LEFT", "RIGHT"),  # WRONGTYPE: dst is a string
+            ("LMOVE", k[3], k[5] + "l", "LEFT", "RIGHT"), ("LRANGE", k[5] + "l", 0, -1),
+            ("SUNIONSTORE", k[7], k[1], k[2]), ("SMEMBERS", k[7]),
+            ("ZUNIONSTORE", k[6], 2, k[4], k[2], "WEIGHTS", "2", "3"),
+            ("ZRANGE", k[6], 0, -1, "WITHSCORES"),
+            ("BITOP", "OR", k[0], k[7] + "x", k[6] + "y"), ("MSETNX", k[0] + "n", "1", k[1] + "n", "2"),
+            ("MSETNX", k[0] + "n", "1", k[2] + "n", "2"), ("PFMERGE", k[5] + "m", k[5]),
+            ("PFCOUNT", k[5] + "m"),
+        ]
+        for step in steps:
+            if step[0] == "SMEMBERS":
+                _both_sets(std, prx, *step)
+            else:
+                _both(std, prx, *step)
+
+
+def test_cross_slot_writes_refused_by_default(prx) -> None:
+    a, b = _keys("wrdef", 2)
+    prx.execute_command("SET", a, "1")
+    with pytest.raises(redis.ResponseError, match="^Keys in request don't hash to the same slot$"):
+        prx.execute_command("RENAME", a, b)
+    assert prx.execute_command("GET", a) == b"1"

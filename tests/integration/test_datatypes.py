@@ -844,7 +844,7 @@ def _two_slots(name: str) -> tuple[bytes, bytes]:
 
 SETUP = list[tuple[Any, ...]]
 # MGET, MSET, DEL, UNLINK, EXISTS and TOUCH are split across slots and merged, and the
-# read-only SUNION/SINTER/SDIFF/SINTERCARD, ZUNION/ZINTER/ZDIFF/ZINTERCARD and PFCOUNT are
+# read-only XREAD, SUNION/SINTER/SDIFF/SINTERCARD, ZUNION/ZINTER/ZDIFF/ZINTERCARD and PFCOUNT are
 # computed from per-key reads: both are checked against a standalone Redis in
 # test_crossshard.py. These stay CROSSSLOT.
 CROSS_SLOT_CASES: list[tuple[str, Callable[[bytes, bytes], tuple[SETUP, tuple[Any, ...]]]]] = [
@@ -857,8 +857,6 @@ CROSS_SLOT_CASES: list[tuple[str, Callable[[bytes, bytes], tuple[SETUP, tuple[An
     ("LMOVE", lambda a, b: ([("RPUSH", a, "x")], ("LMOVE", a, b, "LEFT", "RIGHT"))),
     ("BITOP", lambda a, b: ([("SET", b, "x")], ("BITOP", "OR", a, b))),
     ("PFMERGE", lambda a, b: ([("PFADD", b, "x")], ("PFMERGE", a, b))),
-    ("XREAD", lambda a, b: ([("XADD", a, "1-1", "f", "v"), ("XADD", b, "1-1", "f", "v")],
-                            ("XREAD", "COUNT", 1, "STREAMS", a, b, 0, 0))),
     ("SORT-STORE", lambda a, b: ([("RPUSH", a, 3, 1, 2)], ("SORT", a, "STORE", b))),
     # same rule, commands not named in the issue
     ("MSETNX", lambda a, b: ([], ("MSETNX", a, 1, b, 2))),

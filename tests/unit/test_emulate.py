@@ -688,3 +688,43 @@ def test_differential_pfcount_forged(redis_server: Server):
             s(b"SET", name, FORGED[name])  # reset any cache written by an earlier PFCOUNT
         check(s, [b"PFCOUNT", name])  # single key: the cache-invalid path ...
         check(s, [b"PFCOUNT", name])  # ... then whatever Redis cached
+
+
+# -- LCS --------------------------------------------------------------------------------------------
+LCS_OPTIONS = [
+    [], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"], ["IDX", "MINMATCHLEN", "2"],
+    ["IDX", "MINMATCHLEN", "3", "WITHMATCHLEN"], ["idx", "minmatchlen", "-4"], ["LEN", "IDX"],
+    ["IDX", "MINMATCHLEN"], ["IDX", "MINMATCHLEN", "x"], ["BOGUS"], ["WITHMATCHLEN"],
+]
+
+
+def test_differential_lcs(redis_server: Server):
+    """LCS over two keys, byte for byte against a real Redis (lcsCommand's range quirks,
+    option errors after the type check, missing keys as empty strings)."""
+    rnd = random.Random(7)
+    pairs = [(b"ohmytext", b"mynewtext"), (b"", b"abc"), (b"abc", b"abc"), (b"aaaa", b"aa"),
+             (b"abcdef", b"zzz")]
+    for _ in range(40):
+        alphabet = b"ab" if rnd.random() < 0.5 else b"abcdxyz"
+        pairs.append((bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40))),
+                      bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))))
+    for n, (a, b) in enumerate(pairs):
+        redis_server("SET", b"lcs:a", a)
+        redis_server("SET", b"lcs:b", b)
+        for opts in LCS_OPTIONS:
+            check(redis_server, A("LCS", "lcs:a", "lcs:b", *opts))
+    check(redis_server, A("LCS", "lcs:a", "lcs:missing"))
+    check(redis_server, A("LCS", "lcs:missing", "lcs:missing", "IDX"))
+    redis_server("DEL", b"lcs:list")
+    redis_server("RPUSH", b"lcs:list", b"x")
+    check(redis_server, A("LCS", "lcs:a", "lcs:list"))
+    check(redis_server, A("LCS", "lcs:list", "lcs:a", "BOGUS"))  # type error comes first
+
+
+def test_lcs_is_capped_in_the_proxy():
+    from rproxy.emulate import LCS_MAX_CELLS, LCS_TOO_BIG
+
+    p = plan(*["LCS", "a", "b"])
+    n = int(LCS_MAX_CELLS ** 0.5) + 1
+    big = resp.bulk(b"x" * n)
+    assert p.compute([big, big]) == LCS_TOO_BIG

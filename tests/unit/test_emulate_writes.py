@@ -1,0 +1,735 @@
+"""rproxy.emulate_writes: cross-slot multi-key writes emulated as rounds of single-key commands.
+
+Two kinds of tests:
+
+* pure tests of the plans: argument errors, the batches issued, failures injected into the
+  replies (errors in the first round write nothing; a failed push puts the element back...);
+* differential tests against two private redis-servers 7.0, A and B (ports in 20000-22000,
+  ``--save ''``, stopped by their PIDs). Both get the same data; the plan runs on A (each
+  batch: the commands grouped by routing key, the groups in a random order, each group in its
+  order on one raw connection; the raw replies fed back), the original command runs on B. The
+  final reply must be the same bytes, and every involved key must hold the same data on A and
+  on B: TYPE, then GET / LRANGE / sorted SMEMBERS / ZRANGE WITHSCORES / sorted HGETALL / XRANGE
+  (HyperLogLogs: PFCOUNT, since PFMERGE writes the dense encoding where Redis may keep the
+  sparse one), TTL presence and PTTL within a tolerance.
+
+The raw replies are framed with ``rproxy.resp.ReplyFramer`` (raw bytes, unlike redis-py or a
+parsing hiredis.Reader).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rproxy import resp
+from rproxy.emulate import WRONGTYPE, _dense_registers
+from rproxy.emulate_writes import (
+    CHUNK,
+    EMULATED_WRITES,
+    bitop,
+    dense_hll,
+    plan_write,
+)
+
+ERR_OTHER = b"-LOADING Redis is loading the dataset in memory\r\n"
+TTL_TOLERANCE_MS = 1500
+
+
+def A(*args: object) -> list[bytes]:
+    return [a if isinstance(a, bytes) else str(a).encode() for a in args]
+
+
+# == pure tests ===================================================================================
+@pytest.mark.parametrize("argv", [
+    [], A("GET", "k"), A("SUNION", "a", "b"), A("MSET", "a", 1), A("DEL", "a", "b"),
+    A("ZUNION", 1, "a"), A("BLMOVE", "a", "b", "LEFT", "LEFT", 0),
+])
+def test_not_emulated(argv: list[bytes]):
+    assert plan_write(argv) is None
+
+
+def test_emulated_names():
+    assert EMULATED_WRITES == {
+        b"MSETNX", b"RENAME", b"RENAMENX", b"COPY", b"SMOVE", b"LMOVE", b"RPOPLPUSH",
+        b"SUNIONSTORE", b"SINTERSTORE", b"SDIFFSTORE", b"ZUNIONSTORE", b"ZINTERSTORE",
+        b"ZDIFFSTORE", b"BITOP", b"PFMERGE"}
+
+
+# Texts verified on a cluster-mode redis-server 7.0.15 (databases 16): COPY's DB checks depend
+# on cluster mode, so they cannot be compared with the standalone server B.
+@pytest.mark.parametrize("argv, err", [
+    (A("COPY", "a", "b", "DB", 5), b"-ERR Copying to another database is not allowed in cluster "
+                                   b"mode\r\n"),
+    (A("COPY", "a", "a", "DB", 5), b"-ERR Copying to another database is not allowed in cluster "
+                                   b"mode\r\n"),
+    (A("COPY", "a", "b", "DB", 16), b"-ERR DB index is out of range\r\n"),
+    (A("COPY", "a", "b", "db", -1), b"-ERR DB index is out of range\r\n"),
+    (A("COPY", "a", "b", "DB", "x"), b"-ERR value is not an integer or out of range\r\n"),
+    (A("COPY", "a", "b", "DB", "01"), b"-ERR value is not an integer or out of range\r\n"),
+    (A("COPY", "a", "b", "DB", 2**31),
+     b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"),
+    (A("COPY", "a", "b", "DB"), b"-ERR syntax error\r\n"),
+    (A("COPY", "a", "b", "DB", 0, "REPLACE", "foo"), b"-ERR syntax error\r\n"),
+    (A("COPY", "a", "a"), b"-ERR source and destination objects are the same\r\n"),
+    (A("COPY", "a", "a", "DB", 0), b"-ERR source and destination objects are the same\r\n"),
+])
+def test_copy_cluster_errors(argv: list[bytes], err: bytes):
+    assert plan_write(argv) == err
+
+
+def test_copy_db_last_occurrence_wins():
+    assert inspect.isgenerator(plan_write(A("COPY", "a", "b", "DB", 1, "DB", 0)))
+
+
+def test_plans_are_not_started():
+    for argv in [A("MSETNX", "a", 1, "b", 2), A("RENAME", "a", "b"), A("COPY", "a", "b"),
+                 A("SMOVE", "a", "b", "m"), A("LMOVE", "a", "b", "LEFT", "RIGHT"),
+                 A("SUNIONSTORE", "d", "a"), A("ZUNIONSTORE", "d", 1, "a"),
+                 A("BITOP", "OR", "d", "a"), A("PFMERGE", "d", "a")]:
+        p = plan_write(argv)
+        assert inspect.isgenerator(p), argv
+        assert inspect.getgeneratorstate(p) == inspect.GEN_CREATED
+        p.close()
+
+
+def drive(plan: object, answers: list[list[bytes]]) -> tuple[list[list[tuple[bytes, list[bytes]]]],
+                                                                bytes]:
+    """Run a plan on canned replies: (the batches it yielded, its final reply)."""
+    assert inspect.isgenerator(plan)
+    batches = []
+    try:
+        batch = next(plan)
+        for replies in answers:
+            batches.append(batch)
+            assert batch, "a plan must never yield an empty batch"
+            assert len(replies) == len(batch)
+            batch = plan.send(replies)
+        raise AssertionError(f"the plan wants more rounds: {batch}")
+    except StopIteration as stop:
+        return batches, stop.value
+
+
+@pytest.mark.parametrize("argv", [
+    A("MSETNX", "a", 1, "b", 2), A("RENAME", "a", "b"), A("RENAMENX", "a", "b"),
+    A("COPY", "a", "b", "REPLACE"), A("SMOVE", "a", "b", "m"),
+    A("LMOVE", "a", "b", "LEFT", "RIGHT"), A("RPOPLPUSH", "a", "b"),
+    A("SUNIONSTORE", "d", "a", "b"), A("SINTERSTORE", "d", "a", "b"),
+    A("SDIFFSTORE", "d", "a", "b"), A("ZUNIONSTORE", "d", 2, "a", "b"),
+    A("ZINTERSTORE", "d", 2, "a", "b", "WEIGHTS", 1, 2), A("ZDIFFSTORE", "d", 2, "a", "b"),
+    A("ZUNIONSTORE", "d", 2, "a", "b", "WITHSCORES"), A("BITOP", "AND", "d", "a", "b"),
+    A("PFMERGE", "d", "a", "b"),
+])
+@pytest.mark.parametrize("position", [0, -1])
+def test_error_in_first_round_writes_nothing(argv: list[bytes], position: int):
+    p = plan_write(argv)
+    first = next(p)  # type: ignore[arg-type]
+    replies = [b"$-1\r\n"] * len(first)
+    replies[position] = ERR_OTHER
+    with pytest.raises(StopIteration) as stop:
+        p.send(replies)  # type: ignore[union-attr]
+    assert stop.value.value == ERR_OTHER
+
+
+def test_rename_rounds_and_ttl_edge_cases():
+    batches, reply = drive(plan_write(A("RENAME", "s", "d")),
+                           [[b"$3\r\nPAY\r\n", b":0\r\n"], [b"+OK\r\n"], [b":1\r\n"]])
+    assert batches == [[(b"s", A("DUMP", "s")), (b"s", A("PTTL", "s"))],
+                       [(b"d", A("RESTORE", "d", 1, "PAY", "REPLACE"))],  # PTTL 0: not "no TTL"
+                       [(b"s", A("DEL", "s"))]]
+    assert reply == b"+OK\r\n"
+    # expired between DUMP and PTTL
+    assert drive(plan_write(A("RENAME", "s", "d")), [[b"$3\r\nPAY\r\n", b":-2\r\n"]])[1] == \
+        b"-ERR no such key\r\n"
+    # a failed RESTORE does not delete src
+    batches, reply = drive(plan_write(A("RENAME", "s", "d")),
+                           [[b"$1\r\nP\r\n", b":-1\r\n"], [b"-OOM no memory\r\n"]])
+    assert batches[1] == [(b"d", A("RESTORE", "d", 0, "P", "REPLACE"))]
+    assert reply == b"-OOM no memory\r\n"
+
+
+def test_renamenx_and_copy_do_not_overwrite_a_new_dst():
+    busy = b"-BUSYKEY Target key name already exists.\r\n"
+    batches, reply = drive(plan_write(A("RENAMENX", "s", "d")),
+                           [[b"$1\r\nP\r\n", b":5000\r\n", b":0\r\n"], [busy]])
+    assert batches[1] == [(b"d", A("RESTORE", "d", 5000, "P"))]
+    assert reply == b":0\r\n"
+    batches, reply = drive(plan_write(A("COPY", "s", "d")),
+                           [[b"$1\r\nP\r\n", b":-1\r\n", b":0\r\n"], [busy]])
+    assert batches[1] == [(b"d", A("RESTORE", "d", 0, "P"))]
+    assert reply == b":0\r\n"
+
+
+def test_smove_puts_the_member_back_when_sadd_fails():
+    err = b"-OOM command not allowed\r\n"
+    batches, reply = drive(plan_write(A("SMOVE", "s", "d", "m")),
+                           [[b"+set\r\n", b"+none\r\n"], [b":1\r\n"], [err], [b":1\r\n"]])
+    assert batches[1:] == [[(b"s", A("SREM", "s", "m"))], [(b"d", A("SADD", "d", "m"))],
+                           [(b"s", A("SADD", "s", "m"))]]
+    assert reply == err
+
+
+def test_lmove_pushes_the_element_back_when_the_push_fails():
+    err = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+    batches, reply = drive(plan_write(A("LMOVE", "s", "d", "left", "right")),
+                           [[b"+list\r\n", b"+none\r\n"], [b"$1\r\nx\r\n"], [err], [b":3\r\n"]])
+    assert batches[1:] == [[(b"s", A("LPOP", "s"))], [(b"d", A("RPUSH", "d", "x"))],
+                           [(b"s", A("LPUSH", "s", "x"))]]
+    assert reply == err
+    # src emptied by someone else between the rounds
+    assert drive(plan_write(A("RPOPLPUSH", "s", "d")),
+                 [[b"+list\r\n", b"+list\r\n"], [b"$-1\r\n"]])[1] == b"$-1\r\n"
+
+
+def test_same_key_is_passed_through():
+    for argv in [A("RENAME", "k", "k"), A("RENAMENX", "k", "k"), A("SMOVE", "k", "k", "m"),
+                 A("LMOVE", "k", "k", "LEFT", "RIGHT"), A("RPOPLPUSH", "k", "k")]:
+        batches, reply = drive(plan_write(argv), [[b":7\r\n"]])
+        assert batches == [[(b"k", argv)]]
+        assert reply == b":7\r\n"
+
+
+def test_store_writes_in_chunks_on_one_connection():
+    members = [b"m%05d" % i for i in range(2 * CHUNK + 5)]
+    read = b"*%d\r\n" % len(members) + b"".join(resp.bulk(m) for m in members)
+    batches, reply = drive(plan_write(A("SUNIONSTORE", "d", "a")),
+                           [[read], [b":0\r\n", b":1000\r\n", b":1000\r\n", b":5\r\n"]])
+    write = batches[1]
+    assert [k for k, _ in write] == [b"d"] * 4
+    assert write[0][1] == A("DEL", "d")
+    assert [len(argv) - 2 for _, argv in write[1:]] == [CHUNK, CHUNK, 5]
+    assert reply == b":%d\r\n" % len(members)
+
+
+@pytest.mark.parametrize("op, values, expected", [
+    ("and", [b"\xff\x0f", b"\x0f"], b"\x0f\x00"),
+    ("or", [b"\x01", b"", b"\x10\x20\x30"], b"\x11\x20\x30"),
+    ("xor", [b"\xff\xff", b"\x0f"], b"\xf0\xff"),
+    ("not", [b"\x00\xf0"], b"\xff\x0f"),
+    ("and", [b"", b""], b""),
+    ("not", [b""], b""),
+])
+def test_bitop_compute(op: str, values: list[bytes], expected: bytes):
+    assert bitop(op, values) == expected
+
+
+def test_dense_hll_round_trip():
+    rng = random.Random(7)
+    regs = bytes(rng.randrange(64) for _ in range(16384))
+    hll = dense_hll(regs)
+    assert len(hll) == 12304 and hll[:5] == b"HYLL\x00" and hll[15] & 0x80
+    assert _dense_registers(hll[16:]) == regs
+
+
+# == differential tests ===========================================================================
+class Conn:
+    """A raw RESP2 connection to a private redis-server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.framer = resp.ReplyFramer()
+
+    def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
+        self.sock.sendall(b"".join(resp.encode_command(c) for c in commands))
+        out: list[bytes] = []
+        while len(out) < len(commands):
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("redis-server closed the connection")
+            out.extend(self.framer.feed(data))
+        return out
+
+    def __call__(self, *args: object) -> bytes:
+        return self.pipeline([A(*args)])[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(200):
+        port = random.randint(20000, 22000)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-22000")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _connect(port: int, proc: subprocess.Popen[bytes]) -> Conn | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            conn = Conn(port)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        try:
+            if conn(b"PING") == b"+PONG\r\n":
+                return conn
+        except OSError:
+            pass
+        conn.close()
+        time.sleep(0.02)
+    return None
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[Conn, Conn]]:
+    """Two private redis-servers A and B: ports in 20000-22000, no persistence, stopped by
+    their PIDs."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    workdir = tempfile.mkdtemp(prefix="rproxy-emulate-writes-")
+    procs: list[subprocess.Popen[bytes]] = []
+    conns: list[Conn] = []
+    try:
+        for name in ("a", "b"):
+            conn = None
+            for _ in range(5):
+                port = _free_port({c.port for c in conns})
+                proc = subprocess.Popen(
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", workdir, "--logfile", f"redis-{name}.log",
+                     "--dbfilename", f"dump-{name}.rdb"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )
+                procs.append(proc)
+                conn = _connect(port, proc)
+                if conn is not None:
+                    break
+                _stop(proc)
+            if conn is None:
+                raise RuntimeError("could not start redis-server")
+            conns.append(conn)
+        for conn in conns:
+            if b"redis_version:7.0." not in conn(b"INFO", b"server"):
+                pytest.skip("the emulated replies are those of Redis 7.0")
+        yield conns[0], conns[1]
+    finally:
+        for conn in conns:
+            conn.close()
+        for proc in procs:
+            _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_plan(conn: Conn, plan: object, rng: random.Random) -> bytes:
+    """The proxy's runner, on one server: each batch's commands grouped by routing key (each
+    group in order), the groups in a random order (they would run in parallel)."""
+    if isinstance(plan, bytes):
+        return plan
+    assert inspect.isgenerator(plan)
+    try:
+        batch = next(plan)
+        while True:
+            assert batch, "a plan must never yield an empty batch"
+            groups: dict[bytes, list[int]] = {}
+            for i, (key, _) in enumerate(batch):
+                groups.setdefault(key, []).append(i)
+            order = list(groups.values())
+            rng.shuffle(order)
+            replies: list[bytes] = [b""] * len(batch)
+            for idx in order:
+                for i, reply in zip(idx, conn.pipeline([batch[i][1] for i in idx])):
+                    replies[i] = reply
+            batch = plan.send(replies)
+    except StopIteration as stop:
+        return stop.value
+
+
+def snapshot(conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[object, ...]]:
+    """Type-wise contents of each key, independent of the encoding, and its PTTL."""
+    out: dict[bytes, tuple[object, ...]] = {}
+    for key in dict.fromkeys(keys):
+        kind = conn(b"TYPE", key)[1:-2]
+        if kind == b"none":
+            data: object = None
+        elif kind == b"string":
+            value = conn(b"GET", key)
+            is_hll = value.split(b"\r\n", 1)[1].startswith(b"HYLL")
+            data = ("hll", conn(b"PFCOUNT", key)) if is_hll else value
+        elif kind == b"list":
+            data = conn(b"LRANGE", key, 0, -1)
+        elif kind == b"set":
+            data = sorted(resp.parse_reply(conn(b"SMEMBERS", key)))  # type: ignore[arg-type]
+        elif kind == b"zset":
+            data = conn(b"ZRANGE", key, 0, -1, b"WITHSCORES")
+        elif kind == b"hash":
+            flat = resp.parse_reply(conn(b"HGETALL", key))
+            data = sorted(zip(flat[0::2], flat[1::2]))  # type: ignore[index]
+        else:
+            data = conn(b"XRANGE", key, b"-", b"+")
+        out[key] = (kind, data, int(conn(b"PTTL", key)[1:-2]))
+    return out
+
+
+def same_state(a: dict[bytes, tuple[object, ...]], b: dict[bytes, tuple[object, ...]]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        kind_a, data_a, ttl_a = a[key]
+        kind_b, data_b, ttl_b = b[key]
+        assert (kind_a, data_a) == (kind_b, data_b), key
+        assert (ttl_a >= 0) == (ttl_b >= 0), (key, ttl_a, ttl_b)
+        if ttl_a >= 0:
+            assert abs(ttl_a - ttl_b) <= TTL_TOLERANCE_MS, (key, ttl_a, ttl_b)
+
+
+def check(servers: tuple[Conn, Conn], setup: list[list[bytes]], argv: list[bytes],
+          keys: list[bytes] | None = None, rng: random.Random | None = None) -> bytes:
+    """Same data on A and B; the plan on A, the command on B: same reply, same data."""
+    a, b = servers
+    for conn in servers:
+        assert conn(b"FLUSHALL") == b"+OK\r\n"
+        for reply in conn.pipeline(setup) if setup else []:
+            assert reply[:1] != b"-", reply
+    if keys is None:
+        keys = [x for cmd in setup for x in cmd[1:2]] + argv[1:]
+    got = run_plan(a, plan_write(argv), rng or random.Random(0))
+    want = b(*argv)
+    assert got == want, argv
+    same_state(snapshot(a, keys), snapshot(b, keys))
+    return got
+
+
+# -- static errors, differentially ----------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    A("MSETNX"), A("MSETNX", "a"), A("MSETNX", "a", 1, "b"), A("msetnx", "a", 1, "b", 2, "c"),
+    A("RENAME", "a"), A("RENAME", "a", "b", "c"), A("RENAMENX", "a"), A("COPY", "a"),
+    A("COPY", "a", "b", "foo"), A("COPY", "a", "b", "REPLACE", "DB"), A("SMOVE", "a", "b"),
+    A("SMOVE", "a", "b", "c", "d"), A("LMOVE", "a", "b", "LEFT"),
+    A("LMOVE", "a", "b", "LEFT", "MIDDLE"), A("LMOVE", "a", "b", "up", "LEFT"),
+    A("LMOVE", "a", "b", b"left\0x", "RIGHT"), A("LMOVE", "a", "a", "LEFT", "x"),
+    A("RPOPLPUSH", "a"), A("SUNIONSTORE", "d"), A("SINTERSTORE", "d"), A("SDIFFSTORE", "d"),
+    A("ZUNIONSTORE", "d", 1), A("ZUNIONSTORE", "d", 0, "a"), A("ZINTERSTORE", "d", -1, "a"),
+    A("ZDIFFSTORE", "d", "x", "a"), A("ZUNIONSTORE", "d", "01", "a"),
+    A("ZUNIONSTORE", "d", 3, "a", "b"), A("ZDIFFSTORE", "d", 2, "a"), A("BITOP", "AND", "d"),
+    A("BITOP", "NAND", "d", "a"), A("BITOP", "NOT", "d", "a", "b"), A("BITOP", "", "d", "a"),
+    A("bitop", b"or\0junk", "d", "a"), A("PFMERGE"),
+])
+def test_static_errors_match_redis(servers: tuple[Conn, Conn], argv: list[bytes]):
+    check(servers, [], argv, keys=[])
+
+
+@pytest.mark.parametrize("argv", [
+    A("ZUNIONSTORE", "d", 1, "a", "WITHSCORES"), A("ZINTERSTORE", "d", 1, "a", "bogus"),
+    A("ZUNIONSTORE", "d", 2, "a", "b", "WEIGHTS", 1), A("ZUNIONSTORE", "d", 2, "a", "b",
+                                                        "WEIGHTS", 1, "x"),
+    A("ZINTERSTORE", "d", 1, "a", "WEIGHTS", "nan"), A("ZUNIONSTORE", "d", 1, "a", "AGGREGATE"),
+    A("ZUNIONSTORE", "d", 1, "a", "AGGREGATE", "avg"), A("ZDIFFSTORE", "d", 1, "a", "WEIGHTS", 1),
+    A("ZDIFFSTORE", "d", 1, "a", "AGGREGATE", "SUM"), A("ZDIFFSTORE", "d", 1, "a", "WITHSCORES"),
+    A("ZUNIONSTORE", "d", 1, "a", "WEIGHTS", 2, "WITHSCORES"),
+])
+@pytest.mark.parametrize("kind", ["missing", "zset", "wrongtype"])
+def test_zstore_option_errors_come_after_key_lookup(servers: tuple[Conn, Conn],
+                                                     argv: list[bytes], kind: str):
+    setup = {"missing": [], "zset": [A("ZADD", "a", 1, "x"), A("SET", "d", "keep")],
+             "wrongtype": [A("LPUSH", "a", "x")]}[kind]
+    got = check(servers, setup, argv)
+    assert got[:1] == b"-"
+    if kind == "wrongtype":
+        assert got == WRONGTYPE
+
+
+# -- hand-picked cases ----------------------------------------------------------------------------
+TTL = 500_000
+CASES: list[tuple[str, list[list[bytes]], list[bytes]]] = [
+    # MSETNX
+    ("msetnx-new", [], A("MSETNX", "a", 1, "b", 2)),
+    ("msetnx-one-exists", [A("SET", "b", "old")], A("MSETNX", "a", 1, "b", 2)),
+    ("msetnx-wrongtype-exists", [A("LPUSH", "b", "x")], A("MSETNX", "a", 1, "b", 2)),
+    ("msetnx-dup-key", [], A("MSETNX", "a", 1, "a", 2, "c", "")),
+    ("msetnx-binary", [], A("MSETNX", b"\x00k", b"\r\n\xff", "b", b"")),
+    # RENAME / RENAMENX
+    ("rename-missing", [], A("RENAME", "s", "d")),
+    ("rename-missing-dst-exists", [A("SET", "d", 1)], A("RENAMENX", "s", "d")),
+    ("rename-string", [A("SET", "s", "v")], A("RENAME", "s", "d")),
+    ("rename-ttl", [A("SET", "s", "v"), A("PEXPIRE", "s", TTL)], A("RENAME", "s", "d")),
+    ("rename-over-ttl-dst", [A("RPUSH", "s", 1, 2), A("SET", "d", "x"), A("PEXPIRE", "d", TTL)],
+     A("RENAME", "s", "d")),
+    ("rename-over-other-type", [A("ZADD", "s", 1, "m"), A("SADD", "d", "q")],
+     A("RENAME", "s", "d")),
+    ("rename-hash", [A("HSET", "s", "f", "v", "g", 2)], A("RENAME", "s", "d")),
+    ("rename-stream", [A("XADD", "s", "1-1", "f", "v")], A("RENAME", "s", "d")),
+    ("rename-same", [A("SET", "s", "v"), A("PEXPIRE", "s", TTL)], A("RENAME", "s", "s")),
+    ("rename-same-missing", [], A("RENAME", "s", "s")),
+    ("renamenx-free", [A("SET", "s", "v"), A("PEXPIRE", "s", TTL)], A("RENAMENX", "s", "d")),
+    ("renamenx-taken", [A("SET", "s", "v"), A("SET", "d", "w")], A("RENAMENX", "s", "d")),
+    ("renamenx-same", [A("SET", "s", "v")], A("RENAMENX", "s", "s")),
+    # COPY
+    ("copy-missing", [A("SET", "d", 1)], A("COPY", "s", "d", "REPLACE")),
+    ("copy-new", [A("SADD", "s", 1, 2, "x"), A("PEXPIRE", "s", TTL)], A("COPY", "s", "d")),
+    ("copy-taken", [A("SET", "s", "v"), A("SET", "d", "w")], A("COPY", "s", "d")),
+    ("copy-replace", [A("SET", "s", "v"), A("LPUSH", "d", "w"), A("PEXPIRE", "d", TTL)],
+     A("COPY", "s", "d", "replace")),
+    ("copy-db0-replace", [A("SET", "s", "v"), A("SET", "d", "w"), A("PEXPIRE", "s", TTL)],
+     A("COPY", "s", "d", "DB", 0, "REPLACE")),
+    # SMOVE
+    ("smove-missing-src-wrong-dst", [A("SET", "d", 1)], A("SMOVE", "s", "d", "m")),
+    ("smove-wrong-src", [A("SET", "s", 1)], A("SMOVE", "s", "d", "m")),
+    ("smove-wrong-dst", [A("SADD", "s", "m")], A("SMOVE", "s", "d", "m")),
+    ("smove-wrong-dst-2", [A("SADD", "s", "m"), A("HSET", "d", "f", "v")],
+     A("SMOVE", "s", "d", "x")),
+    ("smove-not-member", [A("SADD", "s", "m")], A("SMOVE", "s", "d", "x")),
+    ("smove-last-member", [A("SADD", "s", "m"), A("PEXPIRE", "s", TTL)],
+     A("SMOVE", "s", "d", "m")),
+    ("smove-existing", [A("SADD", "s", "m", 1), A("SADD", "d", "m"), A("PEXPIRE", "d", TTL)],
+     A("SMOVE", "s", "d", "m")),
+    ("smove-same", [A("SADD", "s", "m")], A("SMOVE", "s", "s", "m")),
+    ("smove-same-wrongtype", [A("SET", "s", "m")], A("SMOVE", "s", "s", "m")),
+    # LMOVE / RPOPLPUSH
+    ("lmove-missing-src-wrong-dst", [A("SET", "d", 1)], A("LMOVE", "s", "d", "LEFT", "LEFT")),
+    ("lmove-wrong-src", [A("SET", "s", 1)], A("LMOVE", "s", "d", "LEFT", "LEFT")),
+    ("lmove-wrong-dst", [A("RPUSH", "s", 1, 2), A("SADD", "d", 1)],
+     A("LMOVE", "s", "d", "LEFT", "LEFT")),
+    ("lmove-lr", [A("RPUSH", "s", 1, 2, 3), A("RPUSH", "d", "a", "b")],
+     A("LMOVE", "s", "d", "LEFT", "RIGHT")),
+    ("lmove-rl", [A("RPUSH", "s", 1, 2, 3), A("RPUSH", "d", "a", "b")],
+     A("lmove", "s", "d", "right", "left")),
+    ("lmove-ll-last", [A("RPUSH", "s", "only"), A("PEXPIRE", "s", TTL)],
+     A("LMOVE", "s", "d", "Left", "lEFT")),
+    ("lmove-rr-dst-ttl", [A("RPUSH", "s", 1, 2), A("RPUSH", "d", 9), A("PEXPIRE", "d", TTL)],
+     A("LMOVE", "s", "d", "RIGHT", "RIGHT")),
+    ("lmove-same", [A("RPUSH", "s", 1, 2, 3), A("PEXPIRE", "s", TTL)],
+     A("LMOVE", "s", "s", "LEFT", "RIGHT")),
+    ("rpoplpush", [A("RPUSH", "s", 1, 2, 3)], A("RPOPLPUSH", "s", "d")),
+    ("rpoplpush-missing", [], A("RPOPLPUSH", "s", "d")),
+    ("rpoplpush-same-one", [A("RPUSH", "s", 1), A("PEXPIRE", "s", TTL)],
+     A("RPOPLPUSH", "s", "s")),
+    # set stores
+    ("sunionstore", [A("SADD", "a", 1, 2, "x"), A("SADD", "b", 2, 3)],
+     A("SUNIONSTORE", "d", "a", "b")),
+    ("sunionstore-empty-deletes", [A("SET", "d", 1), A("PEXPIRE", "d", TTL)],
+     A("SUNIONSTORE", "d", "a", "b")),
+    ("sunionstore-replaces-ttl", [A("SADD", "a", 1), A("SADD", "d", 5), A("PEXPIRE", "d", TTL)],
+     A("SUNIONSTORE", "d", "a")),
+    ("sunionstore-dst-is-src", [A("SADD", "a", 1), A("SADD", "d", 5)],
+     A("SUNIONSTORE", "d", "d", "a")),
+    ("sinterstore-missing-key", [A("SADD", "a", 1), A("SET", "d", 1)],
+     A("SINTERSTORE", "d", "a", "b")),
+    ("sinterstore-wrongtype-after-missing", [A("SADD", "a", 1), A("SET", "c", 1),
+                                             A("SET", "d", 1)],
+     A("SINTERSTORE", "d", "b", "a", "c")),
+    ("sinterstore", [A("SADD", "a", 1, 2, 3, "x"), A("SADD", "b", 3, "x", "y")],
+     A("SINTERSTORE", "d", "a", "b")),
+    ("sdiffstore", [A("SADD", "a", 1, 2, 3, "x"), A("SADD", "b", 3, "y")],
+     A("SDIFFSTORE", "d", "a", "b", "c")),
+    ("sdiffstore-empty", [A("SADD", "a", 1), A("SADD", "d", 1)],
+     A("SDIFFSTORE", "d", "a", "a")),
+    # zset stores
+    ("zunionstore", [A("ZADD", "a", 1, "x", 2, "y"), A("SADD", "b", "x", "z")],
+     A("ZUNIONSTORE", "d", 2, "a", "b")),
+    ("zunionstore-weights-max", [A("ZADD", "a", 1, "x", "0.1", "y"), A("ZADD", "b", 3, "x")],
+     A("ZUNIONSTORE", "d", 2, "a", "b", "WEIGHTS", "0.3", "-2", "AGGREGATE", "MAX")),
+    ("zunionstore-inf", [A("ZADD", "a", "inf", "x", "-inf", "y"), A("ZADD", "b", "-inf", "x")],
+     A("ZUNIONSTORE", "d", 2, "a", "b")),
+    ("zunionstore-inf-times-zero", [A("ZADD", "a", "inf", "x")],
+     A("ZUNIONSTORE", "d", 1, "a", "WEIGHTS", 0)),
+    ("zunionstore-neg-zero-small", [A("ZADD", "a", 0, "x", 1, "y")],
+     A("ZUNIONSTORE", "d", 1, "a", "WEIGHTS", -1)),
+    ("zunionstore-empty", [A("SET", "d", 1)], A("ZUNIONSTORE", "d", 2, "a", "b")),
+    ("zunionstore-wrongtype", [A("ZADD", "a", 1, "x"), A("SET", "b", 1), A("SET", "d", 1)],
+     A("ZUNIONSTORE", "d", 2, "a", "b")),
+    ("zinterstore", [A("ZADD", "a", 1, "x", 2, "y", 3, "z"), A("ZADD", "b", 5, "y", 6, "z")],
+     A("ZINTERSTORE", "d", 2, "a", "b", "AGGREGATE", "min", "WEIGHTS", 2, "0.5")),
+    ("zinterstore-empty", [A("ZADD", "a", 1, "x"), A("ZADD", "d", 1, "q")],
+     A("ZINTERSTORE", "d", 2, "a", "b")),
+    ("zdiffstore", [A("ZADD", "a", 1, "x", 2, "y", 3, "z"), A("SADD", "b", "y")],
+     A("ZDIFFSTORE", "d", 2, "a", "b")),
+    ("zdiffstore-repeated-first", [A("ZADD", "a", 1, "x"), A("ZADD", "d", 1, "q")],
+     A("ZDIFFSTORE", "d", 2, "a", "a")),
+    ("zunionstore-dst-is-src", [A("ZADD", "d", 1, "x"), A("ZADD", "a", 1, "x", 2, "y"),
+                                A("PEXPIRE", "d", TTL)],
+     A("ZUNIONSTORE", "d", 2, "d", "a")),
+    # BITOP
+    ("bitop-and", [A("SET", "a", "\xff\x0fabc"), A("SET", "b", "zz")],
+     A("BITOP", "AND", "d", "a", "b")),
+    ("bitop-and-missing", [A("SET", "a", "abc"), A("SET", "d", "old")],
+     A("BITOP", "AND", "d", "a", "b")),
+    ("bitop-or", [A("SET", "a", "abc"), A("SET", "b", "zzzzz"), A("PEXPIRE", "d", TTL)],
+     A("BITOP", "OR", "d", "a", "b", "c")),
+    ("bitop-xor-int", [A("SET", "a", 12345), A("SET", "b", "foo")],
+     A("BITOP", "xor", "d", "a", "b")),
+    ("bitop-not", [A("SET", "a", b"\x00\xff\x0f")], A("BITOP", "NOT", "d", "a")),
+    ("bitop-not-missing", [A("SET", "d", "x")], A("BITOP", "NOT", "d", "a")),
+    ("bitop-empty-strings", [A("SET", "a", ""), A("SET", "b", ""), A("SET", "d", 1)],
+     A("BITOP", "OR", "d", "a", "b")),
+    ("bitop-replaces-ttl", [A("SET", "a", "x"), A("SET", "d", "y"), A("PEXPIRE", "d", TTL)],
+     A("BITOP", "OR", "d", "a")),
+    ("bitop-wrongtype", [A("SET", "a", "x"), A("LPUSH", "b", "y"), A("SET", "d", "keep")],
+     A("BITOP", "AND", "d", "a", "b")),
+    # PFMERGE
+    ("pfmerge-dst-only-missing", [], A("PFMERGE", "d")),
+    ("pfmerge", [A("PFADD", "a", "x", "y", "z"), A("PFADD", "b", "z", "w")],
+     A("PFMERGE", "d", "a", "b")),
+    ("pfmerge-dst-is-input", [A("PFADD", "d", "q", "r"), A("PFADD", "a", "x"),
+                              A("PEXPIRE", "d", TTL)],
+     A("PFMERGE", "d", "a", "missing")),
+    ("pfmerge-wrongtype-string", [A("PFADD", "a", "x"), A("SET", "b", "not an hll")],
+     A("PFMERGE", "d", "a", "b")),
+    ("pfmerge-wrongtype-list", [A("PFADD", "a", "x"), A("LPUSH", "b", "x")],
+     A("PFMERGE", "d", "a", "b")),
+    ("pfmerge-dst-wrongtype", [A("PFADD", "a", "x"), A("SET", "d", "x")],
+     A("PFMERGE", "d", "a")),
+]
+
+
+@pytest.mark.parametrize("setup, argv", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_cases(servers: tuple[Conn, Conn], setup: list[list[bytes]], argv: list[bytes]):
+    check(servers, setup, argv, rng=random.Random(len(argv)))
+
+
+def test_large_stores_and_negative_zero(servers: tuple[Conn, Conn]):
+    """Results over CHUNK members (several SADD/ZADD), a zset over the listpack limit with -0
+    scores (kept as -0 by a skiplist), long members."""
+    members = [b"m%d" % i for i in range(CHUNK * 2 + 17)]
+    setup = [A("SADD", "a", *members[: CHUNK + 300]), A("SADD", "b", *members[CHUNK:]),
+             A("ZADD", "z", *[x for i, m in enumerate(members) for x in (i % 3, m)])]
+    check(servers, setup, A("SUNIONSTORE", "d", "a", "b"))
+    check(servers, setup, A("SINTERSTORE", "d", "a", "b"))
+    check(servers, setup, A("SDIFFSTORE", "d", "a", "b"))
+    check(servers, setup, A("ZUNIONSTORE", "d", 1, "z", "WEIGHTS", -1))
+    check(servers, setup, A("ZINTERSTORE", "d", 2, "z", "a", "WEIGHTS", -1, 1))
+    check(servers, setup, A("ZDIFFSTORE", "d", 2, "z", "b"))
+    b = servers[1]
+    for zadd in ([x for i in range(200) for x in (i % 2, b"m%d" % i)],  # over 128 entries
+                 [x for i in range(200) for x in (0, b"m%d" % i)],  # every score -0
+                 [0, b"x" * 100, 0, b"y"],  # a member over 64 bytes
+                 [0, b"y", 0, b"x" * 100]):
+        check(servers, [A("ZADD", "z", *zadd)], A("ZUNIONSTORE", "d", 1, "z", "WEIGHTS", -1))
+        assert b"$2\r\n-0\r\n" in b(b"ZRANGE", b"d", 0, -1, b"WITHSCORES")  # a skiplist's -0
+    check(servers, [A("ZADD", "z", 0, "x", 1, "y")], A("ZUNIONSTORE", "d", 1, "z", "WEIGHTS", -1))
+    assert b"$2\r\n-0\r\n" not in b(b"ZRANGE", b"d", 0, -1, b"WITHSCORES")  # a listpack's 0
+
+
+def test_pfmerge_dense_and_sparse(servers: tuple[Conn, Conn]):
+    """Dense inputs (many elements), sparse inputs, and registers above the sparse maximum."""
+    big = [A("PFADD", "a", *[b"e%d" % i for i in range(6000)])]
+    small = [A("PFADD", "b", *[b"f%d" % i for i in range(50)])]
+    got = check(servers, big + small + [A("PFADD", "d", "q")], A("PFMERGE", "d", "a", "b"))
+    assert got == b"+OK\r\n"
+    a, _ = servers
+    assert a(b"PFCOUNT", b"d") == servers[1](b"PFCOUNT", b"d")
+    check(servers, small, A("PFMERGE", "d", "b", "c"))
+    check(servers, big, A("PFMERGE", "d", "a"))
+    # a dense HLL written by the plan is a valid input to Redis's own PFMERGE and PFCOUNT
+    run_plan(a, plan_write(A("PFMERGE", "m", "a", "b")), random.Random(1))
+    assert a(b"PFMERGE", b"m2", b"m", b"b") == b"+OK\r\n"
+    assert a(b"PFCOUNT", b"m2") == a(b"PFCOUNT", b"a", b"b") == a(b"PFCOUNT", b"m")
+
+
+def test_pfmerge_corrupt_inputs(servers: tuple[Conn, Conn]):
+    bad_dense = b"HYLL\x00" + bytes(11) + bytes(100)  # dense of the wrong size
+    bad_sparse = b"HYLL\x01" + bytes(11) + b"\x7f\xff"  # XZERO of 16384 then nothing: valid
+    too_long = b"HYLL\x01" + bytes(11) + b"\x7f\xff\x80"  # one VAL past the end: INVALIDOBJ
+    for value in (bad_dense, bad_sparse, too_long, b"HYLL"):
+        check(servers, [A("SET", "a", value), A("PFADD", "b", "x")], A("PFMERGE", "d", "b", "a"),
+              keys=[b"b", b"d"])
+
+
+# -- randomized scenarios -------------------------------------------------------------------------
+POOL = [b"k0", b"k1", b"k2", b"k3", b"k4"]
+MEMBERS = [b"a", b"b", b"c", b"1", b"2", b"10", b"-5", b"", b"\xff\r\n"]
+SCORES = [b"0", b"1", b"-1", b"2.5", b"0.1", b"inf", b"-inf", b"-0", b"1e20", b"3"]
+WEIGHTS = [b"1", b"2", b"-1", b"0", b"0.5", b"inf", b"-inf", b"1e300"]
+
+
+def random_setup(rng: random.Random) -> list[list[bytes]]:
+    setup = []
+    for key in POOL:
+        kind = rng.choice(["none", "none", "string", "int", "list", "set", "intset", "zset",
+                           "hash", "hll"])
+        n = rng.randint(1, 5)
+        members = rng.sample(MEMBERS, n)
+        if kind == "none":
+            continue
+        if kind == "string":
+            setup.append([b"SET", key, rng.choice([b"", b"abc", b"\x00\xff\x10", b"xy" * 20])])
+        elif kind == "int":
+            setup.append([b"SET", key, b"%d" % rng.randint(-1000, 10**6)])
+        elif kind == "list":
+            setup.append([b"RPUSH", key, *[rng.choice(MEMBERS) for _ in range(n)]])
+        elif kind == "set":
+            setup.append([b"SADD", key, *members])
+        elif kind == "intset":
+            setup.append([b"SADD", key, *[b"%d" % rng.randint(-3, 6) for _ in range(n)]])
+        elif kind == "zset":
+            setup.append([b"ZADD", key, *[x for m in members for x in (rng.choice(SCORES), m)]])
+        elif kind == "hash":
+            setup.append([b"HSET", key, *[x for m in members for x in (m, m + b"v")]])
+        else:
+            setup.append([b"PFADD", key, *[b"%d" % rng.randint(0, 10**6) for _ in range(n * 20)]])
+        if rng.random() < 0.3:
+            setup.append([b"PEXPIRE", key, b"%d" % rng.randint(TTL, 2 * TTL)])
+    return setup
+
+
+def random_command(rng: random.Random) -> list[bytes]:
+    def keys(lo: int, hi: int) -> list[bytes]:
+        return [rng.choice(POOL) for _ in range(rng.randint(lo, hi))]
+
+    name = rng.choice(["MSETNX", "RENAME", "RENAMENX", "COPY", "SMOVE", "LMOVE", "RPOPLPUSH",
+                       "SUNIONSTORE", "SINTERSTORE", "SDIFFSTORE", "ZUNIONSTORE", "ZINTERSTORE",
+                       "ZDIFFSTORE", "BITOP", "PFMERGE"]).encode()
+    if name == b"MSETNX":
+        return [name, *[x for k in keys(1, 3) for x in (k, rng.choice(MEMBERS))]]
+    if name in (b"RENAME", b"RENAMENX", b"RPOPLPUSH"):
+        return [name, *keys(2, 2)]
+    if name == b"COPY":
+        return [name, *keys(2, 2), *rng.choice([[], [b"REPLACE"], [b"DB", b"0"],
+                                                [b"REPLACE", b"DB", b"0"]])]
+    if name == b"SMOVE":
+        return [name, *keys(2, 2), rng.choice(MEMBERS)]
+    if name == b"LMOVE":
+        return [name, *keys(2, 2), rng.choice([b"LEFT", b"right"]),
+                rng.choice([b"left", b"RIGHT"])]
+    if name.startswith(b"S"):
+        return [name, rng.choice(POOL), *keys(1, 4)]
+    if name.startswith(b"Z"):
+        srcs = keys(1, 4)
+        argv = [name, rng.choice(POOL), b"%d" % len(srcs), *srcs]
+        if name != b"ZDIFFSTORE":
+            if rng.random() < 0.5:
+                argv += [b"WEIGHTS", *[rng.choice(WEIGHTS) for _ in srcs]]
+            if rng.random() < 0.5:
+                argv += [b"AGGREGATE", rng.choice([b"SUM", b"min", b"Max"])]
+        return argv
+    if name == b"BITOP":
+        op = rng.choice([b"AND", b"or", b"XOR", b"NOT"])
+        return [name, op, rng.choice(POOL), *keys(1, 1 if op == b"NOT" else 4)]
+    return [name, *keys(1, 4)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_scenarios(servers: tuple[Conn, Conn], seed: int):
+    rng = random.Random(seed)
+    for _ in range(60):
+        setup = random_setup(rng)
+        argv = random_command(rng)
+        check(servers, setup, argv, keys=POOL, rng=rng)
