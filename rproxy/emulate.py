@@ -673,28 +673,36 @@ def _pfcount_one(reply: bytes) -> bytes:
     return resp.integer(hll_estimate(histo))
 
 
-def _pfcount(replies: list[bytes]) -> bytes:
-    if len(replies) == 1:
-        return _pfcount_one(replies[0])
+def hll_union(replies: list[bytes]) -> tuple[bytes, bytes | None]:
+    """The registers (one byte each) of the union of the HyperLogLogs in these ``GET``
+    replies, key by key as pfcountCommand/pfmergeCommand do, so the first bad key decides:
+    ``(registers, None)``, or ``(b"", error reply)``. A missing key is an empty HLL."""
     regs: bytes | bytearray = _ZERO_REGISTERS
-    for reply in replies:  # key by key, as pfcountCommand: the first bad key decides
+    for reply in replies:
         if reply[:1] == b"-":
-            return reply
+            return b"", reply
         value = resp.parse_reply(reply)
         if value is None:
-            continue  # a missing key is an empty HLL
+            continue
         err = _hll_check(value)
         if err is not None:
-            return err
+            return b"", err
         if value[4] == HLL_DENSE:
             dense = _dense_registers(value[HLL_HDR_SIZE:])
             regs = dense if regs is _ZERO_REGISTERS else bytes(map(max, regs, dense))
         else:
             merged = bytearray(regs)
             if not _sparse_merge(value, merged):
-                return HLL_INVALID
+                return b"", HLL_INVALID
             regs = merged
-    return resp.integer(hll_estimate(_histogram(bytes(regs))))
+    return bytes(regs), None
+
+
+def _pfcount(replies: list[bytes]) -> bytes:
+    if len(replies) == 1:
+        return _pfcount_one(replies[0])
+    regs, err = hll_union(replies)
+    return err if err is not None else resp.integer(hll_estimate(_histogram(regs)))
 
 
 # -- entry point ----------------------------------------------------------------------------------
