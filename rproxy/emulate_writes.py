@@ -66,7 +66,28 @@ ZDIFFSTORE dst numkeys ...    the keys after the first without scores) |
                               [, ZADD dst -0 member ...]
 BITOP op dst key...           GET k (each) | SET dst result or DEL dst   -
 PFMERGE dst key...            GET dst, GET k (each) | SET dst hll KEEPTTL  -
+ZRANGESTORE dst src min max   ZRANGE src min max [opts] WITHSCORES       dst briefly empty or
+[BYSCORE|BYLEX] [REV]         (BYLEX: without WITHSCORES, then ZMSCORE   partial; BYLEX: a
+[LIMIT o c]                   src m... in a 2nd round) | DEL dst,        member removed from
+                              ZADD dst score member ...                  src between the two
+                                                                         reads is left out
+SORT src [BY nosort]          SORT src [opts] (BY nosort: also TYPE src  dst briefly empty or
+[LIMIT o c] [ASC|DESC]        and SORT src [opts w/o BY] ALPHA, same     partial
+[ALPHA] STORE dst             connection) | DEL dst, RPUSH dst ...
+LMPOP numkeys k... LEFT|RIGHT LLEN k / ZCARD k (each) | LPOP/RPOP/       a key emptied by
+[COUNT n], ZMPOP numkeys k... ZPOPMIN/ZPOPMAX k n on the first non-empty  someone else between
+MIN|MAX [COUNT n]             key (null reply: the next non-empty key,   the rounds is skipped
+                              in a further round)                        (the next non-empty
+                                                                         key is popped); a key
+                                                                         filled in between is
+                                                                         not seen
 ============================  =========================================  ======================
+
+Not emulated (``plan_write`` returns None): GEOSEARCHSTORE and GEORADIUS[BYMEMBER] ... STORE /
+STOREDIST. Their options are parsed after the key lookup and interleave with argument checks
+(FROMMEMBER/COUNT/STOREDIST positions, argv[0]-dependent messages) that a stripped-down read
+would not reproduce exactly, and STOREDIST's distances cannot be read back exactly (WITHDIST
+replies ``%.4f``). SORT_RO, BLMPOP, BZMPOP are not writes emulated here either.
 
 (A command whose keys are all the same key, e.g. ``RENAME k k`` or ``LMOVE k k LEFT RIGHT``, is
 sent as it is, in one command routed by that key: exact and atomic.)
@@ -99,6 +120,22 @@ hyperloglog.c, cluster.c of 7.0):
 * BITOP: missing keys are empty strings, shorter strings are zero-padded, the result is as long
   as the longest input; an empty result deletes dst, else ``SET`` (removes dst's TTL, as
   BITOP's setKey does). The first non-string key in key order is WRONGTYPE.
+* ZRANGESTORE: the option loop is checked here (WITHSCORES is a syntax error with a
+  destination; REV, BYSCORE/BYLEX at most once; LIMIT's two integers); the range syntax and
+  "LIMIT only with BYSCORE or BYLEX" are checked by the read ZRANGE, like Redis before it looks
+  the key up; then WRONGTYPE. A missing src or an empty range deletes dst (``:0``).
+* SORT ... STORE: the option loop is checked here, in cluster mode (a BY pattern with ``*``
+  and any GET are refused, as cluster nodes do, before the key is looked up); the last STORE
+  wins; a SORT without STORE, or storing into its own key, is passed through. A set sorted
+  with ``BY nosort`` (no ``*``) and STORE is sorted ALPHA anyway (sortCommandGeneric), lists and
+  sorted sets keep their order. Non-numbers without ALPHA: Redis's error, nothing written.
+  An empty result deletes dst; the result replaces dst (any type, no TTL).
+* LMPOP/ZMPOP: numkeys must be 1.. (its parse error also says ``numkeys should be greater than
+  0``), then LEFT|RIGHT (MIN|MAX), then at most one COUNT >= 1. As in mpopGenericCommand the
+  keys are looked at in order: missing/empty ones skipped, the first one of another type is
+  WRONGTYPE, keys after the first non-empty one are not looked at (neither their type nor a
+  failed read of them matters). All empty: a null array. Reply ``[key, [elements]]`` (ZMPOP:
+  ``[key, [[member, score], ...]]``, scores as ZPOPMIN replies them, as ZMPOP does).
 * PFMERGE: dst is itself an input (as in pfmergeCommand); inputs are validated and merged key
   by key (first bad key decides: WRONGTYPE, the HLL WRONGTYPE text, INVALIDOBJ), with
   ``rproxy.emulate``'s register code; dst keeps its TTL (``SET ... KEEPTTL``).
@@ -109,6 +146,10 @@ Known differences (none changes what PFCOUNT / SMEMBERS / ZRANGE / LRANGE ... re
   Redis keeps the sparse encoding when every input is sparse. The registers, hence every PFCOUNT
   and every later PFMERGE, are identical; ``GET dst`` shows other bytes and the key uses more
   memory.
+* ZRANGESTORE BYSCORE from a skiplist holding -0 scores, with a result over
+  zset-max-listpack-entries: Redis builds the BYSCORE result as a listpack first, so the -0
+  scores among its first 128 members become 0; the plan keeps -0 (verified: rank and BYLEX
+  ranges, and smaller results, match).
 * Internal encodings (OBJECT ENCODING: intset/hashtable, listpack/skiplist) of the written keys
   may differ from Redis's; LRU/LFU idle times of RESTOREd keys are not preserved (RESTORE
   without IDLETIME/FREQ).
@@ -124,10 +165,9 @@ from collections.abc import Generator
 from rproxy import resp
 from rproxy.emulate import (
     HLL_DENSE,
-    HLL_HDR_SIZE,
-    HLL_INVALID,
     HLL_REGISTERS,
     NOT_INTEGER,
+    NUMKEYS_POSITIVE,
     SYNTAX,
     ReadPlan,
     WEIGHT_NOT_FLOAT,
@@ -135,10 +175,8 @@ from rproxy.emulate import (
     _at_least_one_key,
     _bytewise_add,
     _cstr_lower,
-    _dense_registers,
-    _hll_check,
-    _sparse_merge,
     _wrong_arity,
+    hll_union,
     parse_double,
     plan_read,
 )
@@ -462,6 +500,11 @@ def _zstore(dst: bytes, keys: list[bytes], read: ReadPlan) -> WritePlan:
         return raw
     flat = resp.parse_reply(raw)
     assert isinstance(flat, list)
+    return (yield from _zadd_store(dst, flat))
+
+
+def _zadd_store(dst: bytes, flat: list[bytes]) -> WritePlan:
+    """DEL dst, ZADD dst the ``[member, score, ...]`` pairs (scores as Redis replies them)."""
     args: list[bytes] = []
     negative_zero: list[bytes] = []
     for i in range(0, len(flat), 2):
@@ -476,6 +519,195 @@ def _zstore(dst: bytes, keys: list[bytes], read: ReadPlan) -> WritePlan:
             score = b"1"
         args += [score, member]
     return (yield from _store(dst, b"ZADD", args, 2, negative_zero))
+
+
+# -- ZRANGESTORE ----------------------------------------------------------------------------------
+def _plan_zrangestore(argv: list[bytes]) -> WritePlan | bytes:
+    """zrangeGenericCommand's option loop with a destination (WITHSCORES is a syntax error;
+    REV, BYSCORE/BYLEX once each; LIMIT's two longs checked where met). The range and the
+    LIMIT-without-BY errors are left to the read ``ZRANGE``, which checks them in the same
+    order, before looking the key up."""
+    dst, src = argv[1], argv[2]
+    rev = False
+    by: bytes | None = None
+    limit: list[bytes] = []
+    opts = argv[5:]
+    j = 0
+    while j < len(opts):
+        opt = _cstr_lower(opts[j])
+        leftargs = len(opts) - j - 1
+        if opt == b"limit" and leftargs >= 2:
+            if resp.string2ll(opts[j + 1]) is None or resp.string2ll(opts[j + 2]) is None:
+                return NOT_INTEGER
+            limit = [b"LIMIT", opts[j + 1], opts[j + 2]]
+            j += 2
+        elif not rev and opt == b"rev":
+            rev = True
+        elif by is None and opt in (b"bylex", b"byscore"):
+            by = b"BYLEX" if opt == b"bylex" else b"BYSCORE"
+        else:
+            return SYNTAX
+        j += 1
+    read = [b"ZRANGE", src, argv[3], argv[4]]
+    if by is not None:
+        read.append(by)
+    if rev:
+        read.append(b"REV")
+    read += limit
+    if by != b"BYLEX":
+        read.append(b"WITHSCORES")
+    return _zrangestore(dst, src, read, by == b"BYLEX")
+
+
+def _zrangestore(dst: bytes, src: bytes, read: list[bytes], bylex: bool) -> WritePlan:
+    (reply,) = yield [(src, read)]
+    if _is_error(reply):
+        return reply
+    flat = resp.parse_reply(reply)
+    assert isinstance(flat, list)
+    if bylex and flat:
+        # WITHSCORES is refused with BYLEX: the scores in a second read. A member removed by
+        # someone else in between (nil score) is left out.
+        (scores,) = yield [(src, [b"ZMSCORE", src, *flat])]
+        if _is_error(scores):
+            return scores
+        parsed = resp.parse_reply(scores)
+        assert isinstance(parsed, list)
+        flat = [x for m, s in zip(flat, parsed) if s is not None for x in (m, s)]
+    return (yield from _zadd_store(dst, flat))
+
+
+# -- SORT ... STORE -------------------------------------------------------------------------------
+SORT_BY_DENIED = b"-ERR BY option of SORT denied in Cluster mode.\r\n"
+SORT_GET_DENIED = b"-ERR GET option of SORT denied in Cluster mode.\r\n"
+
+
+def _plan_sort(argv: list[bytes]) -> WritePlan | bytes:
+    """sortCommandGeneric's option loop (cluster mode: a BY pattern with ``*`` and any GET are
+    refused there, before the key is looked up). The last STORE wins; the read is the same
+    SORT without the STORE options (and, for ``BY <no *>`` on a set, see ``_sort_store``)."""
+    src = argv[1]
+    store: bytes | None = None
+    dontsort = False
+    read = [b"SORT", src]
+    forced = [b"SORT", src]  # the same without any BY, for a set with dontsort (+ ALPHA)
+    j = 2
+    while j < len(argv):
+        opt = _cstr_lower(argv[j])
+        leftargs = len(argv) - j - 1
+        if opt in (b"asc", b"desc", b"alpha"):
+            read.append(argv[j])
+            forced.append(argv[j])
+        elif opt == b"limit" and leftargs >= 2:
+            if resp.string2ll(argv[j + 1]) is None or resp.string2ll(argv[j + 2]) is None:
+                return NOT_INTEGER
+            read += argv[j : j + 3]
+            forced += argv[j : j + 3]
+            j += 2
+        elif opt == b"store" and leftargs >= 1:
+            store = argv[j + 1]
+            j += 1
+        elif opt == b"by" and leftargs >= 1:
+            if b"*" in argv[j + 1].split(b"\0", 1)[0]:
+                return SORT_BY_DENIED
+            dontsort = True
+            read += argv[j : j + 2]
+            j += 1
+        elif opt == b"get" and leftargs >= 1:
+            return SORT_GET_DENIED
+        else:
+            return SYNTAX
+        j += 1
+    if store is None or store == src:
+        return _passthrough(src, argv)
+    return _sort_store(src, store, read, forced + [b"ALPHA"] if dontsort else None)
+
+
+def _sort_store(src: bytes, dst: bytes, read: list[bytes],
+                forced: list[bytes] | None) -> WritePlan:
+    """With a STORE, SORT sorts a set even when told not to (``BY nosort``): ALPHA, no BY. So
+    with dontsort the type of src is read too, with both forms of the SORT (in this order, on
+    src's connection)."""
+    batch: Batch = [(src, read)]
+    if forced is not None:
+        batch += [(src, [b"TYPE", src]), (src, forced)]
+    replies = yield batch
+    err = first_error(replies)
+    if err is not None:
+        return err
+    reply = replies[0]
+    if forced is not None and _simple(replies[1]) == b"set":
+        reply = replies[2]
+    elements = resp.parse_reply(reply)
+    assert isinstance(elements, list)
+    values = [b"" if e is None else e for e in elements]  # GET of a missing key stores ""
+    return (yield from _store(dst, b"RPUSH", values, 1))
+
+
+# -- LMPOP / ZMPOP --------------------------------------------------------------------------------
+COUNT_POSITIVE = b"-ERR count should be greater than 0\r\n"
+
+
+def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
+    """lmpopGenericCommand / zmpopGenericCommand: numkeys (1..LONG_MAX, also its parse error
+    says "should be greater than 0"), then LEFT|RIGHT (MIN|MAX), then at most one COUNT n
+    (1..LONG_MAX)."""
+    numkeys = resp.string2ll(argv[1])
+    if numkeys is None or numkeys < 1:
+        return NUMKEYS_POSITIVE
+    where_idx = 2 + numkeys
+    if where_idx >= len(argv):
+        return SYNTAX
+    where = _cstr_lower(argv[where_idx])
+    ends = (b"left", b"right") if name == b"LMPOP" else (b"min", b"max")
+    if where not in ends:
+        return SYNTAX
+    count: int | None = None
+    j = where_idx + 1
+    while j < len(argv):
+        if count is None and _cstr_lower(argv[j]) == b"count" and len(argv) - 1 - j > 0:
+            j += 1
+            count = resp.string2ll(argv[j])
+            if count is None or count < 1:
+                return COUNT_POSITIVE
+        else:
+            return SYNTAX
+        j += 1
+    keys = argv[2:where_idx]
+    if len(set(keys)) == 1:
+        return _passthrough(keys[0], argv)
+    if name == b"LMPOP":
+        size, pop = b"LLEN", (b"LPOP" if where == b"left" else b"RPOP")
+    else:
+        size, pop = b"ZCARD", (b"ZPOPMIN" if where == b"min" else b"ZPOPMAX")
+    return _mpop(keys, size, pop, count or 1, name == b"ZMPOP")
+
+
+def _mpop(keys: list[bytes], size: bytes, pop: bytes, count: int, zset: bool) -> WritePlan:
+    """Like mpopGenericCommand: the keys in order, missing or empty ones skipped, the first of
+    another type is WRONGTYPE; the first non-empty one is popped (keys after it are not
+    looked at, whatever their type or read reply). If it was emptied by someone else between
+    the rounds (null reply), the next non-empty key is tried."""
+    replies = yield [(k, [size, k]) for k in keys]
+    for key, reply in zip(keys, replies):
+        if _is_error(reply):
+            return reply
+        if _int(reply) == 0:
+            continue
+        (popped,) = yield [(key, [pop, key, b"%d" % count])]
+        if _is_error(popped):
+            return popped
+        items = resp.parse_reply(popped)
+        if not items:  # null array (key gone) or empty
+            continue
+        assert isinstance(items, list)
+        if zset:
+            inner = resp.array([resp.array([resp.bulk(items[i]), resp.bulk(items[i + 1])])
+                                for i in range(0, len(items), 2)])
+        else:
+            inner = resp.array([resp.bulk(e) for e in items])
+        return resp.array([resp.bulk(key), inner])
+    return resp.NULL_ARRAY
 
 
 # -- BITOP ----------------------------------------------------------------------------------------
@@ -541,25 +773,11 @@ def dense_hll(registers: bytes) -> bytes:
 
 def _pfmerge(keys: list[bytes]) -> WritePlan:
     replies = yield [(k, [b"GET", k]) for k in keys]
-    regs: bytes | bytearray = bytes(HLL_REGISTERS)
-    for reply in replies:  # key by key, as pfmergeCommand: the first bad key decides
-        if _is_error(reply):
-            return reply
-        value = _bulk_value(reply)
-        if value is None:
-            continue  # a missing key is an empty HLL
-        err = _hll_check(value)
-        if err is not None:
-            return err
-        if value[4] == HLL_DENSE:
-            regs = bytes(map(max, regs, _dense_registers(value[HLL_HDR_SIZE:])))
-        else:
-            merged = bytearray(regs)
-            if not _sparse_merge(value, merged):
-                return HLL_INVALID
-            regs = merged
+    regs, err = hll_union(replies)
+    if err is not None:
+        return err
     dst = keys[0]
-    (reply,) = yield [(dst, [b"SET", dst, dense_hll(bytes(regs)), b"KEEPTTL"])]
+    (reply,) = yield [(dst, [b"SET", dst, dense_hll(regs), b"KEEPTTL"])]
     return reply if _is_error(reply) else resp.OK
 
 
@@ -568,6 +786,7 @@ _ARITY = {  # redis-server 7.0's command table: n exact, -n at least n
     b"MSETNX": -3, b"RENAME": 3, b"RENAMENX": 3, b"COPY": -3, b"SMOVE": 4, b"LMOVE": 5,
     b"RPOPLPUSH": 3, b"SUNIONSTORE": -3, b"SINTERSTORE": -3, b"SDIFFSTORE": -3,
     b"ZUNIONSTORE": -4, b"ZINTERSTORE": -4, b"ZDIFFSTORE": -4, b"BITOP": -4, b"PFMERGE": -2,
+    b"ZRANGESTORE": -5, b"SORT": -2, b"LMPOP": -4, b"ZMPOP": -4,
 }
 
 
@@ -622,6 +841,12 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
         if op == "not" and argc != 4:
             return BITOP_NOT_ONE_KEY
         return _bitop(op, argv[2], argv[3:])
+    if name == b"ZRANGESTORE":
+        return _plan_zrangestore(argv)
+    if name == b"SORT":
+        return _plan_sort(argv)
+    if name in (b"LMPOP", b"ZMPOP"):
+        return _plan_mpop(name, argv)
     return _pfmerge(argv[1:])  # PFMERGE
 
 

@@ -317,6 +317,8 @@ def test_cross_slot_writes_emulated_when_enabled(std, cluster) -> None:
             ("BITOP", "OR", k[0], k[7] + "x", k[6] + "y"), ("MSETNX", k[0] + "n", "1", k[1] + "n", "2"),
             ("MSETNX", k[0] + "n", "1", k[2] + "n", "2"), ("PFMERGE", k[5] + "m", k[5]),
             ("PFCOUNT", k[5] + "m"),
+            ("ZRANGESTORE", k[7] + "z", k[4], 0, -1), ("ZRANGE", k[7] + "z", 0, -1, "WITHSCORES"),
+            ("LMPOP", 2, k[5] + "none", k[5] + "l", "LEFT"), ("LMPOP", 2, k[5] + "none", k[5] + "l", "LEFT"),
         ]
         for step in steps:
             if step[0] == "SMEMBERS":

@@ -54,6 +54,9 @@ def A(*args: object) -> list[bytes]:
 @pytest.mark.parametrize("argv", [
     [], A("GET", "k"), A("SUNION", "a", "b"), A("MSET", "a", 1), A("DEL", "a", "b"),
     A("ZUNION", 1, "a"), A("BLMOVE", "a", "b", "LEFT", "LEFT", 0),
+    A("SORT_RO", "a", "STORE", "b"), A("BLMPOP", 0, 2, "a", "b", "LEFT"),
+    A("BZMPOP", 0, 2, "a", "b", "MIN"), A("GEOSEARCHSTORE", "d", "s", "FROMLONLAT", 0, 0,
+                                          "BYRADIUS", 1, "km"),
 ])
 def test_not_emulated(argv: list[bytes]):
     assert plan_write(argv) is None
@@ -63,7 +66,7 @@ def test_emulated_names():
     assert EMULATED_WRITES == {
         b"MSETNX", b"RENAME", b"RENAMENX", b"COPY", b"SMOVE", b"LMOVE", b"RPOPLPUSH",
         b"SUNIONSTORE", b"SINTERSTORE", b"SDIFFSTORE", b"ZUNIONSTORE", b"ZINTERSTORE",
-        b"ZDIFFSTORE", b"BITOP", b"PFMERGE"}
+        b"ZDIFFSTORE", b"BITOP", b"PFMERGE", b"ZRANGESTORE", b"SORT", b"LMPOP", b"ZMPOP"}
 
 
 # Texts verified on a cluster-mode redis-server 7.0.15 (databases 16): COPY's DB checks depend
@@ -88,6 +91,28 @@ def test_copy_cluster_errors(argv: list[bytes], err: bytes):
     assert plan_write(argv) == err
 
 
+# SORT's BY (with a pattern) and GET are refused in cluster mode, before the key is looked up;
+# texts verified on a cluster-mode redis-server 7.0.15.
+@pytest.mark.parametrize("argv, err", [
+    (A("SORT", "k", "BY", "w*", "STORE", "d"),
+     b"-ERR BY option of SORT denied in Cluster mode.\r\n"),
+    (A("SORT", "k", "STORE", "d", "get", "#"),
+     b"-ERR GET option of SORT denied in Cluster mode.\r\n"),
+    (A("SORT", "k", "BY", "nosort", "GET", "x", "STORE", "d"),
+     b"-ERR GET option of SORT denied in Cluster mode.\r\n"),
+    (A("SORT", "k", "by", "w*", "LIMIT", "x", 1),
+     b"-ERR BY option of SORT denied in Cluster mode.\r\n"),
+    (A("SORT", "k", "LIMIT", "x", 1, "BY", "w*"),
+     b"-ERR value is not an integer or out of range\r\n"),
+    (A("SORT", "k", "BY", "w*", "BY", "nosort"),
+     b"-ERR BY option of SORT denied in Cluster mode.\r\n"),
+    (A("SORT", "k", "STORE"), b"-ERR syntax error\r\n"),
+    (A("SORT", "k", "LIMIT", 0, "STORE"), b"-ERR value is not an integer or out of range\r\n"),
+])
+def test_sort_cluster_errors(argv: list[bytes], err: bytes):
+    assert plan_write(argv) == err
+
+
 def test_copy_db_last_occurrence_wins():
     assert inspect.isgenerator(plan_write(A("COPY", "a", "b", "DB", 1, "DB", 0)))
 
@@ -96,7 +121,9 @@ def test_plans_are_not_started():
     for argv in [A("MSETNX", "a", 1, "b", 2), A("RENAME", "a", "b"), A("COPY", "a", "b"),
                  A("SMOVE", "a", "b", "m"), A("LMOVE", "a", "b", "LEFT", "RIGHT"),
                  A("SUNIONSTORE", "d", "a"), A("ZUNIONSTORE", "d", 1, "a"),
-                 A("BITOP", "OR", "d", "a"), A("PFMERGE", "d", "a")]:
+                 A("BITOP", "OR", "d", "a"), A("PFMERGE", "d", "a"),
+                 A("ZRANGESTORE", "d", "a", 0, -1), A("SORT", "a", "STORE", "d"),
+                 A("LMPOP", 2, "a", "b", "LEFT"), A("ZMPOP", 2, "a", "b", "MAX")]:
         p = plan_write(argv)
         assert inspect.isgenerator(p), argv
         assert inspect.getgeneratorstate(p) == inspect.GEN_CREATED
@@ -128,7 +155,9 @@ def drive(plan: object, answers: list[list[bytes]]) -> tuple[list[list[tuple[byt
     A("SDIFFSTORE", "d", "a", "b"), A("ZUNIONSTORE", "d", 2, "a", "b"),
     A("ZINTERSTORE", "d", 2, "a", "b", "WEIGHTS", 1, 2), A("ZDIFFSTORE", "d", 2, "a", "b"),
     A("ZUNIONSTORE", "d", 2, "a", "b", "WITHSCORES"), A("BITOP", "AND", "d", "a", "b"),
-    A("PFMERGE", "d", "a", "b"),
+    A("PFMERGE", "d", "a", "b"), A("ZRANGESTORE", "d", "a", 0, -1),
+    A("ZRANGESTORE", "d", "a", "-", "+", "BYLEX"), A("SORT", "a", "STORE", "d"),
+    A("SORT", "a", "BY", "nosort", "STORE", "d"),
 ])
 @pytest.mark.parametrize("position", [0, -1])
 def test_error_in_first_round_writes_nothing(argv: list[bytes], position: int):
@@ -191,9 +220,44 @@ def test_lmove_pushes_the_element_back_when_the_push_fails():
                  [[b"+list\r\n", b"+list\r\n"], [b"$-1\r\n"]])[1] == b"$-1\r\n"
 
 
+def test_mpop_rounds_and_races():
+    # keys after the first non-empty one are not looked at (even a failed read)
+    batches, reply = drive(plan_write(A("LMPOP", 3, "a", "b", "c", "RIGHT", "COUNT", 2)),
+                           [[b":0\r\n", b":3\r\n", ERR_OTHER], [b"*1\r\n$1\r\nx\r\n"]])
+    assert batches == [[(b"a", A("LLEN", "a")), (b"b", A("LLEN", "b")), (b"c", A("LLEN", "c"))],
+                       [(b"b", A("RPOP", "b", 2))]]
+    assert reply == b"*2\r\n$1\r\nb\r\n*1\r\n$1\r\nx\r\n"
+    # an error before the first non-empty key wins
+    assert drive(plan_write(A("ZMPOP", 2, "a", "b", "MIN")),
+                 [[ERR_OTHER, b":3\r\n"]])[1] == ERR_OTHER
+    # the chosen key emptied by someone else between the rounds: the next non-empty one
+    batches, reply = drive(plan_write(A("ZMPOP", 3, "a", "b", "c", "max")),
+                           [[b":2\r\n", b":0\r\n", b":1\r\n"], [b"*-1\r\n"],
+                            [b"*2\r\n$1\r\nm\r\n$3\r\n2.5\r\n"]])
+    assert batches[1:] == [[(b"a", A("ZPOPMAX", "a", 1))], [(b"c", A("ZPOPMAX", "c", 1))]]
+    assert reply == b"*2\r\n$1\r\nc\r\n*1\r\n*2\r\n$1\r\nm\r\n$3\r\n2.5\r\n"
+    assert drive(plan_write(A("LMPOP", 2, "a", "b", "LEFT")),
+                 [[b":1\r\n", b":0\r\n"], [b"*-1\r\n"]])[1] == b"*-1\r\n"
+
+
+def test_zrangestore_bylex_reads_scores_then_writes():
+    batches, reply = drive(plan_write(A("ZRANGESTORE", "d", "s", "[a", "+", "BYLEX", "REV",
+                                        "LIMIT", 0, 5)),
+                           [[b"*3\r\n$1\r\nc\r\n$1\r\nb\r\n$1\r\na\r\n"],
+                            [b"*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"],  # b removed since
+                            [b":0\r\n", b":2\r\n"]])
+    assert batches == [[(b"s", A("ZRANGE", "s", "[a", "+", "BYLEX", "REV", "LIMIT", 0, 5))],
+                       [(b"s", A("ZMSCORE", "s", "c", "b", "a"))],
+                       [(b"d", A("DEL", "d")), (b"d", A("ZADD", "d", 1, "c", 2, "a"))]]
+    assert reply == b":2\r\n"
+
+
 def test_same_key_is_passed_through():
     for argv in [A("RENAME", "k", "k"), A("RENAMENX", "k", "k"), A("SMOVE", "k", "k", "m"),
-                 A("LMOVE", "k", "k", "LEFT", "RIGHT"), A("RPOPLPUSH", "k", "k")]:
+                 A("LMOVE", "k", "k", "LEFT", "RIGHT"), A("RPOPLPUSH", "k", "k"),
+                 A("SORT", "k", "STORE", "k"), A("SORT", "k", "STORE", "d", "STORE", "k"),
+                 A("SORT", "k", "LIMIT", 0, 1), A("LMPOP", 2, "k", "k", "LEFT"),
+                 A("ZMPOP", 1, "k", "MIN", "COUNT", 3)]:
         batches, reply = drive(plan_write(argv), [[b":7\r\n"]])
         assert batches == [[(b"k", argv)]]
         assert reply == b":7\r\n"
@@ -432,6 +496,27 @@ def check(servers: tuple[Conn, Conn], setup: list[list[bytes]], argv: list[bytes
     A("ZUNIONSTORE", "d", 3, "a", "b"), A("ZDIFFSTORE", "d", 2, "a"), A("BITOP", "AND", "d"),
     A("BITOP", "NAND", "d", "a"), A("BITOP", "NOT", "d", "a", "b"), A("BITOP", "", "d", "a"),
     A("bitop", b"or\0junk", "d", "a"), A("PFMERGE"),
+    A("ZRANGESTORE", "d", "s", 0), A("ZRANGESTORE", "d", "s", 0, 1, "WITHSCORES"),
+    A("ZRANGESTORE", "d", "s", 0, 1, "REV", "REV"), A("ZRANGESTORE", "d", "s", 0, 1, "BYLEX",
+                                                      "BYSCORE"),
+    A("ZRANGESTORE", "d", "s", 0, 1, "LIMIT", 0), A("ZRANGESTORE", "d", "s", 0, 1, "LIMIT", 0,
+                                                    "x"),
+    A("ZRANGESTORE", "d", "s", 0, 1, "LIMIT", "x", 1, "WITHSCORES"),
+    A("ZRANGESTORE", "d", "s", 0, 1, "LIMIT", 0, 1), A("ZRANGESTORE", "d", "s", "x", 1),
+    A("ZRANGESTORE", "d", "s", "(1", 2, "BYSCORE", "LIMIT", 0, 1, "BYSCORE"),
+    A("ZRANGESTORE", "d", "s", "x", 1, "BYSCORE"), A("ZRANGESTORE", "d", "s", "a", "b", "BYLEX"),
+    A("ZRANGESTORE", "d", "s", 0, 1, b"rev\0x"),
+    A("SORT"), A("SORT", "k", "LIMIT", 0, "x", "STORE", "d"), A("SORT", "k", "STORE", "d", "x"),
+    A("SORT", "k", "LIMIT", 0, "STORE", "d"), A("SORT", "k", "STORE"),
+    A("LMPOP", 1, "a"), A("LMPOP", 0, "a", "LEFT"), A("LMPOP", "x", "a", "LEFT"),
+    A("LMPOP", -1, "a", "LEFT"), A("LMPOP", 2, "a", "LEFT"), A("LMPOP", 1, "a", "MIDDLE"),
+    A("LMPOP", 2, "a", "b", "LEFT", "COUNT"), A("LMPOP", 2, "a", "b", "LEFT", "COUNT", 0),
+    A("LMPOP", 2, "a", "b", "LEFT", "COUNT", "x"), A("LMPOP", 2, "a", "b", "LEFT", "COUNT", 1,
+                                                      "COUNT", 2),
+    A("LMPOP", 2, "a", "b", "LEFT", "foo"), A("LMPOP", "01", "a", "b", "LEFT"),
+    A("ZMPOP", 1, "a"), A("ZMPOP", 0, "a", "MIN"), A("ZMPOP", 1, "a", "LEFT"),
+    A("ZMPOP", 2, "a", "b", "min", "count", -1), A("ZMPOP", 3, "a", "b", "MIN"),
+    A("ZMPOP", 2, "a", "b", "MAX", "COUNT", 1, "x"),
 ])
 def test_static_errors_match_redis(servers: tuple[Conn, Conn], argv: list[bytes]):
     check(servers, [], argv, keys=[])
@@ -597,6 +682,79 @@ CASES: list[tuple[str, list[list[bytes]], list[bytes]]] = [
      A("PFMERGE", "d", "a", "b")),
     ("pfmerge-dst-wrongtype", [A("PFADD", "a", "x"), A("SET", "d", "x")],
      A("PFMERGE", "d", "a")),
+    # ZRANGESTORE
+    ("zrangestore-rank", [A("ZADD", "s", 1, "a", 2, "b", 3, "c"), A("SET", "d", "x"),
+                          A("PEXPIRE", "d", TTL)], A("ZRANGESTORE", "d", "s", 0, 1)),
+    ("zrangestore-rank-rev", [A("ZADD", "s", 1, "a", 2, "b", 3, "c")],
+     A("ZRANGESTORE", "d", "s", 0, -2, "rev")),
+    ("zrangestore-missing-src", [A("ZADD", "d", 1, "q")], A("ZRANGESTORE", "d", "s", 0, -1)),
+    ("zrangestore-empty-range", [A("ZADD", "s", 1, "a"), A("SADD", "d", 1)],
+     A("ZRANGESTORE", "d", "s", 5, 10)),
+    ("zrangestore-wrongtype", [A("SADD", "s", 1), A("SET", "d", "keep")],
+     A("ZRANGESTORE", "d", "s", 0, -1)),
+    ("zrangestore-wrongtype-dst-replaced", [A("ZADD", "s", 1, "a"), A("LPUSH", "d", "x")],
+     A("ZRANGESTORE", "d", "s", 0, -1)),
+    ("zrangestore-wrongtype-bad-range", [A("SADD", "s", 1)],
+     A("ZRANGESTORE", "d", "s", "x", 1, "BYSCORE")),
+    ("zrangestore-byscore", [A("ZADD", "s", "-inf", "a", "0.1", "b", 2, "c", "inf", "d",
+                               "1e300", "e")],
+     A("ZRANGESTORE", "d", "s", "(0", "+inf", "BYSCORE", "LIMIT", 1, -1)),
+    ("zrangestore-byscore-rev", [A("ZADD", "s", 1, "a", 2, "b", 3, "c", 3, "c2")],
+     A("ZRANGESTORE", "d", "s", 3, "(1", "REV", "BYSCORE", "LIMIT", 0, 2)),
+    ("zrangestore-bylex", [A("ZADD", "s", 0, "a", 0, "b", 0, "c", 0, "d")],
+     A("ZRANGESTORE", "d", "s", "[b", "+", "BYLEX")),
+    ("zrangestore-bylex-mixed-scores", [A("ZADD", "s", 5, "a", "-2.5", "b", 0, "c", 1, "d")],
+     A("ZRANGESTORE", "d", "s", "+", "(a", "BYLEX", "REV", "LIMIT", 1, 2)),
+    ("zrangestore-bylex-empty", [A("ZADD", "s", 0, "a"), A("ZADD", "d", 0, "a")],
+     A("ZRANGESTORE", "d", "s", "(a", "(b", "BYLEX")),
+    ("zrangestore-dst-is-src", [A("ZADD", "s", 1, "a", 2, "b"), A("PEXPIRE", "s", TTL)],
+     A("ZRANGESTORE", "s", "s", 1, 1)),
+    # SORT ... STORE
+    ("sort-list", [A("RPUSH", "s", 3, 1, "2.5", -4), A("SET", "d", "x"), A("PEXPIRE", "d", TTL)],
+     A("SORT", "s", "STORE", "d")),
+    ("sort-set-desc-limit", [A("SADD", "s", 3, 1, 10, 7, 2)],
+     A("SORT", "s", "DESC", "LIMIT", 1, 2, "STORE", "d")),
+    ("sort-zset-alpha", [A("ZADD", "s", 1, "b", 2, "a", 3, "c")],
+     A("sort", "s", "alpha", "store", "d")),
+    ("sort-not-numbers", [A("RPUSH", "s", "a", 1), A("SET", "d", "keep")],
+     A("SORT", "s", "STORE", "d")),
+    ("sort-empty-deletes", [A("SET", "d", "x")], A("SORT", "s", "STORE", "d")),
+    ("sort-empty-limit", [A("RPUSH", "s", 1, 2), A("SET", "d", "x")],
+     A("SORT", "s", "LIMIT", 5, 1, "STORE", "d")),
+    ("sort-wrongtype", [A("SET", "s", 1), A("SET", "d", "keep")], A("SORT", "s", "STORE", "d")),
+    ("sort-nosort-list", [A("RPUSH", "s", "c", "a", "b")],
+     A("SORT", "s", "BY", "nosort", "DESC", "STORE", "d")),
+    ("sort-nosort-zset", [A("ZADD", "s", 3, "c", 1, "a", 2, "b")],
+     A("SORT", "s", "BY", "nosort", "DESC", "LIMIT", 0, 2, "STORE", "d")),
+    ("sort-nosort-set-is-sorted", [A("SADD", "s", "c", "a", "b", "10", "9")],
+     A("SORT", "s", "BY", "nosort", "STORE", "d")),
+    ("sort-nosort-set-desc-limit", [A("SADD", "s", *range(40))],
+     A("SORT", "s", "LIMIT", 3, 5, "BY", "nosort", "DESC", "STORE", "d")),
+    ("sort-nosort-intset", [A("SADD", "s", 10, 9, 100, -1)],
+     A("SORT", "s", "BY", "nosort", "STORE", "d")),
+    ("sort-last-store-wins", [A("RPUSH", "s", 2, 1), A("SET", "x", "keep")],
+     A("SORT", "s", "STORE", "x", "STORE", "d")),
+    ("sort-dst-is-src", [A("RPUSH", "s", 2, 1)], A("SORT", "s", "STORE", "s")),
+    # LMPOP / ZMPOP
+    ("lmpop-first-nonempty", [A("SET", "c", "x"), A("RPUSH", "b", 1, 2, 3)],
+     A("LMPOP", 3, "a", "b", "c", "LEFT")),
+    ("lmpop-wrongtype-first", [A("SET", "a", "x"), A("RPUSH", "b", 1, 2, 3)],
+     A("LMPOP", 2, "a", "b", "RIGHT")),
+    ("lmpop-count-all", [A("RPUSH", "b", 1, 2, 3), A("PEXPIRE", "b", TTL), A("RPUSH", "c", 4)],
+     A("LMPOP", 3, "a", "b", "c", "right", "COUNT", 10)),
+    ("lmpop-count", [A("RPUSH", "a", 1, 2, 3), A("RPUSH", "c", 4)],
+     A("LMPOP", 2, "a", "c", "left", "count", 2)),
+    ("lmpop-all-empty", [A("SET", "x", 1)], A("LMPOP", 2, "a", "b", "LEFT")),
+    ("lmpop-dup-keys", [A("RPUSH", "b", 1)], A("LMPOP", 3, "a", "b", "a", "LEFT")),
+    ("zmpop-min", [A("ZADD", "b", 1, "x", "-inf", "y", "2.5", "z"), A("HSET", "c", "f", "v")],
+     A("ZMPOP", 3, "a", "b", "c", "MIN")),
+    ("zmpop-max-count", [A("ZADD", "a", 1, "x", "inf", "y", "0.1", "z"), A("ZADD", "b", 1, "q")],
+     A("ZMPOP", 2, "a", "b", "max", "COUNT", 2)),
+    ("zmpop-count-all", [A("ZADD", "b", 1, "x", 2, "y")], A("ZMPOP", 2, "a", "b", "MIN",
+                                                             "COUNT", 5)),
+    ("zmpop-wrongtype", [A("LPUSH", "a", 1), A("ZADD", "b", 1, "x")],
+     A("ZMPOP", 2, "a", "b", "MIN")),
+    ("zmpop-all-missing", [], A("ZMPOP", 2, "a", "b", "MIN")),
 ]
 
 
@@ -696,7 +854,34 @@ def random_command(rng: random.Random) -> list[bytes]:
 
     name = rng.choice(["MSETNX", "RENAME", "RENAMENX", "COPY", "SMOVE", "LMOVE", "RPOPLPUSH",
                        "SUNIONSTORE", "SINTERSTORE", "SDIFFSTORE", "ZUNIONSTORE", "ZINTERSTORE",
-                       "ZDIFFSTORE", "BITOP", "PFMERGE"]).encode()
+                       "ZDIFFSTORE", "BITOP", "PFMERGE", "ZRANGESTORE", "SORT", "LMPOP",
+                       "ZMPOP"]).encode()
+    if name == b"ZRANGESTORE":
+        by = rng.choice([[], [b"BYSCORE"], [b"bylex"]])
+        if by == [b"bylex"]:
+            lo, hi = rng.choice([b"-", b"[a", b"(1", b"[\xff"]), rng.choice([b"+", b"[c", b"(b"])
+        elif by:
+            lo, hi = rng.choice([b"-inf", b"(0", b"1", b"-1"]), rng.choice([b"+inf", b"(2.5", b"3"])
+        else:
+            lo, hi = rng.choice([b"0", b"1", b"-2"]), rng.choice([b"-1", b"0", b"2", b"10"])
+        rev = [b"REV"] if rng.random() < 0.4 else []
+        if rev and by:
+            lo, hi = hi, lo
+        limit = [b"LIMIT", rng.choice([b"0", b"1"]), rng.choice([b"-1", b"1", b"2"])] \
+            if by and rng.random() < 0.4 else []
+        return [name, rng.choice(POOL), rng.choice(POOL), lo, hi, *by, *rev, *limit]
+    if name == b"SORT":
+        opts = rng.choice([[], [b"ALPHA"], [b"DESC"], [b"alpha", b"desc"]])
+        if rng.random() < 0.3:
+            opts += [b"BY", b"nosort"]
+        if rng.random() < 0.3:
+            opts += [b"LIMIT", rng.choice([b"0", b"1"]), rng.choice([b"-1", b"2"])]
+        return [name, rng.choice(POOL), *opts, b"STORE", rng.choice(POOL)]
+    if name in (b"LMPOP", b"ZMPOP"):
+        srcs = keys(1, 4)
+        ends = [b"LEFT", b"right"] if name == b"LMPOP" else [b"MIN", b"max"]
+        count = [b"COUNT", rng.choice([b"1", b"2", b"10"])] if rng.random() < 0.5 else []
+        return [name, b"%d" % len(srcs), *srcs, rng.choice(ends), *count]
     if name == b"MSETNX":
         return [name, *[x for k in keys(1, 3) for x in (k, rng.choice(MEMBERS))]]
     if name in (b"RENAME", b"RENAMENX", b"RPOPLPUSH"):
@@ -726,10 +911,38 @@ def random_command(rng: random.Random) -> list[bytes]:
     return [name, *keys(1, 4)]
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 def test_random_scenarios(servers: tuple[Conn, Conn], seed: int):
     rng = random.Random(seed)
     for _ in range(60):
         setup = random_setup(rng)
         argv = random_command(rng)
         check(servers, setup, argv, keys=POOL, rng=rng)
+
+
+def test_zrangestore_large_and_negative_zero(servers: tuple[Conn, Conn]):
+    """Results over CHUNK members, and a skiplist source holding -0 scores (made by a
+    ZUNIONSTORE with a negative weight)."""
+    members = [b"m%05d" % i for i in range(CHUNK * 2 + 17)]
+    big = [A("ZADD", "z", *[x for i, m in enumerate(members) for x in (i % 3, m)])]
+    for argv in (A("ZRANGESTORE", "d", "z", 0, -1), A("ZRANGESTORE", "d", "z", 5, -7, "REV"),
+                 A("ZRANGESTORE", "d", "z", 1, 2, "BYSCORE"),
+                 A("ZRANGESTORE", "d", "z", "-", "+", "BYLEX")):
+        check(servers, big, argv)
+    neg = [A("ZADD", "z0", *[x for i in range(300) for x in (i % 2, b"m%03d" % i)]),
+           A("ZUNIONSTORE", "s", 1, "z0", "WEIGHTS", -1)]
+    for argv in (A("ZRANGESTORE", "d", "s", 0, -1), A("ZRANGESTORE", "d", "s", 0, 9),
+                 A("ZRANGESTORE", "d", "s", 0, 199),
+                 A("ZRANGESTORE", "d", "s", -1, 0, "BYSCORE"),
+                 A("ZRANGESTORE", "d", "s", 0, 0, "BYSCORE", "LIMIT", 0, 10),
+                 A("ZRANGESTORE", "d", "s", "-", "+", "BYLEX"),
+                 A("ZRANGESTORE", "d", "s", "-", "[m100", "BYLEX")):
+        check(servers, neg, argv)
+    # Known difference (documented): a BYSCORE result over 128 members holding -0 scores among
+    # its first 128: Redis's result starts as a listpack (-0 stored as 0), the plan keeps -0.
+    got_a = run_plan(servers[0], plan_write(A("ZRANGESTORE", "d", "s", 0, 0, "BYSCORE")),
+                     random.Random(0))
+    got_b = servers[1](b"ZRANGESTORE", b"d", b"s", 0, 0, b"BYSCORE")
+    assert got_a == got_b == b":150\r\n"
+    assert servers[1](b"ZSCORE", b"d", b"m000") == b"$1\r\n0\r\n"
+    assert servers[0](b"ZSCORE", b"d", b"m000") == b"$2\r\n-0\r\n"
