@@ -90,6 +90,7 @@ class Cluster:
         self.outcome_unknown = 0
         self.closing = False
         self._unreachable = False
+        self.map_epoch = 0  # bumped whenever a slot changes owner (SCAN cursors carry it)
         # A private generator: the proxy never touches the global random state of its host
         # process (tests, embedding applications).
         self._rng = random.Random()
@@ -197,6 +198,7 @@ class Cluster:
                     if not c.fifo:
                         c.close()
         if old is None or old.owner != slotmap.owner:
+            self.map_epoch += 1
             log.info("slotmap_refreshed", masters=len(slotmap.masters),
                      covered=slotmap.covered, nodes=len(slotmap.nodes))
         if not self.ready.is_set():
@@ -282,8 +284,9 @@ class Cluster:
         if redirect.kind == MOVED:
             assert redirect.addr is not None
             target = self.conn_for_addr(redirect.addr)
-            if 0 <= redirect.slot < SLOTS:
+            if 0 <= redirect.slot < SLOTS and self.slot_conn[redirect.slot] is not target:
                 self.slot_conn[redirect.slot] = target
+                self.map_epoch += 1
             self.request_refresh()
             target.send(req, req.data)
         elif redirect.kind == ASK:

@@ -274,26 +274,25 @@ INVALID_CURSOR = b"-ERR invalid cursor\r\n"
 
 
 def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
-    """SCAN over the whole cluster: one master after another, in order of the lowest slot each
-    owns. The client's cursor is ``backend_cursor << 14 | anchor``, where ``anchor`` is the
-    lowest slot of the master being scanned, so it stays a plain integer and names the master
-    by what it serves, not by a position in a list. If that slot has moved to another master
-    meanwhile (resharding), that master is scanned from the start: every key present for the
-    whole scan is still returned at least once, some maybe twice, as Redis's SCAN promises."""
+    """SCAN over the whole cluster: one master after another, in the order of the lowest slot
+    each owns. The client's cursor is ``node_cursor << 22 | epoch << 14 | anchor``: ``anchor``
+    is the lowest slot of the master being scanned (a plain integer that names the master by
+    what it serves), ``epoch`` the low 8 bits of the proxy's slot-map version when the cursor
+    was made. If the slot map has changed since (resharding, failover), the cursor's picture of
+    what was already scanned may be wrong, so the scan starts again from the first master:
+    keys may be returned twice, none that is present for the whole scan is missed, and a scan
+    completes once the map is stable for one pass."""
     cursor = resp.string2ll(argv[1])
     if cursor is None or cursor < 0:
         return INVALID_CURSOR
-    order = s.cluster.scan_order()
+    cluster = s.cluster
+    order = cluster.scan_order()
     if not order:
         return errors.NO_TOPOLOGY
-    anchor, backend = cursor & 0x3FFF, cursor >> 14
-    if cursor == 0 or anchor not in order:
-        owner = s.cluster.slot_conn[anchor]
-        anchors_of_owner = [a for a in order if s.cluster.slot_conn[a] is owner]
-        if cursor != 0 and anchors_of_owner:
-            anchor, backend = anchors_of_owner[0], 0
-        else:
-            anchor, backend = order[0], 0
+    epoch = cluster.map_epoch & 0xFF
+    anchor, cursor_epoch, backend = cursor & 0x3FFF, (cursor >> 14) & 0xFF, cursor >> 22
+    if cursor == 0 or cursor_epoch != epoch or anchor not in order:
+        anchor, backend = order[0], 0
     following = [a for a in order if a > anchor]
     next_anchor = following[0] if following else -1
 
@@ -304,14 +303,16 @@ def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
         cursor_b, keys = merge.split_array(raw)
         node_cursor = int(cursor_b.split(b"\r\n")[1])
         if node_cursor:
-            new = node_cursor << 14 | anchor
+            new = node_cursor << 22 | epoch << 14 | anchor
+        elif next_anchor >= 0:
+            new = epoch << 14 | next_anchor  # the next master, from its start
         else:
-            new = next_anchor if next_anchor >= 0 else 0  # next master from its start, or done
+            new = 0  # done
         return b"*2\r\n" + resp.bulk(b"%d" % new) + keys
 
     argv2 = [argv[0], b"%d" % backend, *argv[2:]]
     parent = FanOut(s, 1, rewrite)
-    s.cluster.route(parent.child(0, resp.encode_command(argv2), anchor, readonly=True))
+    cluster.route(parent.child(0, resp.encode_command(argv2), anchor, readonly=True))
     return parent
 
 
