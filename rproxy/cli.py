@@ -8,9 +8,12 @@ process it started and removes their data.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -35,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "env RPROXY_SEEDS=h:p,h:p)")
     p.add_argument("--config", metavar="FILE", help="TOML config file (env RPROXY_CONFIG); "
                    "see config/rproxy.toml")
+    p.add_argument("--workers", metavar="N|auto", help="worker processes sharing the port "
+                   "(SO_REUSEPORT); auto = one per available core (default 1; env RPROXY_WORKERS)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "console", "json"])
     p.add_argument("--version", action="version", version=f"rproxy {__version__}")
@@ -52,6 +57,10 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> Config:
         proxy["log_level"] = args.log_level
     if args.log_format:
         proxy["log_format"] = args.log_format
+    if args.workers:
+        if args.workers != "auto" and not args.workers.isdigit():
+            raise ConfigError(f"--workers: expected a number or auto, got {args.workers!r}")
+        proxy["workers"] = 0 if args.workers == "auto" else int(args.workers)
     if proxy:
         overrides["proxy"] = proxy
     return load(args.config, env, overrides)
@@ -74,10 +83,63 @@ async def _serve(config: Config) -> None:
         await server.stopped.wait()
 
 
+WORKER_ENV = "RPROXY_WORKER_CONFIG"
+
+
+def _run_workers(config: Config, n: int) -> int:
+    """Supervise ``n`` worker processes that share the listening port (SO_REUSEPORT). Each
+    gets the resolved configuration in ``RPROXY_WORKER_CONFIG``. SIGTERM/SIGINT are passed on;
+    the workers drain and exit. A worker that dies on its own is started again, unless it died
+    within two seconds of starting (a bad port, say): then all are stopped. Returns the exit
+    code."""
+    log = structlog.get_logger("rproxy")
+    env = dict(os.environ)
+    env[WORKER_ENV] = json.dumps(config.to_dict())
+    cmd = [sys.executable, "-m", "rproxy"]
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    procs = [(subprocess.Popen(cmd, env=env), time.monotonic()) for _ in range(n)]
+    host, port = config.listen_addr
+    print(f"rproxy {__version__}: {n} workers serving on {host}:{port}", file=sys.stderr, flush=True)
+    code = 0
+    while not stopping:
+        time.sleep(0.2)
+        for i, (proc, started) in enumerate(procs):
+            if proc.poll() is None or stopping:
+                continue
+            if time.monotonic() - started < 2.0:
+                log.error("worker_failed_at_start", pid=proc.pid, code=proc.returncode)
+                stopping, code = True, 1
+                break
+            log.warning("worker_exited", pid=proc.pid, code=proc.returncode)
+            procs[i] = (subprocess.Popen(cmd, env=env), time.monotonic())
+    for proc, _ in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + config.timeouts.shutdown_grace_s + 5
+    for proc, _ in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    worker_config = os.environ.get(WORKER_ENV)
     try:
-        config = config_from_args(args, dict(os.environ))
+        if worker_config:  # a worker started by _run_workers: serve, nothing else
+            config = Config.from_dict(json.loads(worker_config))
+        else:
+            config = config_from_args(args, dict(os.environ))
     except ConfigError as exc:
         print(f"rproxy: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -85,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     log = structlog.get_logger("rproxy")
 
     cluster = None
-    if not config.proxy.seeds:
+    if not worker_config and not config.proxy.seeds:
         from rproxy.localcluster import LocalCluster, RedisServerNotFound
 
         emb = config.embedded
@@ -105,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rproxy: could not start the embedded cluster: {exc}", file=sys.stderr)
             return 1
         config = config.replace("proxy", seeds=tuple(f"{h}:{p}" for h, p in cluster.seeds))
+    # A worker serves itself; otherwise one process, or a supervisor of several.
+    workers = 1 if worker_config else config.proxy.workers or len(os.sched_getaffinity(0))
     try:
+        if workers > 1:
+            return _run_workers(config, workers)
         trio.run(_serve, config)
     except OSError as exc:
         print(f"rproxy: cannot serve on {config.proxy.listen}: {exc}", file=sys.stderr)

@@ -40,9 +40,14 @@ class ProxySection:
     seeds: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "auto"
+    workers: int = 1
 
     def validate(self) -> None:
-        parse_addr(self.listen, "proxy.listen")
+        host, port = parse_addr(self.listen, "proxy.listen")
+        if self.workers < 0:
+            raise ConfigError(f"proxy.workers: must be >= 0 (0 = one per core), got {self.workers}")
+        if self.workers != 1 and port == 0:
+            raise ConfigError("proxy.workers: several workers need a fixed proxy.listen port")
         for s in self.seeds:
             parse_addr(s, "proxy.seeds")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -169,6 +174,18 @@ class Config:
     def seed_addrs(self) -> list[tuple[str, int]]:
         return [parse_addr(s, "proxy.seeds") for s in self.proxy.seeds]
 
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every key, as the TOML file would hold it (for handing the config to a worker)."""
+        return {
+            f.name: {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> Config:
+        return _apply(cls(), data, from_text=False).validate()
+
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed (validated)."""
         sec = dataclasses.replace(getattr(self, section), **values)
@@ -243,6 +260,7 @@ _ENV_SHORT = {
     "RPROXY_SEEDS": ("proxy", "seeds"),
     "RPROXY_LOG_LEVEL": ("proxy", "log_level"),
     "RPROXY_LOG_FORMAT": ("proxy", "log_format"),
+    "RPROXY_WORKERS": ("proxy", "workers"),
 }
 
 
@@ -250,7 +268,7 @@ def _env_values(env: Mapping[str, str], cfg: Config) -> dict[str, dict[str, str]
     types = _section_types(cfg)
     out: dict[str, dict[str, str]] = {}
     for name, value in env.items():
-        if not name.startswith("RPROXY_") or name == "RPROXY_CONFIG":
+        if not name.startswith("RPROXY_") or name in ("RPROXY_CONFIG", "RPROXY_WORKER_CONFIG"):
             continue
         if name in _ENV_SHORT:
             sec, key = _ENV_SHORT[name]
