@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -64,6 +65,25 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> Config:
     if proxy:
         overrides["proxy"] = proxy
     return load(args.config, env, overrides)
+
+
+def raise_open_files_limit(max_clients: int) -> int:
+    """Raise the soft open-files limit to the hard one (each client and backend connection is
+    a file descriptor); warn when max_clients cannot fit. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft < max_clients + 256:
+        structlog.get_logger("rproxy").warning(
+            "open_files_limit_low", limit=soft, max_clients=max_clients,
+            hint="raise the hard limit (ulimit -Hn) or lower limits.max_clients")
+    return soft
 
 
 async def _serve(config: Config) -> None:
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logsetup.configure(config.proxy.log_level, config.proxy.log_format)
     log = structlog.get_logger("rproxy")
+    raise_open_files_limit(config.limits.max_clients)
 
     cluster = None
     if not worker_config and not config.proxy.seeds:
