@@ -39,6 +39,10 @@ log = structlog.get_logger("rproxy.session")
 
 RECV_SIZE = 64 * 1024
 
+# Route members as module globals: an enum attribute lookup per command is measurable.
+_KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
+_ALL_MASTERS, _ALL_NODES = Route.ALL_MASTERS, Route.ALL_NODES
+
 
 class ClientSession:
     __slots__ = (
@@ -116,7 +120,7 @@ class ClientSession:
         cluster = self.cluster
         info = cluster.table.lookup(argv)
         route = info.route
-        if route == Route.KEYED:
+        if route is _KEYED:
             if not cluster.table_loaded:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
@@ -149,7 +153,7 @@ class ClientSession:
             req = Request(self, enc, slot, info.readonly)
             self.queue.append(req)
             conn.send(req, enc)
-        elif route == Route.ANY:
+        elif route is _ANY:
             if not cluster.table_loaded:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
@@ -160,14 +164,14 @@ class ClientSession:
             req = Request(self, enc, -1, info.readonly)
             self.queue.append(req)
             conn.send(req, enc)
-        elif route == Route.LOCAL:
+        elif route is _LOCAL:
             result = local.run(self, info, argv)
             if isinstance(result, Request):
                 self.queue.append(result)
             else:
                 self.reply_local(result)
-        elif route == Route.ALL_MASTERS or route == Route.ALL_NODES:
-            result = self.fan_out(enc, fanout_merge(info.name, argv), route == Route.ALL_NODES)
+        elif route is _ALL_MASTERS or route is _ALL_NODES:
+            result = self.fan_out(enc, fanout_merge(info.name, argv), route is _ALL_NODES)
             if isinstance(result, Request):
                 self.queue.append(result)
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 import crcmod
 import crcmod.crcmod  # noqa: F401  (the submodule carries _usingExtension)
@@ -34,15 +35,16 @@ if not USING_C_EXTENSION:  # pragma: no cover - depends on the install
     )
 
 
-def key_slot(key: bytes) -> int:
+def key_slot(key: bytes, _crc: Any = _cfun, _table: Any = _table) -> int:
     """Hash slot of ``key`` (Redis keyHashSlot): hash tags ``{tag}`` use the first ``{`` and
-    the first ``}`` after it; an empty tag ``{}`` means the whole key is hashed."""
+    the first ``}`` after it; an empty tag ``{}`` means the whole key is hashed. (The C
+    function and its table are bound as defaults: locals, not global lookups, per call.)"""
     start = key.find(b"{")
     if start >= 0:
         end = key.find(b"}", start + 1)
         if end > start + 1:
-            return _cfun(key[start + 1 : end], 0, _table) & 0x3FFF
-    return _cfun(key, 0, _table) & 0x3FFF
+            return _crc(key[start + 1 : end], 0, _table) & 0x3FFF
+    return _crc(key, 0, _table) & 0x3FFF
 
 
 def crc16(data: bytes) -> int:
