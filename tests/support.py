@@ -6,6 +6,7 @@ The proxy runs its own trio loop in a thread so that tests can use ordinary bloc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,52 @@ def raw_exchange(port: int, payload: bytes, *, timeout_s: float = 5.0,
             if until is not None and got.endswith(until) and not expect_close:
                 break
         return got, closed
+
+
+class RawConnection:
+    """A raw RESP2 connection: replies come back as the exact bytes the server sent (for
+    byte-for-byte differential tests; redis-py would parse them)."""
+
+    def __init__(self, port: int) -> None:
+        from rproxy import resp
+
+        self._resp = resp
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.framer = resp.ReplyFramer()
+
+    def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
+        self.sock.sendall(b"".join(self._resp.encode_command(c) for c in commands))
+        out: list[bytes] = []
+        while len(out) < len(commands):
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("redis-server closed the connection")
+            out.extend(self.framer.feed(data))
+        return out
+
+    def __call__(self, *args: object) -> bytes:
+        argv = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        return self.pipeline([argv])[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def private_redis_7_0() -> Iterator[RawConnection]:
+    """A private standalone redis-server 7.0 (stopped by its PID) and a raw connection to it.
+    The emulation tests compare against Redis 7.0 byte for byte: another version is a failure
+    to look at, not a skip."""
+    server = StandaloneRedis().start()
+    conn = RawConnection(server.port)
+    try:
+        version = conn(b"INFO", b"server")
+        assert b"redis_version:7.0." in version, (
+            "the emulated replies are those of Redis 7.0; this redis-server is "
+            + version.split(b"redis_version:")[1].split(b"\r\n")[0].decode()
+        )
+        yield conn
+    finally:
+        conn.close()
+        server.stop()

@@ -11,7 +11,6 @@ none. A wrong answer here is a wrong route or a false CROSSSLOT.
 from __future__ import annotations
 
 import shlex
-import shutil
 import socket
 from collections.abc import Iterator
 
@@ -21,8 +20,6 @@ import pytest
 from rproxy.commands import PROXY_RULES, CommandTable, Route
 from tests.support import StandaloneRedis
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed")
 
 NO_KEYS = b"The command has no key arguments"
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import pytest
 
 from rproxy.localcluster import LocalCluster
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed")
 
 
 def _gone(pid: int) -> bool:

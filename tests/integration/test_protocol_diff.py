@@ -18,7 +18,6 @@ deadline), so a late close is seen as well as a missing one.
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import threading
 import time
@@ -32,8 +31,6 @@ import pytest
 from rproxy.localcluster import LocalCluster
 from tests.support import ProxyThread, StandaloneRedis, proxy_config
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed")
 
 RUN = uuid.uuid4().hex[:12]  # keys are unique per run: no FLUSHALL needed, no collisions
 QUIET_S = 0.25  # silence that ends a read once the expected bytes are in (or nothing is expected)

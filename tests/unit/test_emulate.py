@@ -21,17 +21,12 @@ cache-invalid path) and again after it (the cached path).
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
+
+from tests.support import RawConnection, private_redis_7_0
 
 from rproxy import resp
 from rproxy.emulate import (
@@ -323,104 +318,14 @@ def test_pfcount_compute(replies: list[bytes], expected: bytes):
 
 
 # == differential tests against a real redis-server ===============================================
-class Server:
-    """A raw RESP2 connection to a private redis-server."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.framer = resp.ReplyFramer()
-
-    def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
-        self.sock.sendall(b"".join(resp.encode_command(c) for c in commands))
-        out: list[bytes] = []
-        while len(out) < len(commands):
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("redis-server closed the connection")
-            out.extend(self.framer.feed(data))
-        return out
-
-    def __call__(self, *args: object) -> bytes:
-        return self.pipeline([A(*args)])[0]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _free_port() -> int:
-    for _ in range(200):
-        port = random.randint(20000, 22000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-22000")
+Server = RawConnection
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[Server]:
-    """A private redis-server: port in 20000-22000, no persistence, stopped by its PID."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    workdir = tempfile.mkdtemp(prefix="rproxy-emulate-")
-    proc: subprocess.Popen[bytes] | None = None
-    server: Server | None = None
-    try:
-        for _ in range(5):
-            port = _free_port()
-            proc = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, "--logfile", "redis.log"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            server = _connect(port, proc)
-            if server is not None:
-                break
-            _stop(proc)
-            proc = None
-        if server is None:
-            raise RuntimeError("could not start redis-server")
-        if b"redis_version:7.0." not in server(b"INFO", b"server"):
-            pytest.skip("the emulated replies are those of Redis 7.0")
-        yield server
-    finally:
-        if server is not None:
-            server.close()
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _connect(port: int, proc: subprocess.Popen[bytes]) -> Server | None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            server = Server(port)
-        except OSError:
-            time.sleep(0.02)
-            continue
-        try:
-            if server(b"PING") == b"+PONG\r\n":
-                return server
-        except OSError:
-            pass
-        server.close()
-        time.sleep(0.02)
-    return None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    """A private redis-server 7.0 (tests.support), stopped by its PID."""
+    with private_redis_7_0() as conn:
+        yield conn
 
 
 def emulate(server: Server, argv: list[bytes]) -> bytes:

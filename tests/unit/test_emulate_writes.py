@@ -20,17 +20,12 @@ parsing hiredis.Reader).
 from __future__ import annotations
 
 import inspect
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
+
+from tests.support import RawConnection, private_redis_7_0
 
 from rproxy import resp
 from rproxy.emulate import WRONGTYPE, _dense_registers
@@ -296,112 +291,14 @@ def test_dense_hll_round_trip():
 
 
 # == differential tests ===========================================================================
-class Conn:
-    """A raw RESP2 connection to a private redis-server."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.framer = resp.ReplyFramer()
-
-    def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
-        self.sock.sendall(b"".join(resp.encode_command(c) for c in commands))
-        out: list[bytes] = []
-        while len(out) < len(commands):
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("redis-server closed the connection")
-            out.extend(self.framer.feed(data))
-        return out
-
-    def __call__(self, *args: object) -> bytes:
-        return self.pipeline([A(*args)])[0]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _free_port(taken: set[int]) -> int:
-    for _ in range(200):
-        port = random.randint(20000, 22000)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-22000")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def _connect(port: int, proc: subprocess.Popen[bytes]) -> Conn | None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            conn = Conn(port)
-        except OSError:
-            time.sleep(0.02)
-            continue
-        try:
-            if conn(b"PING") == b"+PONG\r\n":
-                return conn
-        except OSError:
-            pass
-        conn.close()
-        time.sleep(0.02)
-    return None
+Conn = RawConnection
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[Conn, Conn]]:
-    """Two private redis-servers A and B: ports in 20000-22000, no persistence, stopped by
-    their PIDs."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    workdir = tempfile.mkdtemp(prefix="rproxy-emulate-writes-")
-    procs: list[subprocess.Popen[bytes]] = []
-    conns: list[Conn] = []
-    try:
-        for name in ("a", "b"):
-            conn = None
-            for _ in range(5):
-                port = _free_port({c.port for c in conns})
-                proc = subprocess.Popen(
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", workdir, "--logfile", f"redis-{name}.log",
-                     "--dbfilename", f"dump-{name}.rdb"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, start_new_session=True,
-                )
-                procs.append(proc)
-                conn = _connect(port, proc)
-                if conn is not None:
-                    break
-                _stop(proc)
-            if conn is None:
-                raise RuntimeError("could not start redis-server")
-            conns.append(conn)
-        for conn in conns:
-            if b"redis_version:7.0." not in conn(b"INFO", b"server"):
-                pytest.skip("the emulated replies are those of Redis 7.0")
-        yield conns[0], conns[1]
-    finally:
-        for conn in conns:
-            conn.close()
-        for proc in procs:
-            _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
+    """Two private redis-servers 7.0, A and B (tests.support), stopped by their PIDs."""
+    with private_redis_7_0() as a, private_redis_7_0() as b:
+        yield a, b
 
 
 def run_plan(conn: Conn, plan: object, rng: random.Random) -> bytes:
