@@ -19,7 +19,7 @@ from rproxy import local
 from rproxy.commands import CommandInfo, CommandTable, Route
 from rproxy.emulate import EMULATED
 from rproxy.emulate_writes import EMULATED_WRITES
-from rproxy.planner import FANOUT_MERGES, SPLIT_RULES
+from rproxy.planner import FANOUT_MERGES, SPLIT_NAMES
 from rproxy.resp import encode_command
 
 START = "<!-- command-contract:start -->"
@@ -72,7 +72,7 @@ def describe(info: CommandInfo) -> tuple[str, str]:
         return "one master", "-"
     if not _multi_key(info):
         return "its key's slot", "-"
-    if info.name in SPLIT_RULES or info.name == b"XREAD":
+    if info.name in SPLIT_NAMES:
         return "its keys' slot", "split per slot, merged in order"
     if info.name in EMULATED:
         return "its keys' slot", "computed by rproxy from per-key reads"

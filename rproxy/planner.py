@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rproxy import merge
+from rproxy import errors, merge
 from rproxy.resp import string2ll
 from rproxy.slots import key_slot
 
@@ -166,3 +166,20 @@ def plan_xread(argv: list[bytes]) -> SplitPlan | bytes | None:
         return b"*%d\r\n" % len(found) + b"".join(s for _, s in found)
 
     return SplitPlan(parts, merge_xread)
+
+
+SPLIT_NAMES = frozenset(SPLIT_RULES) | {b"XREAD"}
+"""Commands a cross-slot call of which ``plan_cross_slot_split`` cuts into per-slot parts."""
+
+
+def plan_cross_slot_split(name: bytes, argv: list[bytes]) -> SplitPlan | bytes | None:
+    """The per-slot plan for a command whose keys span slots, an error reply (arity, an
+    unbalanced XREAD), or None when the command is not split (emulated or CROSSSLOT)."""
+    rule = SPLIT_RULES.get(name)
+    if rule is not None:
+        if len(argv) < 2 or (len(argv) - 1) % rule.step:
+            return errors.wrong_arity(name)
+        return plan_split(argv, rule)
+    if name == b"XREAD":
+        return plan_xread(argv)
+    return None

@@ -25,7 +25,7 @@ from rproxy import errors, local
 from rproxy.commands import CommandInfo, Route
 from rproxy.emulate import plan_read
 from rproxy.emulate_writes import WritePlan, plan_write
-from rproxy.planner import SPLIT_RULES, Merge, SplitRule, fanout_merge, plan_split, plan_xread
+from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.request import FanOut, Request, complete
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
@@ -182,18 +182,13 @@ class ClientSession:
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
         from per-key reads (SUNION, ZINTER, PFCOUNT, ...), or Redis's CROSSSLOT."""
-        rule = SPLIT_RULES.get(info.name)
-        if rule is not None:
-            self.split(argv, info, rule)
+        split = plan_cross_slot_split(info.name, argv)
+        if isinstance(split, bytes):
+            self.reply_local(split)
             return
-        if info.name == b"XREAD":
-            xplan = plan_xread(argv)
-            if isinstance(xplan, bytes):
-                self.reply_local(xplan)
-                return
-            if xplan is not None:
-                self.run_parts(xplan.parts, xplan.merge, True)
-                return
+        if split is not None:
+            self.run_parts(split.parts, split.merge, info.readonly)
+            return
         plan = plan_read(argv)
         if plan is None and self.server.config.commands.cross_slot_writes == "emulate":
             steps = plan_write(argv)
@@ -213,19 +208,8 @@ class ClientSession:
             if len(positions) != len(plan.reads):  # the table and the plan disagree: refuse
                 self.reply_local(errors.CROSSSLOT)
                 return
-            parent = FanOut(self, len(plan.reads), plan.compute)
-            self.queue.append(parent)
-            route = self.cluster.route
-            for i, (pos, read) in enumerate(zip(positions, plan.reads)):
-                route(parent.child(i, encode_command(read), key_slot(argv[pos]), True))
-
-    def split(self, argv: list[bytes], info: CommandInfo, rule: SplitRule) -> None:
-        """Keys in several slots: one part per slot, in parallel, merged in request order."""
-        if len(argv) < 2 or (len(argv) - 1) % rule.step:
-            self.reply_local(errors.wrong_arity(info.name))
-            return
-        plan = plan_split(argv, rule)
-        self.run_parts(plan.parts, plan.merge, info.readonly)
+            parts = [(key_slot(argv[pos]), read) for pos, read in zip(positions, plan.reads)]
+            self.run_parts(parts, plan.compute, True)
 
     def run_parts(self, parts: list[tuple[int, list[bytes]]], merge: Merge, readonly: bool,
                   parent: Request | None = None) -> FanOut:
