@@ -264,9 +264,18 @@ def _read_for_restore(replies: list[bytes]) -> tuple[bytes, bytes] | None:
     return payload, b"%d" % ttl
 
 
-def _rename(src: bytes, dst: bytes, nx: bool) -> WritePlan:
+_MISSING = b""  # _restore_copy's answer when src does not exist
+
+
+def _restore_copy(
+    src: bytes, dst: bytes, replace: bool
+) -> Generator[Batch, list[bytes], bytes | None]:
+    """The rounds RENAME, RENAMENX and COPY share: DUMP + PTTL of src (with EXISTS dst when
+    dst must not be replaced), then RESTORE into dst. Returns ``None`` once dst holds the
+    copy, else the reply to give: an error, ``_MISSING`` (no src) or ``:0`` (dst exists, or
+    appeared since the first round, and must not be replaced)."""
     batch: Batch = [(src, [b"DUMP", src]), (src, [b"PTTL", src])]
-    if nx:
+    if not replace:
         batch.append((dst, [b"EXISTS", dst]))
     replies = yield batch
     err = first_error(replies)
@@ -274,18 +283,23 @@ def _rename(src: bytes, dst: bytes, nx: bool) -> WritePlan:
         return err
     found = _read_for_restore(replies)
     if found is None:
-        return NO_SUCH_KEY
-    if nx and _int(replies[2]):
+        return _MISSING
+    if not replace and _int(replies[2]):
         return ZERO
     payload, ttl = found
     restore = [b"RESTORE", dst, ttl, payload]
-    if not nx:
+    if replace:
         restore.append(b"REPLACE")
     (reply,) = yield [(dst, restore)]
-    if nx and reply.startswith(b"-BUSYKEY"):
-        return ZERO  # dst appeared since round 1: RENAMENX does not overwrite it
-    if _is_error(reply):
-        return reply
+    if not replace and reply.startswith(b"-BUSYKEY"):
+        return ZERO
+    return reply if _is_error(reply) else None
+
+
+def _rename(src: bytes, dst: bytes, nx: bool) -> WritePlan:
+    outcome = yield from _restore_copy(src, dst, replace=not nx)
+    if outcome is not None:
+        return NO_SUCH_KEY if outcome == _MISSING else outcome
     (reply,) = yield [(src, [b"DEL", src])]
     if _is_error(reply):
         return reply
@@ -324,23 +338,10 @@ def _copy_options(argv: list[bytes]) -> bool | bytes:
 
 
 def _copy(src: bytes, dst: bytes, replace: bool) -> WritePlan:
-    replies = yield [(src, [b"DUMP", src]), (src, [b"PTTL", src]), (dst, [b"EXISTS", dst])]
-    err = first_error(replies)
-    if err is not None:
-        return err
-    found = _read_for_restore(replies)
-    if found is None:
-        return ZERO
-    if _int(replies[2]) and not replace:
-        return ZERO
-    payload, ttl = found
-    restore = [b"RESTORE", dst, ttl, payload]
-    if replace:
-        restore.append(b"REPLACE")
-    (reply,) = yield [(dst, restore)]
-    if not replace and reply.startswith(b"-BUSYKEY"):
-        return ZERO
-    return reply if _is_error(reply) else ONE
+    outcome = yield from _restore_copy(src, dst, replace)
+    if outcome is None:
+        return ONE
+    return ZERO if outcome == _MISSING else outcome
 
 
 # -- SMOVE ----------------------------------------------------------------------------------------
