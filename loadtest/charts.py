@@ -23,6 +23,14 @@ def _num(v: Optional[float]) -> float:
     return float("nan") if v is None else v
 
 
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG, and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def _bars(ax: Any, labels: list[str], series: dict[str, list[Optional[float]]], ylabel: str, title: str) -> None:
     n = len(series)
     width = 0.8 / max(n, 1)
@@ -51,20 +59,14 @@ def main_charts(rows: list[dict[str, Any]], outdir: Path, title: str = "rproxy v
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4.5))
     _bars(ax, labels, {"direct": [r.get("direct_rps") for r in rows], "proxy": [r.get("proxy_rps") for r in rows]},
           "ops/s (median)", f"{title}: throughput")
-    fig.tight_layout()
-    written.append(outdir / "throughput.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(plt, fig, outdir / "throughput.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(max(12, 3.5 * len(labels)), 4.5))
     for ax, q, name in zip(axes, ("p50", "p99", "p999"), ("p50", "p99", "p99.9")):
         _bars(ax, labels, {"direct": [r.get(f"direct_{q}_ms") for r in rows],
                            "proxy": [r.get(f"proxy_{q}_ms") for r in rows]}, "ms (median)", f"{name} latency")
     fig.suptitle(f"{title}: latency")
-    fig.tight_layout()
-    written.append(outdir / "latency.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(plt, fig, outdir / "latency.png"))
     return written
 
 
@@ -86,11 +88,7 @@ def connections_chart(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         ax.set_title(t)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = outdir / "connections.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(plt, fig, outdir / "connections.png")]
 
 
 def workers_chart(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
@@ -100,11 +98,7 @@ def workers_chart(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
     _bars(ax, [r["scenario"] for r in rows], {"1 worker": [r.get("w1_rps") for r in rows],
                                                "2 workers": [r.get("w2_rps") for r in rows]},
           "ops/s (median)", "rproxy throughput, --workers 1 vs 2")
-    fig.tight_layout()
-    path = outdir / "workers.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(plt, fig, outdir / "workers.png")]
 
 
 def mix_chart(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
@@ -116,8 +110,4 @@ def mix_chart(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
     _bars(ax1, labels, {"ops/s": [r.get("rps") for r in rows]}, "ops/s (median)", "mix throughput")
     _bars(ax2, labels, {q: [r.get(f"{k}_ms") for r in rows] for q, k in
                         (("p50", "p50"), ("p99", "p99"), ("p99.9", "p999"))}, "ms (median)", "mix latency")
-    fig.tight_layout()
-    path = outdir / "mix.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(plt, fig, outdir / "mix.png")]
