@@ -5,14 +5,20 @@ It learns the slot map from any reachable node (every known node is a seed), kee
 the client sessions on every command -- and refreshes it on MOVED, on connection loss and
 periodically, never more often than ``refresh_min_interval_s``. It also holds the redirect and
 retry decisions for requests, and a watchdog that fails requests stuck on a hung node.
+
+Failover hold: a connection that is not up (connecting, or reconnecting with back-off after
+its node went away) queues its requests in order. That queue *is* the shard's hold: when the
+node answers again they go out first; when a new map names another master they move there, in
+order; when the shard has had no reachable master for ``failover_hold_s`` -- or no cluster
+node answers at all -- the watchdog fails them with a clear error. Other shards' connections
+are not involved, so they are not slowed down.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 import time
+from collections import deque
 from typing import Any
 
 import hiredis
@@ -25,17 +31,20 @@ from rproxy.config import Config
 from rproxy.reactor import Reactor
 from rproxy.request import DISCARD, Request, complete
 from rproxy.resp import encode_command
+from rproxy.retry import decode_command, resend_after_loss
 from rproxy.slots import SLOTS
 from rproxy.topology import (
     ASK,
     MOVED,
+    RETRY,
+    WAIT,
     Addr,
     SlotMap,
     parse_cluster_shards,
     parse_cluster_slots,
     parse_redirect,
 )
-from rproxy.upstream import CLOSED, BackendConnection
+from rproxy.upstream import CLOSED, CONNECTING, READY, BackendConnection
 
 log = structlog.get_logger("rproxy.cluster")
 
@@ -73,8 +82,15 @@ class Cluster:
         self.table_loaded = False
         self.slotmap: SlotMap | None = None
         self.slot_conn: list[BackendConnection | None] = [None] * SLOTS
+        # Where read-only commands go: the same list as slot_conn unless read_from says replicas.
+        self.read_from = config.cluster.read_from
+        self.read_conn: list[BackendConnection | None] = (
+            self.slot_conn if self.read_from == "master" else [None] * SLOTS)
         self.conns: dict[Addr, list[BackendConnection]] = {}
+        self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections
         self.masters: list[BackendConnection] = []  # one connection per master, for fan-outs
+        self.master_slots: list[int] = []
+        self.down_since: dict[Addr, float] = {}  # nodes whose connection is lost, since when
         self.known: dict[Addr, None] = dict.fromkeys(config.seed_addrs)
         self.redis_version = "unknown"
         self.ready = trio.Event()
@@ -82,14 +98,15 @@ class Cluster:
         self.refreshes = 0
         self.last_refresh = 0.0
         self._refresh_wanted = trio.Event()
-        self._retry_heap: list[tuple[float, int, Request]] = []
-        self._retry_seq = itertools.count()
+        self._retries: deque[Request] = deque()
         self._retry_wakeup = trio.Event()
         self._connect_failures: dict[Addr, int] = {}
         self._rr = 0
         self.outcome_unknown = 0
+        self.retried = 0  # requests sent again after a lost connection or a NOT_RUN error
+        self.held_expired = 0  # requests failed after failover_hold_s (or cluster unreachable)
         self.closing = False
-        self._unreachable = False
+        self.unreachable = False  # the last refresh found no node answering
         self.map_epoch = 0  # bumped whenever a slot changes owner (SCAN cursors carry it)
         # A private generator: the proxy never touches the global random state of its host
         # process (tests, embedding applications).
@@ -111,8 +128,9 @@ class Cluster:
         cfg = self.config.cluster
         while True:
             ok = await self.refresh()
-            # Until the first map, retry quickly; afterwards wait for a trigger or the period.
-            wait = cfg.refresh_interval_s if ok or self.slotmap else cfg.refresh_min_interval_s
+            # While something is wrong (no map, no node answering, a master failed or not
+            # reachable) re-read quickly: the promoted replica is found soon after the election.
+            wait = cfg.refresh_min_interval_s if not ok or self.degraded() else cfg.refresh_interval_s
             with trio.move_on_after(wait):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = trio.Event()
@@ -147,14 +165,19 @@ class Cluster:
                 continue
             self.install(slotmap)
             self.refreshes += 1
-            if self._unreachable:
-                self._unreachable = False
+            if self.unreachable:
+                self.unreachable = False
                 log.info("cluster_reachable_again", node=f"{addr[0]}:{addr[1]}")
             return True
-        if not self._unreachable:  # once per outage, not once per attempt
-            self._unreachable = True
+        if not self.unreachable:  # once per outage, not once per attempt
+            self.unreachable = True
             log.warning("no_seed_reachable", seeds=[f"{h}:{p}" for h, p in self.known])
         return False
+
+    def degraded(self) -> bool:
+        """A master the cluster marked failed, or one the proxy cannot reach."""
+        m = self.slotmap
+        return m is None or bool(m.failed) or any(a in self.down_since for a in m.masters)
 
     async def _load_node_info(self, addr: Addr, timeout: float) -> None:
         reply = await control_command(addr, [b"COMMAND"], timeout)
@@ -191,12 +214,27 @@ class Cluster:
                 conns = owners[owner]
                 table[slot] = conns[slot % len(conns)]
         self.masters = [owners[a][0] for a in slotmap.masters]
+        self.master_slots = [  # each master's lowest slot: where a fan-out part is re-sent
+            min(lo for lo, _ in sh.ranges) for sh in slotmap.shards if sh.ranges]
+        for addr in list(self.down_since):
+            if addr not in owners and addr not in self.replica_conns:
+                del self.down_since[addr]
         for addr in list(self.conns):
             if addr not in owners:
                 for c in self.conns.pop(addr):
                     c.retiring = True
                     if not c.fifo:
                         c.close()
+                    elif c.state != READY:  # its queue (held requests) moves to the new owners
+                        c.fail(ConnectionAbortedError("no longer a master"))
+        for addr in slotmap.failed - (old.failed if old else frozenset()):
+            # The cluster agreed this master is down (dead or hung): stop sending to it now;
+            # what it was sent is settled by the retry rules, what waits goes to its successor.
+            for c in owners[addr]:
+                if c.state == READY:
+                    c.fail(ConnectionAbortedError("node marked failed by the cluster"))
+        if self.read_from != "master":
+            self._assign_reads()
         if old is None or old.owner != slotmap.owner:
             self.map_epoch += 1
             log.info("slotmap_refreshed", masters=len(slotmap.masters),
@@ -205,12 +243,13 @@ class Cluster:
             self.ready.set()
         self.reactor.flush()
 
-    def _new_conn(self, addr: Addr) -> BackendConnection:
-        conn = BackendConnection(addr, self, self.reactor)
+    def _new_conn(self, addr: Addr, replica: bool = False) -> BackendConnection:
+        conn = BackendConnection(addr, self, self.reactor, replica)
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
-        if failures:  # jittered exponential backoff: no reconnect storm against a dead node
-            delay = min(2.0, 0.05 * 2 ** min(failures, 6)) * self._rng.uniform(0.5, 1.0)
+        if failures:  # jittered exponential back-off: no reconnect storm against a dead node,
+            # and a node that comes back is found within half a second
+            delay = min(0.5, 0.025 * 2 ** min(failures, 5)) * self._rng.uniform(0.5, 1.0)
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s, delay)
         return conn
@@ -227,6 +266,46 @@ class Cluster:
         if self.slotmap is None:
             return []
         return sorted(min(lo for lo, _ in sh.ranges) for sh in self.slotmap.shards if sh.ranges)
+
+    def _assign_reads(self) -> None:
+        """Fill ``read_conn``: each slot's reads go to one of its shard's healthy replicas
+        (spread by slot); with none, to the master (prefer-replica) or nowhere (replica)."""
+        m = self.slotmap
+        if m is None:
+            return
+        wanted: dict[Addr, None] = {}
+        table = self.read_conn
+        for shard in m.shards:
+            conns = []
+            for addr in shard.replicas:
+                wanted[addr] = None
+                conn = self.replica_conns.get(addr)
+                if conn is None or conn.state == CLOSED:
+                    conn = self.replica_conns[addr] = self._new_conn(addr, replica=True)
+                if addr not in self.down_since:
+                    conns.append(conn)
+            for lo, hi in shard.ranges:
+                for slot in range(lo, hi + 1):
+                    if conns:
+                        table[slot] = conns[slot % len(conns)]
+                    elif self.read_from == "prefer-replica":
+                        table[slot] = self.slot_conn[slot]
+                    else:
+                        table[slot] = None
+        for addr in list(self.replica_conns):
+            if addr not in wanted:
+                conn = self.replica_conns.pop(addr)
+                conn.retiring = True
+                if not conn.fifo:
+                    conn.close()
+
+    def no_conn_error(self, readonly: bool) -> bytes:
+        """The reply for a slot with no connection to send to."""
+        if self.slotmap is None:
+            return errors.NO_TOPOLOGY
+        if readonly and self.read_from == "replica":
+            return errors.NO_HEALTHY_REPLICA
+        return errors.CLUSTER_DOWN_UNCOVERED
 
     def all_nodes(self) -> list[BackendConnection]:
         """One connection to every node, replicas included (for CONFIG SET and friends)."""
@@ -245,15 +324,24 @@ class Cluster:
     # -- connection events ------------------------------------------------------------------
     def on_connected(self, conn: BackendConnection) -> None:
         self._connect_failures.pop(conn.addr, None)
+        if self.down_since.pop(conn.addr, None) is not None and conn.replica:
+            self._assign_reads()
 
     def on_connection_lost(self, conn: BackendConnection, connect_failed: bool) -> None:
         """Replace a lost connection in the tables right away (requests keep flowing to the
-        replacement, which connects with backoff) and ask for a fresh topology."""
+        replacement, which connects with backoff, and wait there: the hold) and ask for a
+        fresh topology."""
         if self.closing or conn.retiring:
             return
         if connect_failed:
             self._connect_failures[conn.addr] = self._connect_failures.get(conn.addr, 0) + 1
-        self._replace(conn)
+        self.down_since.setdefault(conn.addr, time.monotonic())
+        if conn.replica:
+            if self.replica_conns.get(conn.addr) is conn:
+                self.replica_conns[conn.addr] = self._new_conn(conn.addr, replica=True)
+            self._assign_reads()  # its reads go to another replica or the master meanwhile
+        else:
+            self._replace(conn)
         self.request_refresh()
 
     def _replace(self, conn: BackendConnection) -> BackendConnection | None:
@@ -267,6 +355,8 @@ class Cluster:
             if table[slot] is conn:
                 table[slot] = new
         self.masters = [new if m is conn else m for m in self.masters]
+        if self.read_conn is not self.slot_conn:
+            self._assign_reads()  # prefer-replica slots that read from this master
         return new
 
     # -- redirects and retries --------------------------------------------------------------
@@ -276,12 +366,22 @@ class Cluster:
         redirect = parse_redirect(raw, conn.addr[0])
         if redirect is None:
             return False
+        if redirect.kind == WAIT:  # bounded by failover_hold_s, not by max_redirects
+            master = self.slot_conn[req.slot] if conn.replica and req.slot >= 0 else None
+            if master is not None:  # a replica that cannot serve (MASTERDOWN, LOADING)
+                master.send(req, req.data)
+            else:
+                self.request_refresh()
+                self.retry_later(req)
+            return True
         req.hops += 1
         if req.hops > self.config.cluster.max_redirects:
             log.warning("too_many_redirects", slot=req.slot)
             complete(req, errors.TOO_MANY_REDIRECTS)
             return True
-        if redirect.kind == MOVED:
+        if redirect.kind == RETRY:  # TRYAGAIN
+            self.retry_later(req)
+        elif redirect.kind == MOVED:
             assert redirect.addr is not None
             target = self.conn_for_addr(redirect.addr)
             if 0 <= redirect.slot < SLOTS and self.slot_conn[redirect.slot] is not target:
@@ -294,80 +394,124 @@ class Cluster:
             target = self.conn_for_addr(redirect.addr)
             target.send(DISCARD, ASKING)
             target.send(req, req.data)
-        else:
-            self.retry_later(req)
         return True
 
     def retry_later(self, req: Request) -> None:
-        delay = self.config.cluster.retry_backoff_s * req.hops
-        heapq.heappush(self._retry_heap, (time.monotonic() + delay, next(self._retry_seq), req))
-        self._retry_wakeup.set()
+        """Send ``req`` again shortly; past ``failover_hold_s`` of waiting it fails instead.
+        Retries wait in one queue, re-sent together and in arrival order: two requests of one
+        client for one key never overtake each other on the way back."""
+        now = time.monotonic()
+        since = getattr(req, "since", None)
+        if since is None:
+            req.since = since = now
+        if now - since >= self.config.cluster.failover_hold_s:
+            self.held_expired += 1
+            complete(req, errors.HOLD_EXPIRED)
+            return
+        self.retried += 1
+        self._retries.append(req)
+        if len(self._retries) == 1:
+            self._retry_wakeup.set()
 
     async def _retry_timer(self) -> None:
-        heap = self._retry_heap
+        """Every pause, re-send the whole retry queue in order. The pause grows with how long
+        its oldest request has waited (``retry_backoff_s`` up to 0.5 s): a cluster that is
+        down for a while is not hammered, a short TRYAGAIN is retried fast."""
+        backoff = self.config.cluster.retry_backoff_s
         while True:
-            if not heap:
-                await self._retry_wakeup.wait()
-                self._retry_wakeup = trio.Event()
+            await self._retry_wakeup.wait()
+            self._retry_wakeup = trio.Event()
+            if not self._retries:
                 continue
-            delay = heap[0][0] - time.monotonic()
-            if delay > 0:
-                with trio.move_on_after(delay):
-                    await self._retry_wakeup.wait()
-                    self._retry_wakeup = trio.Event()
-                continue
-            while heap and heap[0][0] <= time.monotonic():
-                _, _, req = heapq.heappop(heap)
+            waited = time.monotonic() - getattr(self._retries[0], "since", time.monotonic())
+            await trio.sleep(min(max(backoff, waited / 4), 0.5))
+            batch, self._retries = self._retries, deque()
+            for req in batch:
                 self.route(req)
             self.reactor.flush()
 
     def route(self, req: Request) -> None:
-        """Send ``req`` where the current map says (used for re-sends)."""
-        if req.slot >= 0:
-            conn = self.slot_conn[req.slot]
+        """Send ``req`` where the current map says (used for re-sends). A client's own read
+        follows ``read_from``; parts of split and fan-out commands go to masters."""
+        slot = req.slot
+        if slot >= 0:
+            readonly = req.readonly and req.owner is not None
+            conn = (self.read_conn if readonly else self.slot_conn)[slot]
         else:
+            readonly = False
             conn = self.any_master()
         if conn is None:
-            complete(req, errors.CLUSTER_DOWN_UNCOVERED if self.slotmap else errors.NO_TOPOLOGY)
+            complete(req, self.no_conn_error(readonly))
         else:
             conn.send(req, req.data)
 
-    def reroute(self, req: Request, was_ready: bool) -> None:
-        """A request that was never written: safe to send again. If the connection never came
-        up, the node is unreachable: fail fast instead of queueing behind a dead node."""
-        if not was_ready:
-            complete(req, errors.BACKEND_UNAVAILABLE)
-            return
-        req.hops += 1
-        if req.hops > self.config.cluster.max_redirects:
-            complete(req, errors.BACKEND_UNAVAILABLE)
-        else:
-            self.retry_later(req)
+    def requeue(self, written: list[Request], queued: list[Request], exc: BaseException) -> None:
+        """Settle the requests of a connection that failed, in their order (the retry rules,
+        rproxy/retry.py). ``written`` went out without a reply: read-only and idempotent ones
+        are sent again, others get OUTCOME_UNKNOWN (REQUEST_TIMED_OUT after op_timeout_s).
+        ``queued`` never left: they go where the current map says, where they wait again if
+        that node is not up either (the failover hold)."""
+        limit = self.config.cluster.max_redirects
+        for req in written:
+            if req is DISCARD:
+                continue
+            if isinstance(exc, TimeoutError):
+                complete(req, errors.REQUEST_TIMED_OUT)
+            elif req.hops < limit and resend_after_loss(
+                    [] if req.readonly else decode_command(req.data) or [], req.readonly):
+                req.hops += 1
+                self.retried += 1
+                self.route(req)
+            else:
+                self.outcome_unknown += 1
+                complete(req, errors.OUTCOME_UNKNOWN)
+        for req in queued:
+            if req is not DISCARD:  # an ASKING: its command meets the redirect again
+                self.route(req)
 
-    def settle_unknown(self, req: Request, exc: BaseException) -> None:
-        """A request written to a connection that died before its reply. A read-only one is
-        sent again; a write may or may not have run, so the client is told exactly that."""
-        if isinstance(exc, TimeoutError):
-            complete(req, errors.REQUEST_TIMED_OUT)
-        elif req.readonly and req.hops < self.config.cluster.max_redirects:
-            req.hops += 1
-            self.retry_later(req)
-        else:
-            self.outcome_unknown += 1
-            complete(req, errors.OUTCOME_UNKNOWN)
+    def connections(self) -> list[BackendConnection]:
+        """Every live backend connection: masters (and other nodes), then replica reads."""
+        out = [c for conns in self.conns.values() for c in conns if c.state != CLOSED]
+        out.extend(c for c in self.replica_conns.values() if c.state != CLOSED)
+        return out
+
+    def held(self) -> int:
+        """Requests waiting: queued on connections that are not up, or for a retry."""
+        return len(self._retries) + sum(
+            len(c.fifo) for c in self.connections() if c.state == CONNECTING)
+
+    def _expire_holds(self, now: float) -> bool:
+        """Fail the requests waiting for a node that has been unreachable for longer than
+        ``failover_hold_s`` -- or for any node, when no cluster node answers at all."""
+        hold = self.config.cluster.failover_hold_s
+        expired = False
+        for conn in self.connections():
+            if conn.state != CONNECTING or not conn.fifo:
+                continue
+            since = self.down_since.get(conn.addr)
+            if self.unreachable and since is not None:
+                error = errors.CLUSTER_UNREACHABLE
+            elif since is not None and now - since >= hold:
+                error = errors.HOLD_EXPIRED
+            else:
+                continue
+            self.held_expired += conn.drop_queued(error)
+            expired = True
+        return expired
 
     async def _watchdog(self) -> None:
         """Fail the requests of a connection that got no reply for ``op_timeout_s`` while it had
-        requests outstanding (the timer restarts on every reply, as Envoy's op_timeout)."""
+        requests outstanding (the timer restarts on every reply, as Envoy's op_timeout), and
+        the requests held longer than ``failover_hold_s``."""
         timeout = self.config.timeouts.op_timeout_s
         seen: dict[int, int] = {}
         while True:
             await trio.sleep(min(0.1, timeout / 4))
             now = time.monotonic()
-            failed = False
-            for conns in list(self.conns.values()):
+            failed = self._expire_holds(now)
+            for conns in [*self.conns.values(), list(self.replica_conns.values())]:
                 for conn in conns:
-                    if not conn.fifo or conn.state == CLOSED:
+                    if not conn.fifo or conn.state != READY:
                         conn.stalled_since = 0.0
                         continue
                     if seen.get(id(conn)) != conn.replies or not conn.stalled_since:
@@ -378,14 +522,15 @@ class Cluster:
                         failed = True
             if failed:
                 self.reactor.flush()
-            if len(seen) > 4 * (len(self.conns) + 1) * self.config.cluster.connections_per_node:
-                live = {id(c) for cs in self.conns.values() for c in cs}
+            if len(seen) > 4 * (len(self.conns) + len(self.replica_conns) + 1) * \
+                    self.config.cluster.connections_per_node:
+                live = {id(c) for c in self.connections()}
                 seen = {k: v for k, v in seen.items() if k in live}
 
     def close(self) -> None:
         """Close every backend connection (shutdown); requests still pending get an error."""
         self.closing = True
-        for conns in self.conns.values():
-            for c in conns:
-                c.close()
+        for c in self.connections():
+            c.close()
         self.conns.clear()
+        self.replica_conns.clear()

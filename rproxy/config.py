@@ -95,16 +95,25 @@ class TimeoutsSection:
                 raise ConfigError(f"timeouts.{f.name}: must be > 0, got {v!r}")
 
 
+READ_FROM = ("master", "prefer-replica", "replica")
+
+
 @dataclass(frozen=True)
 class ClusterSection:
     refresh_interval_s: float = 10.0
-    refresh_min_interval_s: float = 0.5
+    refresh_min_interval_s: float = 0.25
     max_redirects: int = 5
     retry_backoff_s: float = 0.05
     connections_per_node: int = 1
+    failover_hold_s: float = 30.0
+    read_from: str = "master"
 
     def validate(self) -> None:
         _positive(self, "cluster")
+        if self.read_from not in READ_FROM:
+            raise ConfigError(
+                f"cluster.read_from: expected one of {', '.join(READ_FROM)}, got {self.read_from!r}"
+            )
         if self.refresh_min_interval_s > self.refresh_interval_s:
             raise ConfigError(
                 "cluster.refresh_min_interval_s: must not exceed cluster.refresh_interval_s"

@@ -58,7 +58,6 @@ MAX_CLIENTS = b"-ERR max number of clients reached\r\n"
 CLUSTER_DOWN_UNCOVERED = b"-CLUSTERDOWN Hash slot not served\r\n"
 
 # -- proxy-originated ---------------------------------------------------------------------------
-BACKEND_UNAVAILABLE = b"-ERR rproxy: backend unavailable\r\n"
 REQUEST_TIMED_OUT = b"-ERR rproxy: request timed out\r\n"
 TOO_MANY_REDIRECTS = b"-TRYAGAIN rproxy: too many redirects\r\n"
 OUTCOME_UNKNOWN = (
@@ -68,6 +67,11 @@ BACKEND_BUSY = b"-ERR rproxy: too many requests queued for one backend node\r\n"
 BACKEND_PROTOCOL = b"-ERR rproxy: backend protocol error\r\n"
 SHUTTING_DOWN = b"-ERR rproxy: proxy is shutting down\r\n"
 NO_TOPOLOGY = b"-CLUSTERDOWN rproxy: no cluster topology yet (no seed node reachable)\r\n"
+HOLD_EXPIRED = (
+    b"-CLUSTERDOWN rproxy: no reachable master for the slot within failover_hold_s\r\n"
+)
+CLUSTER_UNREACHABLE = b"-CLUSTERDOWN rproxy: no cluster node reachable\r\n"
+NO_HEALTHY_REPLICA = b"-CLUSTERDOWN rproxy: no healthy replica for the slot (read_from = replica)\r\n"
 
 
 def not_supported(name: bytes, why: str) -> bytes:

@@ -203,12 +203,12 @@ def _cluster_keyslot(s: ClientSession, argv: list[bytes]) -> Reply:
 
 
 def _info(s: ClientSession, argv: list[bytes]) -> Reply:
-    """INFO [section ...]: the proxy's own Server and Clients sections; Stats with the proxy's
+    """INFO [section ...]: the proxy's own Server, Clients and Proxy sections; Stats with the proxy's
     counters plus the data statistics summed over every master; Keyspace with the totals over
     every master (one ``INFO stats keyspace`` per master)."""
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
-    names = ["server", "clients", "stats", "keyspace"]
+    names = ["server", "clients", "proxy", "stats", "keyspace"]
     chosen = [n for n in names if every or n in wanted]
     server = s.server
     cluster = s.cluster
@@ -234,6 +234,20 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
                 sections.append(("Clients", [
                     ("connected_clients", len(server.sessions)),
                     ("maxclients", server.config.limits.max_clients),
+                ]))
+            elif name == "proxy":
+                sections.append(("Proxy", [
+                    ("backend_connections", len(cluster.connections())),
+                    ("held_requests", cluster.held()),
+                    ("held_expired", cluster.held_expired),
+                    ("retried_requests", cluster.retried),
+                    ("outcome_unknown_errors", cluster.outcome_unknown),
+                    ("slotmap_refreshes", cluster.refreshes),
+                    ("slotmap_epoch", cluster.map_epoch),
+                    ("failed_masters", len(cluster.slotmap.failed) if cluster.slotmap else 0),
+                    ("unreachable_nodes", len(cluster.down_since)),
+                    ("cluster_reachable", 0 if cluster.unreachable else 1),
+                    ("read_from", cluster.read_from),
                 ]))
             elif name == "stats":
                 backend = merge.sum_fields(parts or [], "stats", CLUSTER_STATS)
@@ -261,7 +275,8 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
         err = merge.first_error(parts)
         return err if err is not None else render(parts)
 
-    return s.fan_out(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info)
+    return s.fan_out(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info,
+                     readonly=True)
 
 
 # Data statistics only the masters know, summed over all of them in INFO's Stats section.

@@ -398,7 +398,13 @@ class LocalCluster:
                 return f"{len(reps)} replicas, expected {self.n_masters * self.n_replicas}"
             down = [n.port for n in reps if self._cmd(n, "INFO", "replication")
                     .get("master_link_status") != "up"]
-            return f"master_link_status not up on {down}" if down else None
+            if down:
+                return f"master_link_status not up on {down}"
+            for n in self._live():  # gossip: every node knows who replicates whom
+                seen = sum(v["role"] == "slave" for v in self._nodes_table(n).values())
+                if seen != len(reps):
+                    return f"node {n.port} sees {seen} replicas, expected {len(reps)}"
+            return None
         self._poll(deadline, "replicas not in sync", problem)
 
     @staticmethod

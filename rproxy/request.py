@@ -13,7 +13,8 @@ from typing import Any
 
 
 class Request:
-    __slots__ = ("owner", "data", "reply", "slot", "hops", "readonly", "parent", "index")
+    # ``since`` (when it first had to wait for a retry) is set only on that rare path.
+    __slots__ = ("owner", "data", "reply", "slot", "hops", "readonly", "parent", "index", "since")
 
     def __init__(self, owner: Any, data: bytes, slot: int = -1, readonly: bool = False) -> None:
         self.owner = owner  # the ClientSession (None for a child or an internal request)

@@ -141,9 +141,9 @@ class ClientSession:
                         self.cross_slot(argv, info)
                         return
             if slot >= 0:
-                conn = cluster.slot_conn[slot]
+                conn = (cluster.read_conn if info.readonly else cluster.slot_conn)[slot]
                 if conn is None:
-                    self.reply_local(errors.CLUSTER_DOWN_UNCOVERED)
+                    self.reply_local(cluster.no_conn_error(info.readonly))
                     return
             else:
                 conn = cluster.any_master()
@@ -171,7 +171,8 @@ class ClientSession:
             else:
                 self.reply_local(result)
         elif route is _ALL_MASTERS or route is _ALL_NODES:
-            result = self.fan_out(enc, fanout_merge(info.name, argv), route is _ALL_NODES)
+            result = self.fan_out(enc, fanout_merge(info.name, argv), info.readonly,
+                                  route is _ALL_NODES)
             if isinstance(result, Request):
                 self.queue.append(result)
             else:
@@ -246,16 +247,20 @@ class ClientSession:
 
         advance(None)
 
-    def fan_out(self, enc: bytes, merge: Merge, every_node: bool = False) -> Request | bytes:
+    def fan_out(self, enc: bytes, merge: Merge, readonly: bool,
+                every_node: bool = False) -> Request | bytes:
         """Send ``enc`` to every master (or every node, replicas included); returns the
-        request whose merged reply answers the client (the caller queues it), or an error."""
+        request whose merged reply answers the client (the caller queues it), or an error.
+        A master's part carries the master's first slot: re-sent after a failover, it goes
+        to whoever serves that slot then."""
         cluster = self.cluster
         targets = cluster.all_nodes() if every_node else cluster.masters
         if not targets or not cluster.table_loaded:
             return errors.NO_TOPOLOGY
+        slots = [-1] * len(targets) if every_node else cluster.master_slots
         parent = FanOut(self, len(targets), merge)
         for i, conn in enumerate(targets):
-            child = parent.child(i, enc, readonly=True)
+            child = parent.child(i, enc, slots[i], readonly)
             if conn.state == CLOSED:  # the cluster already has a replacement queued
                 cluster.route(child)
             else:

@@ -25,15 +25,19 @@ class Shard:
 class SlotMap:
     shards: tuple[Shard, ...]
     owner: tuple[Addr | None, ...]  # slot -> master address (None: slot not served)
+    # Masters the cluster has marked failed (FAIL, agreed by a majority) and not yet replaced:
+    # they keep their slots, and the proxy holds those slots' requests until a replica is
+    # promoted, instead of sending them into a dead or hung node.
+    failed: frozenset[Addr] = frozenset()
 
     @classmethod
-    def from_shards(cls, shards: list[Shard]) -> SlotMap:
+    def from_shards(cls, shards: list[Shard], failed: frozenset[Addr] = frozenset()) -> SlotMap:
         owner: list[Addr | None] = [None] * SLOTS
         for shard in shards:
             for lo, hi in shard.ranges:
                 for slot in range(max(lo, 0), min(hi, SLOTS - 1) + 1):
                     owner[slot] = shard.master
-        return cls(tuple(shards), tuple(owner))
+        return cls(tuple(shards), tuple(owner), failed)
 
     @property
     def masters(self) -> list[Addr]:
@@ -69,9 +73,10 @@ def _endpoint(host: object, fallback: str) -> str:
 
 
 def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
-    """Parse ``CLUSTER SHARDS`` (RESP2: flat key/value lists). Nodes whose health is
-    ``failed`` are left out; a shard whose master is failed keeps its slots unowned."""
+    """Parse ``CLUSTER SHARDS`` (RESP2: flat key/value lists). Replicas whose health is
+    ``failed`` are left out; a failed master keeps its slots and is listed in ``failed``."""
     shards: list[Shard] = []
+    failed: set[Addr] = set()
     for raw in reply:
         d = _pairs(raw)
         flat = list(d.get("slots", []))  # type: ignore[call-overload]
@@ -82,15 +87,18 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
             n = _pairs(node_raw)
             host = _endpoint(n.get("endpoint") or n.get("ip"), asked_host)
             port = int(n.get("port") or n.get("tls-port") or 0)  # type: ignore[call-overload]
-            if _s(n.get("health", "online")) == "failed" or not port:
+            if not port:
                 continue
+            is_failed = _s(n.get("health", "online")) == "failed"
             if _s(n.get("role")) == "master":
                 master = (host, port)
-            else:
+                if is_failed:
+                    failed.add(master)
+            elif not is_failed:
                 replicas.append((host, port))
         if master is not None:
             shards.append(Shard(master, tuple(replicas), ranges if ranges else ()))
-    return SlotMap.from_shards(shards)
+    return SlotMap.from_shards(shards, frozenset(failed))
 
 
 def parse_cluster_slots(reply: list[object], asked_host: str) -> SlotMap:
@@ -119,7 +127,14 @@ def _pairs(raw: object) -> dict[str, object]:
 # -- redirects (src/cluster.c clusterRedirectClient) ---------------------------------------------
 MOVED = 1
 ASK = 2
-RETRY = 3  # TRYAGAIN, CLUSTERDOWN: the command did not run; try again after a short pause
+RETRY = 3  # TRYAGAIN: the command did not run; a few more tries (max_redirects)
+WAIT = 4  # WAIT_FOR: the command did not run; try again until failover_hold_s
+
+# Error replies that prove the command did not run, besides MOVED/ASK and TRYAGAIN (a
+# multi-key command over a slot being migrated: src/cluster.c getNodeByQuery): the cluster is
+# down (a master failed and is not replaced yet); a write reached a master demoted in a
+# failover; the node is loading its data; a replica lost its master (src/server.c).
+WAIT_FOR = (b"-CLUSTERDOWN", b"-READONLY", b"-LOADING", b"-MASTERDOWN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +148,8 @@ def parse_redirect(reply: bytes, from_host: str) -> Redirect | None:
     """Decide what an error reply means for routing. ``None``: a normal error, deliver it.
 
     ``-MOVED 3999 127.0.0.1:6381`` / ``-ASK ...`` carry the slot and the target; an empty
-    host (``:6381``) means the host of the node that answered. ``-TRYAGAIN`` and
-    ``-CLUSTERDOWN`` are proof the command did not run, so it may be sent again."""
+    host (``:6381``) means the host of the node that answered. ``-TRYAGAIN`` and the
+    ``WAIT_FOR`` errors are proof the command did not run, so it may be sent again."""
     if reply.startswith(b"-MOVED ") or reply.startswith(b"-ASK "):
         try:
             kind_b, slot_b, target = reply[1:].split(b"\r\n", 1)[0].split(b" ")[:3]
@@ -145,6 +160,8 @@ def parse_redirect(reply: bytes, from_host: str) -> Redirect | None:
             return Redirect(MOVED if kind_b == b"MOVED" else ASK, int(slot_b), (host, int(port_b)))
         except ValueError:
             return None
-    if reply.startswith(b"-TRYAGAIN") or reply.startswith(b"-CLUSTERDOWN"):
+    if reply.startswith(b"-TRYAGAIN"):
         return Redirect(RETRY)
+    if reply.startswith(WAIT_FOR):
+        return Redirect(WAIT)
     return None

@@ -5,6 +5,10 @@ appended to ``out`` (bytes) and ``fifo`` (who gets each reply) by the clients' r
 ``send`` per reactor batch writes everything that accumulated. Replies are framed raw and handed
 to the waiting requests in FIFO order; redirect errors go to the cluster instead.
 
+A connection counts as up only once the node answered ``PING`` (after ``READONLY`` on a
+replica-read connection): a hung node accepts TCP connections but answers nothing. Until then
+``out``/``fifo`` queue requests in order -- the failover hold (see rproxy/cluster.py).
+
 Resource handling: the connection owns its socket and closes it in ``fail``/``close``. A client
 that disconnects leaves its requests in the FIFO: their replies are still read and dropped, so
 the connection stays in step for everyone else.
@@ -24,7 +28,7 @@ import trio
 from rproxy import errors
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.request import DISCARD, Request, complete
-from rproxy.resp import BackendProtocolError, ReplyFramer
+from rproxy.resp import BackendProtocolError, ReplyFramer, encode_command
 
 if TYPE_CHECKING:
     from rproxy.cluster import Cluster
@@ -36,15 +40,19 @@ READY = 1
 CLOSED = 2
 
 RECV_SIZE = 256 * 1024
+PING = encode_command([b"PING"])
+READONLY = encode_command([b"READONLY"])
 
 
 class BackendConnection:
     __slots__ = (
         "addr", "cluster", "reactor", "sock", "fd", "state", "out", "fifo", "framer",
-        "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "__weakref__",
+        "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
+        "__weakref__",
     )
 
-    def __init__(self, addr: tuple[str, int], cluster: Cluster, reactor: Reactor) -> None:
+    def __init__(self, addr: tuple[str, int], cluster: Cluster, reactor: Reactor,
+                 replica: bool = False) -> None:
         self.addr = addr
         self.cluster = cluster
         self.reactor = reactor
@@ -60,6 +68,7 @@ class BackendConnection:
         self.stalled_since = 0.0
         self.retiring = False  # no longer in the slot map: close once the FIFO is empty
         self.max_pending = cluster.config.limits.max_pending_per_backend
+        self.replica = replica  # a READONLY connection for replica reads
 
     def __repr__(self) -> str:
         return f"<BackendConnection {self.addr[0]}:{self.addr[1]} state={self.state}>"
@@ -176,7 +185,8 @@ class BackendConnection:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
-        except (OSError, trio.TooSlowError) as exc:
+                await self._handshake(sock)
+        except (OSError, trio.TooSlowError, BackendProtocolError) as exc:
             if sock is not None:
                 sock.close()
             if self.state == CONNECTING:
@@ -197,6 +207,33 @@ class BackendConnection:
         self.flush()
         self.reactor.flush()
 
+    async def _handshake(self, sock: socket.socket) -> None:
+        """``[READONLY,] PING`` and their replies: the node is alive and serving."""
+        hello = (READONLY + PING) if self.replica else PING
+        while hello:
+            await trio.lowlevel.wait_writable(sock)
+            hello = hello[sock.send(hello):]
+        framer = ReplyFramer()
+        replies: list[bytes] = []
+        while len(replies) < (2 if self.replica else 1):
+            await trio.lowlevel.wait_readable(sock)
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionResetError("closed during the handshake")
+            replies += framer.feed(data)
+        for raw in replies:
+            if raw[:1] != b"+":  # -LOADING, -MASTERDOWN, ...: not serving yet
+                raise ConnectionRefusedError(raw.rstrip().decode(errors="replace"))
+
+    def drop_queued(self, error: bytes) -> int:
+        """Fail every request queued on a connection that is not up; returns how many."""
+        pending = [r for r in self.fifo if r is not DISCARD]
+        self.fifo.clear()
+        self.out.clear()
+        for req in pending:
+            complete(req, error)
+        return len(pending)
+
     def abort(self, exc: BaseException) -> None:
         self.fail(exc)
 
@@ -215,13 +252,8 @@ class BackendConnection:
             log.warning("backend_lost", node=f"{self.addr[0]}:{self.addr[1]}",
                         error=str(exc) or type(exc).__name__, in_flight=len(pending))
         self.cluster.on_connection_lost(self, connect_failed=not was_ready)
-        written = pending[: len(pending) - unsent]
-        for req in written:
-            if req is not DISCARD:
-                self.cluster.settle_unknown(req, exc)
-        for req in pending[len(pending) - unsent :]:
-            if req is not DISCARD:
-                self.cluster.reroute(req, was_ready)
+        split = len(pending) - unsent
+        self.cluster.requeue(pending[:split], pending[split:], exc)
 
     def close(self) -> None:
         """Close an idle connection on purpose (no requests pending)."""

@@ -238,8 +238,10 @@ def test_redis_error_constants(constant: bytes, text: bytes):
 @pytest.mark.parametrize(
     "constant, code",
     [
-        (errors.BACKEND_UNAVAILABLE, b"-ERR rproxy: "),
         (errors.REQUEST_TIMED_OUT, b"-ERR rproxy: "),
+        (errors.HOLD_EXPIRED, b"-CLUSTERDOWN rproxy: "),
+        (errors.CLUSTER_UNREACHABLE, b"-CLUSTERDOWN rproxy: "),
+        (errors.NO_HEALTHY_REPLICA, b"-CLUSTERDOWN rproxy: "),
         (errors.TOO_MANY_REDIRECTS, b"-TRYAGAIN rproxy: "),
         (errors.OUTCOME_UNKNOWN, b"-ERR rproxy: "),
         (errors.BACKEND_PROTOCOL, b"-ERR rproxy: "),

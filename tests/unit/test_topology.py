@@ -10,6 +10,7 @@ from rproxy.topology import (
     ASK,
     MOVED,
     RETRY,
+    WAIT,
     Redirect,
     Shard,
     SlotMap,
@@ -96,7 +97,9 @@ def test_failed_replica_is_left_out():
     assert m.shards[0].replicas == (("127.0.0.1", 7002),)
 
 
-def test_failed_master_leaves_its_slots_unowned():
+def test_failed_master_keeps_its_slots_and_is_marked_failed():
+    # Until a replica is promoted the slots stay with the failed master: the proxy holds
+    # their requests (failover_hold_s) instead of answering "slot not served" at once.
     m = parse_cluster_shards(
         [
             shard([0, 8191], node(7000, health=b"failed"), node(7001, b"replica")),
@@ -104,10 +107,11 @@ def test_failed_master_leaves_its_slots_unowned():
         ],
         ASKED,
     )
-    assert m.masters == [("127.0.0.1", 7002)]
-    assert m.owner[0] is None and m.owner[8191] is None
+    assert m.masters == [("127.0.0.1", 7000), ("127.0.0.1", 7002)]
+    assert m.owner[0] == ("127.0.0.1", 7000) and m.owner[8191] == ("127.0.0.1", 7000)
     assert m.owner[8192] == ("127.0.0.1", 7002)
-    assert m.covered == 8192
+    assert m.covered == 16384
+    assert m.failed == frozenset({("127.0.0.1", 7000)})
 
 
 def test_master_without_slots_is_not_a_master_for_fan_out():
@@ -200,9 +204,13 @@ REDIRECT_CASES = [
     (b"-MOVED 3999 ::1:7000\r\n", Redirect(MOVED, 3999, ("::1", 7000))),  # as Redis prints it
     (b"-ASK 12 [fe80::1]:7001\r\n", Redirect(ASK, 12, ("fe80::1", 7001))),
     (b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", Redirect(RETRY)),
-    (b"-CLUSTERDOWN The cluster is down\r\n", Redirect(RETRY)),
-    (b"-CLUSTERDOWN Hash slot not served\r\n", Redirect(RETRY)),
-    (b"-CLUSTERDOWN The cluster is down and only accepts read commands\r\n", Redirect(RETRY)),
+    (b"-CLUSTERDOWN The cluster is down\r\n", Redirect(WAIT)),
+    (b"-CLUSTERDOWN Hash slot not served\r\n", Redirect(WAIT)),
+    (b"-CLUSTERDOWN The cluster is down and only accepts read commands\r\n", Redirect(WAIT)),
+    (b"-READONLY You can't write against a read only replica.\r\n", Redirect(WAIT)),
+    (b"-LOADING Redis is loading the dataset in memory\r\n", Redirect(WAIT)),
+    (b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+     Redirect(WAIT)),
     (b"-ERR unknown command 'x', with args beginning with: \r\n", None),
     (b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", None),
     (b"-CROSSSLOT Keys in request don't hash to the same slot\r\n", None),
