@@ -32,18 +32,12 @@ import trio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from rproxy.resp import encode_command  # noqa: E402
 from rproxy.slots import key_slot  # noqa: E402
 
 
 class Err(str):
     """An error reply."""
-
-
-def encode(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 
 
 class Conn:
@@ -103,7 +97,7 @@ class Conn:
         raise ValueError(f"bad RESP line {line[:80]!r}")
 
     async def call(self, *args: bytes) -> Any:
-        await self.stream.send_all(encode(*args))
+        await self.stream.send_all(encode_command(list(args)))
         return await self.reply()
 
 
@@ -144,7 +138,7 @@ async def worker(cid: int, args: argparse.Namespace, route: Optional[list[tuple[
             addr, _ = await conn_for(k)
             size = rnd.randint(args.min_size, args.max_size)
             state[k] = (0, size)
-            groups.setdefault(addr, []).append(encode(b"SET", k, value_for(k, 0, size)))
+            groups.setdefault(addr, []).append(encode_command([b"SET", k, value_for(k, 0, size)]))
         for addr, cmds in groups.items():
             await conns[addr].stream.send_all(b"".join(cmds))
         for addr, cmds in groups.items():
@@ -161,12 +155,12 @@ async def worker(cid: int, args: argparse.Namespace, route: Optional[list[tuple[
                 addr, _c = await conn_for(k)
                 if rnd.random() < args.read_ratio:
                     ver, size = state[k]
-                    batch.setdefault(addr, []).append((encode(b"GET", k), value_for(k, ver, size), True, k))
+                    batch.setdefault(addr, []).append((encode_command([b"GET", k]), value_for(k, ver, size), True, k))
                 else:
                     ver = state[k][0] + 1
                     size = rnd.randint(args.min_size, args.max_size)
                     state[k] = (ver, size)
-                    batch.setdefault(addr, []).append((encode(b"SET", k, value_for(k, ver, size)), "OK", False, k))
+                    batch.setdefault(addr, []).append((encode_command([b"SET", k, value_for(k, ver, size)]), "OK", False, k))
             t0 = time.perf_counter()
             for addr, items in batch.items():
                 await conns[addr].stream.send_all(b"".join(c for c, _, _, _ in items))

@@ -40,6 +40,7 @@ from rproxy.topology import (
     WAIT,
     Addr,
     SlotMap,
+    carry_over,
     parse_cluster_shards,
     parse_cluster_slots,
     parse_redirect,
@@ -49,6 +50,9 @@ from rproxy.upstream import CLOSED, CONNECTING, READY, BackendConnection
 log = structlog.get_logger("rproxy.cluster")
 
 ASKING = encode_command([b"ASKING"])
+# A connection with requests out and no reply for this long makes the proxy re-read the slot
+# map at the fast pace: a hung master is marked failed, and replaced, by the cluster.
+SUSPECT_S = 0.5
 
 
 class ControlError(Exception):
@@ -56,22 +60,27 @@ class ControlError(Exception):
 
 
 async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> Any:
-    """One command on a short-lived connection (control plane only: topology, COMMAND)."""
+    """One command on a short-lived connection (control plane only: topology, COMMAND).
+    Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError)."""
     with trio.fail_after(timeout_s):
         stream = await trio.open_tcp_stream(*addr)
         async with stream:
-            await stream.send_all(encode_command(argv))
-            reader = hiredis.Reader()
-            while True:
-                data = await stream.receive_some(1 << 20)
-                if not data:
-                    raise ControlError("connection closed")
-                reader.feed(data)
-                reply = reader.gets()
-                if reply is not False:
-                    if isinstance(reply, hiredis.ReplyError):
-                        raise ControlError(str(reply))
-                    return reply
+            try:
+                await stream.send_all(encode_command(argv))
+                reader = hiredis.Reader()
+                while True:
+                    data = await stream.receive_some(1 << 20)
+                    if not data:
+                        raise ControlError("connection closed")
+                    reader.feed(data)
+                    reply = reader.gets()
+                    if reply is not False:
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise ControlError(str(reply))
+                        return reply
+            except (trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) \
+                    as exc:  # the node died mid-query
+                raise ControlError(f"connection lost: {exc!r}") from exc
 
 
 class Cluster:
@@ -107,6 +116,7 @@ class Cluster:
         self.held_expired = 0  # requests failed after failover_hold_s (or cluster unreachable)
         self.closing = False
         self.unreachable = False  # the last refresh found no node answering
+        self.suspect = False  # a connection has had no reply for SUSPECT_S with requests out
         self.map_epoch = 0  # bumped whenever a slot changes owner (SCAN cursors carry it)
         # A private generator: the proxy never touches the global random state of its host
         # process (tests, embedding applications).
@@ -127,7 +137,11 @@ class Cluster:
     async def _refresher(self) -> None:
         cfg = self.config.cluster
         while True:
-            ok = await self.refresh()
+            try:
+                ok = await self.refresh()
+            except Exception:  # a bug here must not take the proxy down: log, try again
+                log.exception("refresh_crashed")
+                ok = False
             # While something is wrong (no map, no node answering, a master failed or not
             # reachable) re-read quickly: the promoted replica is found soon after the election.
             wait = cfg.refresh_min_interval_s if not ok or self.degraded() else cfg.refresh_interval_s
@@ -168,6 +182,11 @@ class Cluster:
             if self.unreachable:
                 self.unreachable = False
                 log.info("cluster_reachable_again", node=f"{addr[0]}:{addr[1]}")
+                # The cluster is back: the nodes still down get a fresh failover_hold_s
+                # (requests arriving now wait for their reconnect instead of failing).
+                now = time.monotonic()
+                for down in self.down_since:
+                    self.down_since[down] = now
             return True
         if not self.unreachable:  # once per outage, not once per attempt
             self.unreachable = True
@@ -175,9 +194,11 @@ class Cluster:
         return False
 
     def degraded(self) -> bool:
-        """A master the cluster marked failed, or one the proxy cannot reach."""
+        """A master the cluster marked failed, one the proxy cannot reach, or one that has not
+        answered for a while (hung?): re-read the map at the fast pace."""
         m = self.slotmap
-        return m is None or bool(m.failed) or any(a in self.down_since for a in m.masters)
+        return (m is None or bool(m.failed) or self.suspect
+                or any(a in self.down_since for a in m.masters))
 
     async def _load_node_info(self, addr: Addr, timeout: float) -> None:
         reply = await control_command(addr, [b"COMMAND"], timeout)
@@ -193,7 +214,10 @@ class Cluster:
     def install(self, slotmap: SlotMap) -> None:
         """Swap in a new slot map: connections for new masters, retire the others."""
         old = self.slotmap
-        self.slotmap = slotmap
+        if old is not None and old.owner == slotmap.owner and old.shards == slotmap.shards \
+                and old.failed == slotmap.failed and all(c.state != CLOSED for c in self.masters):
+            return  # the usual periodic refresh: nothing changed, nothing to do
+        self.slotmap = slotmap = carry_over(old, slotmap)
         for addr in slotmap.nodes:
             self.known.setdefault(addr)
         per_node = self.config.cluster.connections_per_node
@@ -207,30 +231,33 @@ class Cluster:
             self.conns[addr] = conns
             owners[addr] = conns
         table = self.slot_conn
-        for slot, owner in enumerate(slotmap.owner):
-            if owner is None:
-                table[slot] = None
-            else:
-                conns = owners[owner]
-                table[slot] = conns[slot % len(conns)]
+        if per_node == 1:  # one C-level pass (a refresh must not stall the data path)
+            first = {addr: conns[0] for addr, conns in owners.items()}
+            table[:] = map(first.get, slotmap.owner)
+        else:
+            table[:] = [None if o is None else owners[o][slot % per_node]
+                        for slot, o in enumerate(slotmap.owner)]
         self.masters = [owners[a][0] for a in slotmap.masters]
         self.master_slots = [  # each master's lowest slot: where a fan-out part is re-sent
             min(lo for lo, _ in sh.ranges) for sh in slotmap.shards if sh.ranges]
         for addr in list(self.down_since):
             if addr not in owners and addr not in self.replica_conns:
                 del self.down_since[addr]
+        newly_failed = slotmap.failed - (old.failed if old else frozenset())
         for addr in list(self.conns):
             if addr not in owners:
                 for c in self.conns.pop(addr):
                     c.retiring = True
                     if not c.fifo:
                         c.close()
-                    elif c.state != READY:  # its queue (held requests) moves to the new owners
+                    elif c.state != READY or addr in newly_failed:
+                        # what waits on it (the hold) moves to the new owners in order
                         c.fail(ConnectionAbortedError("no longer a master"))
-        for addr in slotmap.failed - (old.failed if old else frozenset()):
+        for addr in newly_failed:
             # The cluster agreed this master is down (dead or hung): stop sending to it now;
             # what it was sent is settled by the retry rules, what waits goes to its successor.
-            for c in owners[addr]:
+            # Its replacement connection counts as up only once the node answers PING.
+            for c in owners.get(addr, ()):
                 if c.state == READY:
                     c.fail(ConnectionAbortedError("node marked failed by the cluster"))
         if self.read_from != "master":
@@ -350,10 +377,7 @@ class Cluster:
             return None
         new = self._new_conn(conn.addr)
         conns[conns.index(conn)] = new
-        table = self.slot_conn
-        for slot in range(SLOTS):
-            if table[slot] is conn:
-                table[slot] = new
+        self.slot_conn[:] = [new if c is conn else c for c in self.slot_conn]
         self.masters = [new if m is conn else m for m in self.masters]
         if self.read_conn is not self.slot_conn:
             self._assign_reads()  # prefer-replica slots that read from this master
@@ -509,6 +533,7 @@ class Cluster:
             await trio.sleep(min(0.1, timeout / 4))
             now = time.monotonic()
             failed = self._expire_holds(now)
+            suspect = False
             for conns in [*self.conns.values(), list(self.replica_conns.values())]:
                 for conn in conns:
                     if not conn.fifo or conn.state != READY:
@@ -520,6 +545,11 @@ class Cluster:
                     elif now - conn.stalled_since > timeout:
                         conn.fail(TimeoutError("no reply within op_timeout_s"))
                         failed = True
+                    elif now - conn.stalled_since > SUSPECT_S:
+                        suspect = True
+            if suspect and not self.suspect:  # a hung node? the cluster may be failing it over
+                self.request_refresh()
+            self.suspect = suspect
             if failed:
                 self.reactor.flush()
             if len(seen) > 4 * (len(self.conns) + len(self.replica_conns) + 1) * \

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from rproxy.slots import SLOTS
 
 Addr = tuple[str, int]
+_ADDRS: dict[Addr, Addr] = {}  # one tuple object per address: owner tuples compare by identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +35,11 @@ class SlotMap:
     def from_shards(cls, shards: list[Shard], failed: frozenset[Addr] = frozenset()) -> SlotMap:
         owner: list[Addr | None] = [None] * SLOTS
         for shard in shards:
+            master = _ADDRS.setdefault(shard.master, shard.master)  # equal maps compare fast
             for lo, hi in shard.ranges:
-                for slot in range(max(lo, 0), min(hi, SLOTS - 1) + 1):
-                    owner[slot] = shard.master
+                lo, hi = max(lo, 0), min(hi, SLOTS - 1)
+                if lo <= hi:
+                    owner[lo : hi + 1] = [master] * (hi - lo + 1)
         return cls(tuple(shards), tuple(owner), failed)
 
     @property
@@ -53,7 +56,7 @@ class SlotMap:
 
     @property
     def covered(self) -> int:
-        return sum(1 for o in self.owner if o is not None)
+        return SLOTS - self.owner.count(None)
 
     def shard_of(self, master: Addr) -> Shard | None:
         for s in self.shards:
@@ -89,7 +92,8 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
             port = int(n.get("port") or n.get("tls-port") or 0)  # type: ignore[call-overload]
             if not port:
                 continue
-            is_failed = _s(n.get("health", "online")) == "failed"
+            # "failed" in the documentation, "fail" in what Redis 7.0 sends
+            is_failed = _s(n.get("health", "online")) in ("fail", "failed")
             if _s(n.get("role")) == "master":
                 master = (host, port)
                 if is_failed:
@@ -99,6 +103,37 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
         if master is not None:
             shards.append(Shard(master, tuple(replicas), ranges if ranges else ()))
     return SlotMap.from_shards(shards, frozenset(failed))
+
+
+def carry_over(old: SlotMap | None, new: SlotMap) -> SlotMap:
+    """``new``, except that a slot it leaves unowned while ``old`` had an owner keeps that
+    owner (marked failed if the new map does not list it as a master at all). Slots do not
+    lose their owner in a healthy cluster: a node with a
+    half-updated view (a master waking up after being replaced, for one) may report them
+    unowned for a moment. The proxy holds such slots' requests instead of failing them."""
+    if old is None or new.covered == SLOTS:
+        return new
+    lost: dict[Addr, list[int]] = {}
+    for slot, (was, now) in enumerate(zip(old.owner, new.owner)):
+        if now is None and was is not None:
+            lost.setdefault(was, []).append(slot)
+    if not lost:
+        return new
+    shards = list(new.shards)
+    for addr, slots in lost.items():
+        ranges: list[tuple[int, int]] = []
+        for slot in slots:
+            if ranges and ranges[-1][1] == slot - 1:
+                ranges[-1] = (ranges[-1][0], slot)
+            else:
+                ranges.append((slot, slot))
+        shard = new.shard_of(addr)
+        if shard is not None:
+            shards.remove(shard)
+            ranges = list(shard.ranges) + ranges
+        shards.append(Shard(addr, shard.replicas if shard else (), tuple(ranges)))
+    vanished = frozenset(a for a in lost if a not in new.masters)
+    return SlotMap.from_shards(shards, new.failed | vanished)
 
 
 def parse_cluster_slots(reply: list[object], asked_host: str) -> SlotMap:

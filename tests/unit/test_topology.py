@@ -7,6 +7,7 @@ import pytest
 
 from rproxy.slots import SLOTS
 from rproxy.topology import (
+    carry_over,
     ASK,
     MOVED,
     RETRY,
@@ -226,3 +227,32 @@ REDIRECT_CASES = [
 @pytest.mark.parametrize("reply, decision", REDIRECT_CASES)
 def test_parse_redirect(reply: bytes, decision: Redirect | None):
     assert parse_redirect(reply, "10.1.1.1") == decision
+
+
+def test_redis_7_0_health_fail_marks_a_master_failed():
+    m = parse_cluster_shards([shard([0, 16383], node(7000, health=b"fail"))], ASKED)
+    assert m.failed == frozenset({("127.0.0.1", 7000)})
+
+
+def test_carry_over_keeps_a_vanished_owner_as_failed():
+    a, b = ("h", 1), ("h", 2)
+    old = SlotMap.from_shards([Shard(a, (), ((0, 99),)), Shard(b, (("h", 3),), ((100, 16383),))])
+    new = SlotMap.from_shards([Shard(b, (("h", 3),), ((100, 16383),))])
+    kept = carry_over(old, new)
+    assert kept.owner[0] == a and kept.owner[99] == a and kept.owner[100] == b
+    assert kept.failed == frozenset({a})
+    assert kept.covered == 16384
+    assert kept.shard_of(b) == new.shard_of(b)
+    # a slot moved to another owner is simply moved; a full map is taken as it is
+    moved = SlotMap.from_shards([Shard(b, (), ((0, 16383),))])
+    assert carry_over(old, moved) is moved
+    assert carry_over(None, new) is new
+
+
+def test_carry_over_merges_into_a_shard_that_still_exists():
+    a = ("h", 1)
+    old = SlotMap.from_shards([Shard(a, (), ((0, 16383),))])
+    new = SlotMap.from_shards([Shard(a, (), ((0, 99),))])
+    kept = carry_over(old, new)
+    assert kept.owner == old.owner and kept.failed == frozenset()  # it is alive: not failed
+    assert kept.shard_of(a).ranges == ((0, 99), (100, 16383))
