@@ -25,6 +25,7 @@ import random
 import re
 import resource
 import shutil
+import select
 import signal
 import socket
 import statistics
@@ -344,13 +345,46 @@ def parse_bench_output(stdout: str) -> dict[str, Any]:
     return out
 
 
+def run_with_progress(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` capturing its output; on a terminal, show redis-benchmark's live
+    ``rps=...`` line on stderr meanwhile (the progress display), cleared at the end."""
+    live = sys.stderr.isatty()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        got: dict[Any, list[bytes]] = {proc.stdout: [], proc.stderr: []}
+        deadline = time.monotonic() + timeout
+        for pipe in got:
+            os.set_blocking(pipe.fileno(), False)
+        open_pipes = list(got)
+        while open_pipes:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            for pipe in select.select(open_pipes, [], [], 0.2)[0]:
+                data = pipe.read()
+                if not data:  # EOF
+                    open_pipes.remove(pipe)
+                    continue
+                got[pipe].append(data)
+                segments = data.replace(b"\n", b"\r").split(b"\r")
+                status = next((seg for seg in reversed(segments) if b"rps=" in seg), b"")
+                if live and status:
+                    sys.stderr.write("\r  " + status.decode(errors="replace").strip()[:100] + "\x1b[K")
+                    sys.stderr.flush()
+        proc.wait()
+    if live:
+        sys.stderr.write("\r\x1b[K")
+    out, err = (b"".join(got[p]).decode(errors="replace") for p in (proc.stdout, proc.stderr))
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_bench(cmd: list[str], timeout: float, cpu_pid: Optional[int]) -> dict[str, Any]:
     """Run one redis-benchmark; returns rps/p50/p99/p99.9 (+ proxy CPU) or an error."""
     res: dict[str, Any] = {"cmd": " ".join(cmd), "ok": False, "error": None}
     cpu0 = proc_cpu_seconds(cpu_pid) if cpu_pid else None
     t0 = time.monotonic()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out = run_with_progress(cmd, timeout)
     except subprocess.TimeoutExpired:
         res["error"] = f"timed out after {timeout:.0f} s"
         return res
