@@ -144,7 +144,8 @@ class Cluster:
                 ok = False
             # While something is wrong (no map, no node answering, a master failed or not
             # reachable) re-read quickly: the promoted replica is found soon after the election.
-            wait = cfg.refresh_min_interval_s if not ok or self.degraded() else cfg.refresh_interval_s
+            fast = not ok or self.degraded()
+            wait = cfg.refresh_min_interval_s if fast else cfg.refresh_interval_s
             with trio.move_on_after(wait):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = trio.Event()

@@ -71,7 +71,9 @@ HOLD_EXPIRED = (
     b"-CLUSTERDOWN rproxy: no reachable master for the slot within failover_hold_s\r\n"
 )
 CLUSTER_UNREACHABLE = b"-CLUSTERDOWN rproxy: no cluster node reachable\r\n"
-NO_HEALTHY_REPLICA = b"-CLUSTERDOWN rproxy: no healthy replica for the slot (read_from = replica)\r\n"
+NO_HEALTHY_REPLICA = (
+    b"-CLUSTERDOWN rproxy: no healthy replica for the slot (read_from = replica)\r\n"
+)
 
 
 def not_supported(name: bytes, why: str) -> bytes:

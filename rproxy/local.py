@@ -203,9 +203,9 @@ def _cluster_keyslot(s: ClientSession, argv: list[bytes]) -> Reply:
 
 
 def _info(s: ClientSession, argv: list[bytes]) -> Reply:
-    """INFO [section ...]: the proxy's own Server, Clients and Proxy sections; Stats with the proxy's
-    counters plus the data statistics summed over every master; Keyspace with the totals over
-    every master (one ``INFO stats keyspace`` per master)."""
+    """INFO [section ...]: the proxy's own Server, Clients and Proxy (failover counters)
+    sections; Stats with the proxy's counters plus the data statistics summed over every
+    master; Keyspace with the totals over every master (one ``INFO stats keyspace`` each)."""
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
     names = ["server", "clients", "proxy", "stats", "keyspace"]

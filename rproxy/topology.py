@@ -108,9 +108,9 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
 def carry_over(old: SlotMap | None, new: SlotMap) -> SlotMap:
     """``new``, except that a slot it leaves unowned while ``old`` had an owner keeps that
     owner (marked failed if the new map does not list it as a master at all). Slots do not
-    lose their owner in a healthy cluster: a node with a
-    half-updated view (a master waking up after being replaced, for one) may report them
-    unowned for a moment. The proxy holds such slots' requests instead of failing them."""
+    lose their owner in a healthy cluster: a node with a half-updated view (a master waking
+    up after being replaced, for one) may report them unowned for a moment. The proxy holds
+    such slots' requests instead of failing them."""
     if old is None or new.covered == SLOTS:
         return new
     lost: dict[Addr, list[int]] = {}
