@@ -17,6 +17,7 @@ are not involved, so they are not slowed down.
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections import deque
 from typing import Any
@@ -61,15 +62,19 @@ class ControlError(Exception):
 
 async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> Any:
     """One command on a short-lived connection (control plane only: topology, COMMAND).
-    Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError)."""
+    Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError). A plain
+    trio socket: a topology refresh runs several times a second while a shard is failing
+    over, and must cost the data path next to nothing."""
     with trio.fail_after(timeout_s):
-        stream = await trio.open_tcp_stream(*addr)
-        async with stream:
+        infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+        with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
-                await stream.send_all(encode_command(argv))
+                await sock.connect(sockaddr)
+                await sock.send(encode_command(argv))  # a few bytes: one send is enough
                 reader = hiredis.Reader()
                 while True:
-                    data = await stream.receive_some(1 << 20)
+                    data = await sock.recv(1 << 20)
                     if not data:
                         raise ControlError("connection closed")
                     reader.feed(data)
@@ -78,9 +83,8 @@ async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> An
                         if isinstance(reply, hiredis.ReplyError):
                             raise ControlError(str(reply))
                         return reply
-            except (trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) \
-                    as exc:  # the node died mid-query
-                raise ControlError(f"connection lost: {exc!r}") from exc
+            except hiredis.ProtocolError as exc:
+                raise ControlError(f"bad reply: {exc!r}") from exc
 
 
 class Cluster:

@@ -33,6 +33,8 @@ class SlotMap:
 
     @classmethod
     def from_shards(cls, shards: list[Shard], failed: frozenset[Addr] = frozenset()) -> SlotMap:
+        # Nodes list shards (and replicas) in their own order: sorted, equal maps are equal.
+        shards = sorted(shards, key=lambda s: (s.ranges, s.master))
         owner: list[Addr | None] = [None] * SLOTS
         for shard in shards:
             master = _ADDRS.setdefault(shard.master, shard.master)  # equal maps compare fast
@@ -101,7 +103,7 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
             elif not is_failed:
                 replicas.append((host, port))
         if master is not None:
-            shards.append(Shard(master, tuple(replicas), ranges if ranges else ()))
+            shards.append(Shard(master, tuple(sorted(replicas)), ranges if ranges else ()))
     return SlotMap.from_shards(shards, frozenset(failed))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import subprocess
 import time
 from typing import Any
@@ -72,6 +73,7 @@ WARMUP_S = 3.0
 # proxy has read the connection's end: this is the proxy's reaction time, allowed up to here.
 KILL_REACTION_S = 0.2
 FREEZE_S = 0.1
+STALL_S = 0.1  # test 4: no request to another shard may take longer while one is stopped
 CONTROL_PER_SHARD = 6  # test 4: direct clients per unaffected shard (the latency yardstick)
 
 
@@ -414,7 +416,18 @@ def test_sigstop_master(chaos_cluster: LocalCluster, start_proxy: Any) -> None:
     p99_before, p99_during = pct(before, 0.99), pct(during, 0.99)
     ctl_before = pct(ctl.latencies(others, t_stop - window_s, t_stop), 0.99)
     ctl_during = pct(ctl.latencies(others, t_stop, t_stop + window_s), 0.99)
-    env = max(1.0, ctl_during / ctl_before)
+    seconds_before = [t_stop - window_s + k for k in range(int(window_s))]
+    # While the master is stopped (what the proxy does with the hold); after SIGCONT the old
+    # master resyncs from the new one (a fork and a transfer on the shared 2 cores).
+    seconds_during = [t_stop + k for k in range(round(t_cont - t_stop))]
+
+    def median_p99(result: Any, seconds: list[float]) -> float:
+        """The median over the window's seconds of each second's p99."""
+        return statistics.median(pct(result.latencies(others, a, a + 1), 0.99) for a in seconds)
+
+    sec_before, sec_during = median_p99(res, seconds_before), median_p99(res, seconds_during)
+    env = max(1.0, median_p99(ctl, seconds_during) / median_p99(ctl, seconds_before))
+    worst_during = max(res.latencies(others, t_stop, t_cont))
     per_s = " ".join(
         f"{int(a - t_stop):+d}s:{pct(res.latencies(others, a, a + 1), 0.99) * 1000:.1f}"
         f"/{pct(ctl.latencies(others, a, a + 1), 0.99) * 1000:.1f}"
@@ -435,7 +448,10 @@ def test_sigstop_master(chaos_cluster: LocalCluster, start_proxy: Any) -> None:
         f"other shards p99 through the proxy: before {_ms(p99_before)} ({len(before)} ops), "
         f"during {_ms(p99_during)} ({len(during)} ops): "
         f"{100 * (p99_during / p99_before - 1):+.0f} %; straight to the nodes (control): "
-        f"{_ms(ctl_before)} -> {_ms(ctl_during)}: {100 * (ctl_during / ctl_before - 1):+.0f} %",
+        f"{_ms(ctl_before)} -> {_ms(ctl_during)}: {100 * (ctl_during / ctl_before - 1):+.0f} %; "
+        f"median of per-second p99 {_ms(sec_before)} -> {_ms(sec_during)}: "
+        f"{100 * (sec_during / sec_before - 1):+.0f} % (control {100 * (env - 1):+.0f} %); "
+        f"slowest request to another shard while stopped: {_ms(worst_during)}",
         f"other shards p99 per second, proxy/control (ms): {per_s}; load generator max stall "
         f"{_ms(load.max_lag[0])} at {load.max_lag[1] - t_stop:+.1f}s",
         f"recovery_s={None if first_ok is None else round(first_ok - t_stop, 3)} (first "
@@ -447,14 +463,20 @@ def test_sigstop_master(chaos_cluster: LocalCluster, start_proxy: Any) -> None:
     assert res.n_errors(shards=others) == 0, res.errors_by_kind(shards=others)
     assert not res.conn_errors, res.conn_errors
     assert on_shard <= bound, res.errors_by_kind(shards=[shard])
-    # +20 % at most, over what the environment itself did in the same seconds: the control
-    # clients (same trio loop, same servers, no proxy) measure how much slower this shared
-    # 2-core VM got on its own; without that yardstick two quiet 8 s windows already differ by
-    # more than 20 % in p99 about one time in four here (see the report). Only a slowdown of
-    # the environment is allowed for (env >= 1), never a speed-up held against the proxy.
-    assert p99_during <= 1.2 * p99_before * env, (
-        f"other shards' p99 {p99_before * 1000:.2f} -> {p99_during * 1000:.2f} ms "
-        f"(control {ctl_before * 1000:.2f} -> {ctl_during * 1000:.2f} ms)")
+    # The other shards are not slowed down: no request to them stalls (a hold or a refresh
+    # storm that touched them would cost them 100s of ms), and their p99 grows by +20 % at
+    # most over what the environment itself did in the same seconds. The control clients (same
+    # trio loop, same servers, no proxy) measure how much slower this shared 2-core VM got on
+    # its own; only a slowdown is allowed for (env >= 1). The p99 compared is the median of
+    # the per-second p99s, over the 8 s before the stop and the 4 s the master is stopped
+    # (after SIGCONT it resyncs from the new master: a fork and a transfer on the shared
+    # cores, which slow this VM down, not the proxy). Pooled instead, one scheduling hiccup
+    # of the proxy process (it shares 2 cores with the load, 6 redis-servers and this test)
+    # moves a ~2 ms p99 by over 20 % about one run in four even without any chaos.
+    assert worst_during <= STALL_S, f"a request to another shard took {worst_during:.3f} s"
+    assert sec_during <= 1.2 * sec_before * env, (
+        f"other shards' p99 (median per second) {sec_before * 1000:.2f} -> "
+        f"{sec_during * 1000:.2f} ms (control {100 * (env - 1):+.0f} %)")
 
 
 # -- 5. the whole cluster stopped and restarted -------------------------------------------------

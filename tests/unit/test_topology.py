@@ -256,3 +256,13 @@ def test_carry_over_merges_into_a_shard_that_still_exists():
     kept = carry_over(old, new)
     assert kept.owner == old.owner and kept.failed == frozenset()  # it is alive: not failed
     assert kept.shard_of(a).ranges == ((0, 99), (100, 16383))
+
+
+def test_the_same_cluster_listed_in_another_order_is_the_same_map():
+    # Each node lists shards and replicas in its own order; a refresh that asks another node
+    # must see "nothing changed" (the proxy then skips rebuilding its tables).
+    a = [shard([0, 8191], node(7000), node(7003, b"replica"), node(7004, b"replica")),
+         shard([8192, 16383], node(7001))]
+    b = [shard([8192, 16383], node(7001)),
+         shard([0, 8191], node(7000), node(7004, b"replica"), node(7003, b"replica"))]
+    assert parse_cluster_shards(a, ASKED) == parse_cluster_shards(b, ASKED)
