@@ -264,7 +264,7 @@ def _read_for_restore(replies: list[bytes]) -> tuple[bytes, bytes] | None:
     return payload, b"%d" % ttl
 
 
-_MISSING = b""  # _restore_copy's answer when src does not exist
+_MISSING = b""  # _restore_copy's and _move_types' answer when src does not exist
 
 
 def _restore_copy(
@@ -345,16 +345,25 @@ def _copy(src: bytes, dst: bytes, replace: bool) -> WritePlan:
 
 
 # -- SMOVE ----------------------------------------------------------------------------------------
-def _smove(src: bytes, dst: bytes, member: bytes) -> WritePlan:
+def _move_types(src: bytes, dst: bytes, kind: bytes) -> WritePlan:
+    """SMOVE's and LMOVE's checks (one TYPE of each key): the reply that ends the command
+    (an error, WRONGTYPE), _MISSING when ``src`` does not exist, or b"ok" to go on."""
     replies = yield [(src, [b"TYPE", src]), (dst, [b"TYPE", dst])]
     err = first_error(replies)
     if err is not None:
         return err
     src_type, dst_type = _simple(replies[0]), _simple(replies[1])
     if src_type == b"none":
-        return ZERO
-    if src_type != b"set" or dst_type not in (b"none", b"set"):
+        return _MISSING
+    if src_type != kind or dst_type not in (b"none", kind):
         return WRONGTYPE
+    return b"ok"
+
+
+def _smove(src: bytes, dst: bytes, member: bytes) -> WritePlan:
+    verdict = yield from _move_types(src, dst, b"set")
+    if verdict != b"ok":
+        return ZERO if verdict == _MISSING else verdict
     (reply,) = yield [(src, [b"SREM", src, member])]
     if _is_error(reply) or _int(reply) == 0:
         return reply if _is_error(reply) else ZERO
@@ -377,15 +386,9 @@ def _list_end(arg: bytes) -> bool | None:
 
 
 def _lmove(src: bytes, dst: bytes, from_left: bool, to_left: bool) -> WritePlan:
-    replies = yield [(src, [b"TYPE", src]), (dst, [b"TYPE", dst])]
-    err = first_error(replies)
-    if err is not None:
-        return err
-    src_type, dst_type = _simple(replies[0]), _simple(replies[1])
-    if src_type == b"none":
-        return resp.NULL_BULK
-    if src_type != b"list" or dst_type not in (b"none", b"list"):
-        return WRONGTYPE
+    verdict = yield from _move_types(src, dst, b"list")
+    if verdict != b"ok":
+        return resp.NULL_BULK if verdict == _MISSING else verdict
     (popped,) = yield [(src, [b"LPOP" if from_left else b"RPOP", src])]
     if _is_error(popped) or popped == resp.NULL_BULK:
         return popped  # an error, or src emptied since round 1
