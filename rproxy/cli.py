@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -23,6 +23,9 @@ import trio
 from rproxy import __version__
 from rproxy import log as logsetup
 from rproxy.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from rproxy.server import ProxyServer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,12 +98,25 @@ async def _serve(config: Config) -> None:
         host = config.listen_addr[0]
         print(f"rproxy {__version__} ready: connect with  redis-cli -h {host} -p {port}",
               file=sys.stderr, flush=True)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                structlog.get_logger("rproxy").info("signal", signal=signal.Signals(signum).name)
-                server.shutdown()
-                break
+        watcher = await nursery.start(_watch_signals, server, nursery.cancel_scope)
         await server.stopped.wait()
+        watcher.cancel()
+
+
+async def _watch_signals(server: ProxyServer, everything: trio.CancelScope,
+                         task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+    """SIGTERM/SIGINT: drain (graceful shutdown). A second one while draining: stop now."""
+    log = structlog.get_logger("rproxy")
+    with trio.CancelScope() as scope:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started(scope)
+            async for signum in signals:
+                log.info("signal", signal=signal.Signals(signum).name)
+                if server.draining:
+                    log.warning("second_signal_stopping_now")
+                    everything.cancel()
+                    return
+                server.shutdown()
 
 
 WORKER_ENV = "RPROXY_WORKER_CONFIG"

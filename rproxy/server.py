@@ -138,6 +138,10 @@ class ProxyServer:
     def shutdown(self) -> None:
         self._shutdown.set()
 
+    @property
+    def draining(self) -> bool:
+        return self._shutdown.is_set()
+
     def _close_listener(self) -> None:
         if self._listen_sock is not None:
             self.reactor.unregister(self._listen_sock.fileno())

@@ -193,6 +193,10 @@ class BackendConnection:
                 self.fail(exc if isinstance(exc, OSError) else TimeoutError("connect timed out"))
                 self.reactor.flush()
             return
+        except BaseException:  # cancelled (shutdown): the socket has no owner yet
+            if sock is not None:
+                sock.close()
+            raise
         if self.state != CONNECTING:  # closed while connecting
             sock.close()
             return
@@ -212,12 +216,18 @@ class BackendConnection:
         hello = (READONLY + PING) if self.replica else PING
         while hello:
             await trio.lowlevel.wait_writable(sock)
-            hello = hello[sock.send(hello):]
+            try:
+                hello = hello[sock.send(hello):]
+            except BlockingIOError:
+                continue
         framer = ReplyFramer()
         replies: list[bytes] = []
         while len(replies) < (2 if self.replica else 1):
             await trio.lowlevel.wait_readable(sock)
-            data = sock.recv(4096)
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                continue
             if not data:
                 raise ConnectionResetError("closed during the handshake")
             replies += framer.feed(data)

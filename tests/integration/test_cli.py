@@ -165,3 +165,33 @@ def test_no_reachable_seed_gives_fast_errors_not_hangs() -> None:
         assert time.monotonic() - t0 < 1.0
     finally:
         _stop(p)
+
+
+def test_a_second_signal_while_draining_stops_at_once(cluster) -> None:
+    """SIGTERM drains (up to shutdown_grace_s while clients are busy); a second SIGTERM (or
+    Ctrl-C) while draining stops at once, cleanly, without a traceback."""
+    port = free_port()
+    p = _start(["--listen", f"127.0.0.1:{port}", "--seed", "{}:{}".format(*cluster.seeds[0]),
+                "--log-format", "console"], env={"RPROXY_TIMEOUTS_SHUTDOWN_GRACE_S": "20"})
+    busy = None
+    try:
+        c = redis.Redis(port=port, protocol=2)
+        wait_until(lambda: c.ping(), 30, "proxy to answer")
+        busy = subprocess.Popen(["redis-benchmark", "-p", str(port), "-c", "2", "-n", "100000000",
+                                 "-t", "get", "-q"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert p.poll() is None, "the first signal must drain, not stop: a client is busy"
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+        assert time.monotonic() - t0 < 3  # not the 20 s grace
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+        code, err = _stop(p)
+    assert code == 0, err[-3000:]
+    assert "second_signal_stopping_now" in err and "Traceback" not in err, err[-3000:]
