@@ -31,8 +31,8 @@ from rproxy.commands import CommandTable
 from rproxy.config import Config
 from rproxy.reactor import Reactor
 from rproxy.request import DISCARD, Request, complete
-from rproxy.resp import encode_command
-from rproxy.retry import decode_command, resend_after_loss
+from rproxy.resp import encode_command, parse_reply
+from rproxy.retry import resend_after_loss
 from rproxy.slots import SLOTS
 from rproxy.topology import (
     ASK,
@@ -54,6 +54,12 @@ ASKING = encode_command([b"ASKING"])
 # A connection with requests out and no reply for this long makes the proxy re-read the slot
 # map at the fast pace: a hung master is marked failed, and replaced, by the cluster.
 SUSPECT_S = 0.5
+
+
+def _argv(data: bytes) -> list[bytes]:
+    """The argv of one request as the proxy encoded it (a multibulk of bulk strings)."""
+    argv = parse_reply(data)
+    return argv if isinstance(argv, list) else []
 
 
 class ControlError(Exception):
@@ -487,7 +493,7 @@ class Cluster:
             if isinstance(exc, TimeoutError):
                 complete(req, errors.REQUEST_TIMED_OUT)
             elif req.hops < limit and resend_after_loss(
-                    [] if req.readonly else decode_command(req.data) or [], req.readonly):
+                    [] if req.readonly else _argv(req.data), req.readonly):
                 req.hops += 1
                 self.retried += 1
                 self.route(req)
@@ -539,19 +545,18 @@ class Cluster:
             now = time.monotonic()
             failed = self._expire_holds(now)
             suspect = False
-            for conns in [*self.conns.values(), list(self.replica_conns.values())]:
-                for conn in conns:
-                    if not conn.fifo or conn.state != READY:
-                        conn.stalled_since = 0.0
-                        continue
-                    if seen.get(id(conn)) != conn.replies or not conn.stalled_since:
-                        seen[id(conn)] = conn.replies
-                        conn.stalled_since = now
-                    elif now - conn.stalled_since > timeout:
-                        conn.fail(TimeoutError("no reply within op_timeout_s"))
-                        failed = True
-                    elif now - conn.stalled_since > SUSPECT_S:
-                        suspect = True
+            for conn in self.connections():
+                if not conn.fifo or conn.state != READY:
+                    conn.stalled_since = 0.0
+                    continue
+                if seen.get(id(conn)) != conn.replies or not conn.stalled_since:
+                    seen[id(conn)] = conn.replies
+                    conn.stalled_since = now
+                elif now - conn.stalled_since > timeout:
+                    conn.fail(TimeoutError("no reply within op_timeout_s"))
+                    failed = True
+                elif now - conn.stalled_since > SUSPECT_S:
+                    suspect = True
             if suspect and not self.suspect:  # a hung node? the cluster may be failing it over
                 self.request_refresh()
             self.suspect = suspect

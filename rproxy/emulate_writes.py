@@ -421,11 +421,16 @@ def _store(dst: bytes, add: bytes, args: list[bytes], per_item: int,
     return err if err is not None else resp.integer(len(args) // per_item)
 
 
+def _read_plan(keys: list[bytes], plan: ReadPlan) -> WritePlan:
+    """Run an emulated read (its per-key reads in one batch); returns its reply."""
+    replies = yield [(k, read) for k, read in zip(keys, plan.reads)]
+    return plan.compute(replies)
+
+
 def _setstore(read_name: bytes, dst: bytes, keys: list[bytes]) -> WritePlan:
     plan = plan_read([read_name, *keys])
     assert isinstance(plan, ReadPlan)
-    replies = yield [(k, read) for k, read in zip(keys, plan.reads)]
-    raw = plan.compute(replies)
+    raw = yield from _read_plan(keys, plan)
     if _is_error(raw):
         return raw
     members = resp.parse_reply(raw)
@@ -498,8 +503,7 @@ def _fail_after_lookup(keys: list[bytes], reads: list[list[bytes]], error: bytes
 
 
 def _zstore(dst: bytes, keys: list[bytes], read: ReadPlan) -> WritePlan:
-    replies = yield [(k, r) for k, r in zip(keys, read.reads)]
-    raw = read.compute(replies)
+    raw = yield from _read_plan(keys, read)
     if _is_error(raw):
         return raw
     flat = resp.parse_reply(raw)

@@ -22,8 +22,6 @@ count (``INCR``, ``LPUSH``, ``APPEND``, ``XADD``) are never resent.
 
 from __future__ import annotations
 
-import hiredis
-
 # Idempotent writes: name -> option words (upper case) that make a call NOT idempotent.
 IDEMPOTENT: dict[bytes, frozenset[bytes]] = {
     b"SET": frozenset({b"NX", b"XX", b"GET"}),
@@ -51,13 +49,6 @@ IDEMPOTENT: dict[bytes, frozenset[bytes]] = {
     b"GEOADD": frozenset({b"NX", b"XX", b"CH"}),
     b"LSET": frozenset(),
 }
-
-def decode_command(data: bytes) -> list[bytes] | None:
-    """The argv of one encoded request (the proxy only ever encodes multibulk arrays)."""
-    reader = hiredis.Reader()
-    reader.feed(data)
-    argv = reader.gets()
-    return argv if isinstance(argv, list) else None
 
 
 def resend_after_loss(argv: list[bytes], readonly: bool) -> bool:

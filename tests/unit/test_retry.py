@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rproxy.resp import encode_command
-from rproxy.retry import IDEMPOTENT, decode_command, resend_after_loss
+from rproxy.resp import parse_reply
+from rproxy.retry import IDEMPOTENT, resend_after_loss
 
 
 def argv(*words: str) -> list[bytes]:
@@ -83,7 +84,8 @@ def test_every_listed_command_is_a_write_in_upper_case() -> None:
         assert all(word == word.upper() for word in unsafe)
 
 
-def test_decode_command_round_trips_what_the_proxy_sends() -> None:
+def test_the_rules_see_the_argv_the_proxy_sent() -> None:
+    # requeue() recovers the argv of a written request with parse_reply
     words = argv("SET", "k", "v\r\nwith binary \x00")
-    assert decode_command(encode_command(words)) == words
-    assert decode_command(b"") is None
+    assert parse_reply(encode_command(words)) == words
+    assert parse_reply(b"") is False
