@@ -1,9 +1,10 @@
 """RESP2 codec, sans-IO: request parsing with Redis's own limits and error texts, reply encoding,
 and raw framing of backend replies.
 
-Requests (client -> proxy). The fast path feeds hiredis and re-encodes each parsed command in
-canonical form; the encoding must equal the raw bytes the client sent (checked with one
-``startswith`` per command, a memcmp). Anything else -- inline commands, a non-canonical or
+Requests (client -> proxy). The fast path feeds hiredis and forwards each parsed command's own
+bytes once their layout is proven canonical: for 2-3 arguments by checking the '$' header bytes
+at the offsets the argument lengths give, otherwise by re-encoding and comparing (one memcmp).
+Anything else -- inline commands, a non-canonical or
 invalid multibulk, a partial command whose headers must be checked against the limits -- goes to
 ``_Strict``, a line-for-line mirror of Redis's processInlineBuffer / processMultibulkBuffer
 (src/networking.c), so errors are Redis's byte for byte. After a protocol error the parser is
@@ -132,6 +133,15 @@ def _ishex(c: int) -> bool:
     return 48 <= c <= 57 or 97 <= c <= 102 or 65 <= c <= 70
 
 
+def _bulk_size(n: int) -> int:
+    """Bytes of a canonical bulk string of length ``n``: ``$<n>\\r\\n<data>\\r\\n``."""
+    return len(b"%d" % n) + n + 5
+
+
+_BULK_N = 4096
+_BULK = [_bulk_size(i) for i in range(_BULK_N)]
+
+
 def encode_command(argv: list[bytes]) -> bytes:
     """Canonical multibulk encoding of a command. One ``%`` format for the common short
     commands: 3-4x faster than a per-argument join (this runs for every request)."""
@@ -244,7 +254,8 @@ def _c_find(buf: bytes, ch: int, pos: int) -> int:
 class RequestParser:
     """Client request stream -> commands. Feed bytes, get ``(argv, encoded)`` pairs.
 
-    ``encoded`` is the canonical multibulk form of ``argv``, ready to forward. After
+    ``encoded`` is the multibulk form of ``argv``, ready to forward: canonical, except that
+    the two bytes after each bulk are the client's own (Redis skips them unchecked). After
     ``parse`` returns, ``error`` is ``None`` or the error reply to send once (``CLOSE_SILENTLY``
     means close without one); the parser is then dead.
 
@@ -318,19 +329,53 @@ class RequestParser:
                         continue
                     reader.feed(buf, self._fed)
                     self._fed = n
+                # The bytes of each command are forwarded as the client sent them, once the
+                # layout is proven canonical: hiredis checks the lengths strictly (no sign, no
+                # leading zero), so an element whose header byte is '$' spans exactly
+                # _bulk_size(len) bytes. Checking the header bytes at the computed offsets is
+                # cheaper than re-encoding argv and comparing (most commands have 2-3 args).
+                argv = None
                 try:
-                    argv = reader.gets()
-                except hiredis.ProtocolError:
-                    argv = None
-                if type(argv) is list and argv:
-                    try:
-                        enc = encode_command(argv)
-                    except TypeError:  # an element that is not a bulk string
-                        enc = b""
-                    if enc and buf.startswith(enc, pos):
+                    while True:
+                        argv = reader.gets()
+                        if type(argv) is not list:
+                            break
+                        argc = len(argv)
+                        if argc == 2 or argc == 3:
+                            try:
+                                la = len(argv[0])
+                                lb = len(argv[1])
+                            except TypeError:  # an int, None, ...: not a bulk string
+                                break
+                            h = pos + 4 + (_BULK[la] if la < _BULK_N else _bulk_size(la))
+                            if buf[pos + 4] != 36 or buf[h] != 36:
+                                break
+                            end = h + (_BULK[lb] if lb < _BULK_N else _bulk_size(lb))
+                            if argc == 3:
+                                if buf[end] != 36:
+                                    break
+                                try:
+                                    lc = len(argv[2])
+                                except TypeError:
+                                    break
+                                end += _BULK[lc] if lc < _BULK_N else _bulk_size(lc)
+                            out.append((argv, buf[pos:end]))
+                            pos = end
+                            continue
+                        if not argv:
+                            break
+                        try:
+                            enc = encode_command(argv)
+                        except TypeError:  # an element that is not a bulk string
+                            break
+                        if not buf.startswith(enc, pos):
+                            break
                         pos += len(enc)
                         out.append((argv, enc))
-                        continue
+                except hiredis.ProtocolError:
+                    pass
+                if argv is False and pos == n:
+                    break
                 # Partial (False) or anything unexpected: the strict parser takes this command.
                 self._reader = reader = hiredis.Reader()
                 self._fed = n

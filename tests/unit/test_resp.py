@@ -55,15 +55,32 @@ PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def run(parser: RequestParser, chunks: list[bytes]) -> list[list[bytes]]:
-    """Feed ``chunks`` one by one; check every result's ``encoded`` is canonical; return argvs."""
+    """Feed ``chunks`` one by one; check every result's ``encoded`` parses back to its argv
+    (canonical, but for the two unchecked bytes after a bulk); return argvs."""
     out: list[list[bytes]] = []
     for chunk in chunks:
         for argv, encoded in parser.parse(chunk):
             assert isinstance(argv, list) and argv, argv
             assert all(type(a) is bytes for a in argv), argv
-            assert encoded == encode_command(argv)
+            assert _same_command(encoded, argv)
             out.append(argv)
     return out
+
+
+def _same_command(encoded: bytes, argv: list[bytes]) -> bool:
+    """``encoded`` is ``argv``'s canonical encoding, except that the two bytes after each bulk
+    may be anything: Redis skips them unchecked, so the client's own bytes are forwarded."""
+    canonical = encode_command(argv)
+    if len(encoded) != len(canonical) or parse_reply(encoded) != argv:
+        return False
+    diff = [i for i in range(len(encoded)) if encoded[i] != canonical[i]]
+    trailers: set[int] = set()
+    pos = len(b"*%d\r\n" % len(argv))
+    for a in argv:
+        pos += len(b"$%d\r\n" % len(a)) + len(a)
+        trailers |= {pos, pos + 1}
+        pos += 2
+    return set(diff) <= trailers
 
 
 def chunked(data: bytes, size: int) -> list[bytes]:
@@ -296,13 +313,46 @@ def test_encode_command(argv: list[bytes], encoded: bytes):
         (b"PING\r\n", [b"PING"]),
         (b"  set  k   v  \r\n", [b"set", b"k", b"v"]),
         (b'SET "a b" c\n', [b"SET", b"a b", b"c"]),
-        (b"*1\r\n$4\r\nPING\r\naa", [b"PING"]),  # non-canonical trailer: re-encoded
     ],
 )
-def test_encoded_is_canonical_for_inline_and_noncanonical_input(raw: bytes, argv: list[bytes]):
+def test_encoded_is_canonical_for_inline_input(raw: bytes, argv: list[bytes]):
     p = RequestParser()
     out = p.parse(raw)
     assert out == [(argv, encode_command(argv))]
+
+
+@pytest.mark.parametrize(
+    "raw, argv",
+    [
+        (b"*1\r\n$4\r\nPINGaa", [b"PING"]),
+        (b"*2\r\n$3\r\nGET\r\n$1\r\nkXY", [b"GET", b"k"]),
+        (b"*3\r\n$3\r\nSET\r\n$1\r\nk??$1\r\nv\r\n", [b"SET", b"k", b"v"]),
+    ],
+)
+def test_bytes_after_a_bulk_are_not_checked(raw: bytes, argv: list[bytes]):
+    # Redis (processMultibulkBuffer) skips the two bytes after a bulk without looking at them;
+    # so does the parser, and what it forwards means the same to Redis.
+    p = RequestParser()
+    [(got, encoded)] = p.parse(raw)
+    assert got == argv and _same_command(encoded, argv)
+    assert p.parse(PING) == [([b"PING"], PING)]
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        (b"*2\r\n$3\r\nGET\r\n+abc\r\n", b"-ERR Protocol error: expected '$', got '+'\r\n"),
+        (b"*2\r\n$3\r\nGET\r\n=7\r\ntxt:abc\r\n", b"-ERR Protocol error: expected '$', got '='\r\n"),
+        (b"*2\r\n:1\r\n$1\r\nk\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
+        (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n*1\r\n$1\r\nv\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
+        (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n%1\r\n$1\r\nv\r\n$1\r\nv\r\n", b"-ERR Protocol error: expected '$', got '%'\r\n"),
+    ],
+)
+def test_elements_hiredis_accepts_but_redis_does_not(raw: bytes, error: bytes):
+    # hiredis parses these into a list of values; Redis wants '$' bulks only.
+    p = RequestParser()
+    assert p.parse(PING + raw) == [([b"PING"], PING)]
+    assert p.error == error
 
 
 def test_large_number_of_args():
@@ -516,7 +566,7 @@ def _check_random(stream: bytes, pieces: list[bytes], limits: RequestLimits | No
         assert isinstance(out, list)
         for argv, encoded in out:
             assert argv and all(type(a) is bytes for a in argv)
-            assert encoded == encode_command(argv)
+            assert _same_command(encoded, argv)
         if p.error is not None:
             assert p.error == CLOSE_SILENTLY or (
                 p.error.startswith(b"-ERR Protocol error: ") and p.error.endswith(b"\r\n")
