@@ -339,6 +339,14 @@ class CommandTable:
                 _apply_policy(info, allowed, denied)
                 self._by_name[name] = info
         self._unknown = CommandInfo(name=b"", route=Route.ANY)
+        # The data path's fast table: commands routed by their one key at a fixed position,
+        # with no subcommands and no blocking option, by the name as clients usually send it
+        # (upper or lower case). Whatever is not here goes through ``lookup``.
+        self.single_key: dict[bytes, CommandInfo] = {}
+        for info in self._by_name.values():
+            if (info.route is Route.KEYED and info.single_key and not info.subcommands
+                    and info.name not in _BLOCKING_OPTION):
+                self.single_key[info.name] = self.single_key[info.name.lower()] = info
 
     @classmethod
     def from_command_reply(

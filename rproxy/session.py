@@ -29,6 +29,8 @@ from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.request import FanOut, Request, complete
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
+from rproxy.slots import CRC16 as _crc16
+from rproxy.slots import CRC16_TABLE as _crc16_table
 from rproxy.slots import key_slot
 from rproxy.upstream import CLOSED
 
@@ -42,6 +44,7 @@ RECV_SIZE = 64 * 1024
 # Route members as module globals: an enum attribute lookup per command is measurable.
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
 _ALL_MASTERS, _ALL_NODES = Route.ALL_MASTERS, Route.ALL_NODES
+_NO_FAST: dict[bytes, CommandInfo] = {}  # before the command table is loaded
 
 
 class ClientSession:
@@ -101,8 +104,35 @@ class ClientSession:
         commands = parser.parse(data)
         if commands:
             self.server.commands_processed += len(commands)
+            # The batch loop. The common case -- a command with one key at a fixed position
+            # -- is routed inline: the general ``dispatch`` does the same with a function
+            # call, a table lookup, a slot function and a send call more per command, about
+            # a sixth of the proxy's CPU at pipeline 16.
+            cluster = self.cluster
+            fast = cluster.table.single_key if cluster.table_loaded else _NO_FAST
+            slot_conn = cluster.slot_conn
+            read_conn = cluster.read_conn
+            queue_append = self.queue.append
+            dirty_backends = self.reactor.dirty_backends
             dispatch = self.dispatch
             for argv, enc in commands:
+                info = fast.get(argv[0])
+                if info is not None:
+                    ki = info.single_key
+                    if len(argv) > ki:
+                        key = argv[ki]
+                        slot = key_slot(key) if 123 in key else _crc16(key, 0, _crc16_table) & 0x3FFF
+                        readonly = info.readonly
+                        conn = (read_conn if readonly else slot_conn)[slot]
+                        if conn is not None and len(conn.fifo) < conn.max_pending:
+                            req = Request(self, enc, slot, readonly)
+                            queue_append(req)
+                            conn.out.append(enc)  # BackendConnection.send, inlined
+                            conn.fifo.append(req)
+                            if not conn.dirty:
+                                conn.dirty = True
+                                dirty_backends.append(conn)
+                            continue
                 dispatch(argv, enc)
                 if self.closing:  # QUIT: later commands in the same read are not run
                     break

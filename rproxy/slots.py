@@ -25,6 +25,11 @@ if _init != 0 or not callable(_cfun):  # pragma: no cover - a crcmod that looks 
     def _cfun(data: bytes, crc: int, table: object) -> int:
         return int(_crc16_wrapper(data))
 
+# For the data path's inlined slot computation (rproxy/session.py): ``CRC16(key, 0,
+# CRC16_TABLE) & 0x3FFF`` is key_slot(key) for a key without '{'.
+CRC16 = _cfun
+CRC16_TABLE = _table
+
 USING_C_EXTENSION: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))
 if not USING_C_EXTENSION:  # pragma: no cover - depends on the install
     warnings.warn(
