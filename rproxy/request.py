@@ -13,8 +13,12 @@ from typing import Any
 
 
 class Request:
-    # ``since`` (when it first had to wait for a retry) is set only on that rare path.
-    __slots__ = ("owner", "data", "reply", "slot", "hops", "readonly", "parent", "index", "since")
+    # ``since`` (when it first had to wait for a retry) is set only on that rare path. Every
+    # attribute set here costs on every command: ``parent`` and ``index`` are class defaults,
+    # set only on a fan-out's children (``Child``).
+    __slots__ = ("owner", "data", "reply", "slot", "hops", "readonly", "since")
+    parent: FanOut | None = None
+    index = 0
 
     def __init__(self, owner: Any, data: bytes, slot: int = -1, readonly: bool = False) -> None:
         self.owner = owner  # the ClientSession (None for a child or an internal request)
@@ -23,8 +27,17 @@ class Request:
         self.slot = slot
         self.hops = 0  # redirects and retries so far
         self.readonly = readonly
-        self.parent: FanOut | None = None
-        self.index = 0
+
+
+class Child(Request):
+    """One part of a ``FanOut``: its reply goes to the parent, at ``index``."""
+
+    __slots__ = ("parent", "index")
+
+    def __init__(self, parent: FanOut, index: int, data: bytes, slot: int, readonly: bool) -> None:
+        super().__init__(None, data, slot, readonly)
+        self.parent = parent
+        self.index = index
 
 
 class FanOut(Request):
@@ -37,10 +50,7 @@ class FanOut(Request):
         self.merge = merge
 
     def child(self, index: int, data: bytes, slot: int = -1, readonly: bool = False) -> Request:
-        req = Request(None, data, slot, readonly)
-        req.parent = self
-        req.index = index
-        return req
+        return Child(self, index, data, slot, readonly)
 
     def child_done(self, index: int, raw: bytes) -> None:
         self.parts[index] = raw

@@ -459,8 +459,9 @@ def encode_value(value: object) -> bytes:
 
 
 # -- reply framing (backend -> proxy) -----------------------------------------------------------
-class ReplyFramer:
-    """Split a backend byte stream into whole raw replies, without decoding them.
+class ScanFramer:
+    """Split a backend byte stream into whole raw replies by scanning the RESP headers in
+    Python. ``ReplyFramer``'s fallback for what hiredis refuses, and its reference in tests.
 
     Linear in the reply size however it is split: the scanned prefix of a reply that is still
     incomplete is kept as parts, and a large bulk is collected as chunks and joined once."""
@@ -536,6 +537,107 @@ class ReplyFramer:
     def idle(self) -> bool:
         """No partial reply is buffered."""
         return not self._buf and not self._parts and not self._pending
+
+_REPLY_HEADS = b"+-:$*"  # RESP2 type bytes
+
+
+class ReplyFramer:
+    """Split a backend byte stream into whole raw replies (bytes exact, not re-encoded).
+
+    hiredis parses the stream (in C); the raw extent of each reply follows from the parsed
+    value and one header byte: a bulk string of length n spans ``_bulk_size(n)`` bytes (hiredis
+    checks the length strictly), a status, error, integer or nil ends at its first CRLF, an
+    array is scanned. That is 2-3x cheaper per reply than scanning every header in Python.
+    The bytes of an incomplete reply are kept as a list of chunks, joined once when hiredis
+    completes it (linear however the reply is split). Whatever hiredis refuses (nesting past its
+    limit, garbage) goes to a ``ScanFramer`` for that reply, which raises on real garbage."""
+
+    __slots__ = ("_reader", "_tail", "_scan")
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._tail: list[bytes] = []  # bytes of the incomplete reply, as received
+        self._scan: ScanFramer | None = None  # set while the fallback finishes a reply
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._scan is not None:
+            return self._feed_scan(data)
+        reader = self._reader
+        reader.feed(data)
+        try:
+            value = reader.gets()
+            if value is False:
+                if data:
+                    self._tail.append(data)
+                return []
+            if self._tail:
+                self._tail.append(data)
+                buf = b"".join(self._tail)
+                self._tail = []
+            else:
+                buf = data
+            out = []
+            pos = 0
+            while value is not False:
+                if type(value) is bytes and buf[pos] == 36:  # '$'
+                    n = len(value)
+                    end = pos + (_BULK[n] if n < _BULK_N else _bulk_size(n))
+                elif type(value) is list:
+                    end = _array_end(buf, pos)
+                elif buf[pos] in _REPLY_HEADS:  # status, error, integer, nil
+                    end = buf.index(b"\r\n", pos) + 2
+                else:  # a RESP3 type: not from a RESP2 connection
+                    raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
+                out.append(buf[pos:end])
+                pos = end
+                value = reader.gets()
+        except hiredis.ProtocolError:
+            # Too deep for hiredis, or garbage: the scanner takes it from this reply on.
+            rest = b"".join(self._tail) + data if self._tail else data
+            self._tail = []
+            self._reader = hiredis.Reader()
+            self._scan = ScanFramer()
+            return self._feed_scan(rest)
+        if pos < len(buf):
+            self._tail.append(buf[pos:])
+        return out
+
+    def _feed_scan(self, data: bytes) -> list[bytes]:
+        scan = self._scan
+        assert scan is not None
+        out = scan.feed(data)
+        if scan.idle:  # back at a reply boundary: hiredis again
+            self._scan = None
+        return out
+
+    @property
+    def idle(self) -> bool:
+        """No partial reply is buffered."""
+        return not self._tail and self._scan is None
+
+
+def _array_end(buf: bytes, pos: int) -> int:
+    """End of the complete array reply at ``pos`` (hiredis already parsed it)."""
+    if buf[pos] != 42:  # a RESP3 aggregate (map, set, push): not from a RESP2 connection
+        raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
+    left = 1
+    while left:
+        t = buf[pos]
+        eol = buf.index(b"\r\n", pos)
+        if t == 36:  # '$'
+            ln = int(buf[pos + 1 : eol])
+            pos = eol + 4 + ln if ln >= 0 else eol + 2
+            left -= 1
+        elif t == 42:  # '*'
+            ln = int(buf[pos + 1 : eol])
+            pos = eol + 2
+            left += ln - 1 if ln > 0 else -1
+        elif t == 43 or t == 45 or t == 58:  # '+', '-', ':'
+            pos = eol + 2
+            left -= 1
+        else:
+            raise BackendProtocolError(f"unexpected reply type byte {t!r}")
+    return pos
 
 
 def parse_reply(raw: bytes) -> object:

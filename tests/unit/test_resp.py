@@ -19,6 +19,7 @@ from rproxy.resp import (
     PROTO_INLINE_MAX_SIZE,
     BackendProtocolError,
     ReplyFramer,
+    ScanFramer,
     RequestLimits,
     RequestParser,
     array,
@@ -733,10 +734,11 @@ def test_framer_not_idle_on_partial_reply():
     replies=st.lists(st.sampled_from(REPLIES), min_size=1, max_size=12),
     data=st.data(),
 )
-def test_framer_any_split_points(replies: list[bytes], data):
+@pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
+def test_framer_any_split_points(framer, replies: list[bytes], data):
     stream = b"".join(replies)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts"))
-    f = ReplyFramer()
+    f = framer()
     out = []
     for a, b in zip([0, *cuts], [*cuts, len(stream)]):
         out += f.feed(stream[a:b])
@@ -745,11 +747,12 @@ def test_framer_any_split_points(replies: list[bytes], data):
 
 
 @pytest.mark.parametrize("size", [5 * 1024 * 1024, 65537])
-def test_framer_large_bulk_in_64k_chunks(size: int):
+@pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
+def test_framer_large_bulk_in_64k_chunks(framer, size: int):
     value = b"\r\n" * (size // 2) + b"x" * (size % 2)
     reply = bulk(value)
     stream = b"*2\r\n" + reply + b":1\r\n" + b"+OK\r\n"
-    f = ReplyFramer()
+    f = framer()
     out = []
     for chunk in chunked(stream, 65536):
         out += f.feed(chunk)
@@ -761,9 +764,35 @@ def test_framer_large_bulk_in_64k_chunks(size: int):
     "garbage",
     [b"?what\r\n", b"@\r\n", b"x\r\n", b"$abc\r\n", b"*x\r\n", b"*2\r\n!\r\n"],
 )
-def test_framer_garbage_raises_backend_protocol_error(garbage: bytes):
+@pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
+def test_framer_garbage_raises_backend_protocol_error(framer, garbage: bytes):
     with pytest.raises(BackendProtocolError):
-        ReplyFramer().feed(garbage)
+        framer().feed(garbage)
+
+
+@pytest.mark.parametrize(
+    "resp3", [b"_\r\n", b",1.5\r\n", b"#t\r\n", b"(12\r\n", b"=5\r\ntxt:a\r\n", b"%1\r\n+a\r\n+b\r\n",
+              b"~1\r\n+a\r\n", b"*2\r\n+a\r\n_\r\n"],
+)
+@pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
+def test_framer_refuses_resp3_types(framer, resp3: bytes):
+    # hiredis parses RESP3; a backend connection speaks RESP2, so these mean a broken stream.
+    with pytest.raises(BackendProtocolError):
+        framer().feed(b"+OK\r\n" + resp3)
+
+
+def test_framer_takes_over_what_hiredis_refuses():
+    # hiredis stops at a nesting depth (Lua can return deeper tables); the scanner frames
+    # that reply, and hiredis takes the stream back at the next reply boundary.
+    deep = b"*1\r\n" * 100_000 + b":1\r\n"
+    stream = b"+a\r\n" + deep + b"$2\r\nhi\r\n"
+    f = ReplyFramer()
+    out = []
+    for chunk in chunked(stream, 4096):
+        out += f.feed(chunk)
+    assert out == [b"+a\r\n", deep, b"$2\r\nhi\r\n"]
+    assert f.idle
+    assert f.feed(b":5\r\n*1\r\n$1\r\nx\r\n") == [b":5\r\n", b"*1\r\n$1\r\nx\r\n"]
 
 
 # -- reply encoding -------------------------------------------------------------------------------
