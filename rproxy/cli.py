@@ -8,6 +8,7 @@ process it started and removes their data.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -92,6 +93,9 @@ def raise_open_files_limit(max_clients: int) -> int:
 async def _serve(config: Config) -> None:
     from rproxy.server import ProxyServer
 
+    if config.proxy.gc_threshold:  # see config/rproxy.toml, proxy.gc_threshold
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(config.proxy.gc_threshold, gen1, gen2)
     server = ProxyServer(config)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)

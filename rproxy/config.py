@@ -41,9 +41,13 @@ class ProxySection:
     log_level: str = "info"
     log_format: str = "auto"
     workers: int = 1
+    gc_threshold: int = 20000
 
     def validate(self) -> None:
         host, port = parse_addr(self.listen, "proxy.listen")
+        if self.gc_threshold < 0:
+            raise ConfigError(
+                f"proxy.gc_threshold: must be >= 0 (0 = Python's default), got {self.gc_threshold}")
         if self.workers < 0:
             raise ConfigError(f"proxy.workers: must be >= 0 (0 = one per core), got {self.workers}")
         if self.workers != 1 and port == 0:
