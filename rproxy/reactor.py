@@ -24,6 +24,8 @@ EPOLLOUT = select.EPOLLOUT
 EPOLLERR = select.EPOLLERR
 EPOLLHUP = select.EPOLLHUP
 
+BUSY_LOOPS = 16
+
 
 class Handler(Protocol):
     def on_event(self, events: int) -> None: ...
@@ -58,10 +60,15 @@ class Reactor:
         poll = ep.poll
         handlers = self._handlers
         task_status.started()
+        busy = 0
         try:
             while True:
-                await trio.lowlevel.wait_readable(ep)
-                for fd, events in poll(0):
+                ready = poll(0)
+                if not ready:
+                    busy = 0
+                    await trio.lowlevel.wait_readable(ep)
+                    continue
+                for fd, events in ready:
                     handler = handlers.get(fd)
                     if handler is None:
                         continue
@@ -71,6 +78,14 @@ class Reactor:
                         log.exception("handler_failed", fd=fd)
                         handler.abort(exc)
                 self.flush()
+                # Under load more is ready by the time a batch is flushed: poll again at once,
+                # without a round trip through trio's scheduler and its own epoll_wait (7 % of
+                # the CPU at pipeline 16) -- but let trio's tasks (timers, topology, connects)
+                # run at least every BUSY_LOOPS batches.
+                busy += 1
+                if busy >= BUSY_LOOPS:
+                    busy = 0
+                    await trio.lowlevel.checkpoint()
         finally:
             trio.lowlevel.notify_closing(ep)
             ep.close()
