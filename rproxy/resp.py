@@ -266,7 +266,8 @@ class RequestParser:
 
     __slots__ = (
         "limits", "_reader", "_buf", "_pos", "_fed", "_strict", "_strict_pos",
-        "_need", "_pending", "_pending_len", "_guard", "_bulk_guard", "_slow_until", "error",
+        "_need", "_pending", "_pending_len", "_guard", "_bulk_guard", "_slow_until", "_max_bulk",
+        "error",
     )
 
     def __init__(self, limits: RequestLimits | None = None) -> None:
@@ -290,6 +291,7 @@ class RequestParser:
         self._guard = re.compile(rb"\*\d{%d}" % min(len(str(self.limits.max_args)), 7))
         self._bulk_guard = re.compile(rb"\$\d{%d}" % len(str(self.limits.max_bulk_len)))
         self._slow_until = 0  # bytes of _buf before this index take the strict path
+        self._max_bulk = self.limits.max_bulk_len
         self.error: bytes | None = None
 
     @property
@@ -321,9 +323,11 @@ class RequestParser:
         while pos < n:
             if self._strict is None and buf[pos] == 42 and pos >= self._slow_until:
                 if self._fed < n:  # hiredis fast path, for bytes the guard lets through
-                    start = max(self._fed - 24, pos)
+                    start = self._fed - 24
+                    if start < pos:
+                        start = pos
                     if self._guard.search(buf, start) or (
-                        n - start > self.limits.max_bulk_len and self._bulk_guard.search(buf, start)
+                        n - start > self._max_bulk and self._bulk_guard.search(buf, start)
                     ):
                         self._slow_until = n
                         continue
@@ -397,10 +401,12 @@ class RequestParser:
             # hiredis restarts, empty, at the next command.
             self._reader = reader = hiredis.Reader()
             self._fed = pos
+        if pos == n and self._strict is None:  # all consumed (the usual case): nothing held
+            self._buf = b""
+            self._pos = self._fed = self._slow_until = 0
+            return out
         self._pos = pos
-        if pos == n and self._strict is None:
-            self._buf, self._pos, self._fed, self._slow_until = b"", 0, 0, 0
-        elif pos > 65536 and pos * 2 > n:
+        if pos > 65536 and pos * 2 > n:
             # Compact: drop the consumed prefix (keeps memory bounded for long pipelines).
             self._buf = buf[pos:]
             self._pos = 0
