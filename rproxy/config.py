@@ -42,9 +42,13 @@ class ProxySection:
     log_format: str = "auto"
     workers: int = 1
     gc_threshold: int = 20000
+    busy_poll_us: int = 30
 
     def validate(self) -> None:
         host, port = parse_addr(self.listen, "proxy.listen")
+        if not 0 <= self.busy_poll_us <= 10000:
+            raise ConfigError(
+                f"proxy.busy_poll_us: must be between 0 and 10000, got {self.busy_poll_us}")
         if self.gc_threshold < 0:
             raise ConfigError(
                 f"proxy.gc_threshold: must be >= 0 (0 = Python's default), got {self.gc_threshold}")

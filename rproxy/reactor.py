@@ -12,6 +12,7 @@ calls into the same objects (single thread, so no locks) and ends with ``flush()
 from __future__ import annotations
 
 import select
+from time import perf_counter
 from typing import Any, Protocol
 
 import structlog
@@ -33,7 +34,8 @@ class Handler(Protocol):
 
 
 class Reactor:
-    def __init__(self) -> None:
+    def __init__(self, busy_poll_us: int = 0) -> None:
+        self.busy_poll_s = busy_poll_us / 1e6
         self._epoll = select.epoll()
         self._handlers: dict[int, Handler] = {}
         self.dirty_backends: list[Any] = []
@@ -59,11 +61,20 @@ class Reactor:
         ep = self._epoll
         poll = ep.poll
         handlers = self._handlers
+        spin = self.busy_poll_s
         task_status.started()
         busy = 0
         try:
             while True:
                 ready = poll(0)
+                if not ready and spin:
+                    # Busy-poll briefly before sleeping: a backend's reply (or the client's
+                    # next request) usually comes within tens of microseconds, and catching it
+                    # here skips a sleep and a wake-up through trio that cost more CPU than
+                    # the spin, and about 80 us of latency per request at low concurrency.
+                    deadline = perf_counter() + spin
+                    while not ready and perf_counter() < deadline:
+                        ready = poll(0)
                 if not ready:
                     busy = 0
                     await trio.lowlevel.wait_readable(ep)

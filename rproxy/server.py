@@ -49,7 +49,7 @@ class _Listener:
 class ProxyServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.reactor = Reactor()
+        self.reactor = Reactor(config.proxy.busy_poll_us)
         self.cluster = Cluster(config, self.reactor)
         self.sessions: dict[int, ClientSession] = {}
         self.session_started: dict[int, float] = {}
