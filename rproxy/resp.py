@@ -499,36 +499,17 @@ class ScanFramer:
         need = 0
         try:
             while pos < n:
-                t = buf[pos]
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
+                pos, left, need = _scan_reply(buf, pos, n, left)
+                if left:  # the bytes ran out inside a reply
                     break
-                if t == 36:  # '$'
-                    ln = int(buf[pos + 1 : eol])
-                    end = eol + 4 + ln if ln >= 0 else eol + 2
-                    if end > n:
-                        need = end - pos
-                        break
-                    pos = end
-                    left -= 1
-                elif t == 42:  # '*'
-                    ln = int(buf[pos + 1 : eol])
-                    pos = eol + 2
-                    left += ln - 1 if ln > 0 else -1
-                elif t == 43 or t == 45 or t == 58:  # '+', '-', ':'
-                    pos = eol + 2
-                    left -= 1
+                if parts:
+                    parts.append(buf[start:pos])
+                    out.append(b"".join(parts))
+                    parts.clear()
                 else:
-                    raise BackendProtocolError(f"unexpected reply type byte {t!r}")
-                if left == 0:
-                    if parts:
-                        parts.append(buf[start:pos])
-                        out.append(b"".join(parts))
-                        parts.clear()
-                    else:
-                        out.append(buf[start:pos])
-                    start = pos
-                    left = 1
+                    out.append(buf[start:pos])
+                start = pos
+                left = 1
         except ValueError as exc:
             raise BackendProtocolError(str(exc)) from None
         if pos > start:
@@ -543,6 +524,7 @@ class ScanFramer:
     def idle(self) -> bool:
         """No partial reply is buffered."""
         return not self._buf and not self._parts and not self._pending
+
 
 _REPLY_HEADS = b"+-:$*"  # RESP2 type bytes
 
@@ -626,13 +608,27 @@ def _array_end(buf: bytes, pos: int) -> int:
     """End of the complete array reply at ``pos`` (hiredis already parsed it)."""
     if buf[pos] != 42:  # a RESP3 aggregate (map, set, push): not from a RESP2 connection
         raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
-    left = 1
+    return _scan_reply(buf, pos, len(buf), 1)[0]
+
+
+def _scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
+    """Walk RESP2 headers from ``pos`` until the reply in progress is complete (``left``, the
+    elements it still lacks, reaches 0) or the bytes run out. Returns ``(pos, left, need)``:
+    where it stopped, what is still lacking, and for a bulk not all there, the bytes it needs
+    from its header on. A malformed length raises ValueError."""
     while left:
+        if pos >= n:
+            break
         t = buf[pos]
-        eol = buf.index(b"\r\n", pos)
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            break
         if t == 36:  # '$'
             ln = int(buf[pos + 1 : eol])
-            pos = eol + 4 + ln if ln >= 0 else eol + 2
+            end = eol + 4 + ln if ln >= 0 else eol + 2
+            if end > n:
+                return pos, left, end - pos
+            pos = end
             left -= 1
         elif t == 42:  # '*'
             ln = int(buf[pos + 1 : eol])
@@ -643,7 +639,7 @@ def _array_end(buf: bytes, pos: int) -> int:
             left -= 1
         else:
             raise BackendProtocolError(f"unexpected reply type byte {t!r}")
-    return pos
+    return pos, left, 0
 
 
 def parse_reply(raw: bytes) -> object:
