@@ -145,3 +145,10 @@ def test_tag_decides_the_slot(tag: bytes, pre: bytes, post: bytes):
 @given(data=st.binary(max_size=512))
 def test_crc16_matches_crc_hqx(data: bytes):
     assert crc16(data) == binascii.crc_hqx(data, 0)
+
+
+@PROPS
+@given(st.binary(max_size=64).filter(lambda k: b"{" not in k))
+def test_inlined_slot_of_a_key_without_braces(key: bytes):
+    # The data path computes this inline (rproxy/session.py) for keys without '{'.
+    assert slots.CRC16(key, 0, slots.CRC16_TABLE) & 0x3FFF == key_slot(key)
