@@ -366,16 +366,27 @@ class RequestParser:
                             out.append((argv, buf[pos:end]))
                             pos = end
                             continue
-                        if not argv:
+                        if not argc:
                             break
+                        # Any other count: the same header-byte walk, after an array header
+                        # that is exactly "*<argc>\r\n".
+                        head = b"*%d\r\n" % argc
+                        if not buf.startswith(head, pos):
+                            break
+                        end = pos + len(head)
                         try:
-                            enc = encode_command(argv)
-                        except TypeError:  # an element that is not a bulk string
-                            break
-                        if not buf.startswith(enc, pos):
-                            break
-                        pos += len(enc)
-                        out.append((argv, enc))
+                            for a in argv:
+                                if buf[end] != 36:
+                                    break
+                                la = len(a)
+                                end += _BULK[la] if la < _BULK_N else _bulk_size(la)
+                            else:
+                                out.append((argv, buf[pos:end]))
+                                pos = end
+                                continue
+                        except (TypeError, IndexError):  # an element that is not a bulk
+                            pass
+                        break
                 except hiredis.ProtocolError:
                     pass
                 if argv is False and pos == n:
@@ -570,6 +581,8 @@ class ReplyFramer:
                 if type(value) is bytes and buf[pos] == 36:  # '$'
                     n = len(value)
                     end = pos + (_BULK[n] if n < _BULK_N else _bulk_size(n))
+                elif type(value) is bytes and buf[pos] == 43:  # '+': "+<value>\r\n"
+                    end = pos + len(value) + 3
                 elif type(value) is list:
                     end = _array_end(buf, pos)
                 elif buf[pos] in _REPLY_HEADS:  # status, error, integer, nil

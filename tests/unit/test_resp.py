@@ -328,6 +328,7 @@ def test_encoded_is_canonical_for_inline_input(raw: bytes, argv: list[bytes]):
         (b"*1\r\n$4\r\nPINGaa", [b"PING"]),
         (b"*2\r\n$3\r\nGET\r\n$1\r\nkXY", [b"GET", b"k"]),
         (b"*3\r\n$3\r\nSET\r\n$1\r\nk??$1\r\nv\r\n", [b"SET", b"k", b"v"]),
+        (b"*5\r\n$4\r\nMSET\r\n$1\r\nk!!$1\r\nv\n\n$1\r\nj\r\n$1\r\nwZZ", [b"MSET", b"k", b"v", b"j", b"w"]),
     ],
 )
 def test_bytes_after_a_bulk_are_not_checked(raw: bytes, argv: list[bytes]):
@@ -347,6 +348,10 @@ def test_bytes_after_a_bulk_are_not_checked(raw: bytes, argv: list[bytes]):
         (b"*2\r\n:1\r\n$1\r\nk\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
         (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n*1\r\n$1\r\nv\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
         (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n%1\r\n$1\r\nv\r\n$1\r\nv\r\n", b"-ERR Protocol error: expected '$', got '%'\r\n"),
+        # four or more elements take the general header walk
+        (b"*4\r\n$4\r\nMSET\r\n$1\r\nk\r\n$1\r\nv\r\n:1\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
+        (b"*5\r\n$4\r\nMSET\r\n$1\r\nk\r\n+v\r\n$1\r\nj\r\n$1\r\nw\r\n", b"-ERR Protocol error: expected '$', got '+'\r\n"),
+        (b"*4\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
     ],
 )
 def test_elements_hiredis_accepts_but_redis_does_not(raw: bytes, error: bytes):
