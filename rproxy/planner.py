@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from rproxy import errors, merge
 from rproxy.resp import string2ll
+from rproxy.slots import CRC16 as _crc16
+from rproxy.slots import CRC16_TABLE as _crc16_table
 from rproxy.slots import key_slot
 
 Merge = Callable[[list[bytes]], bytes]
@@ -20,7 +22,7 @@ Merge = Callable[[list[bytes]], bytes]
 
 @dataclass(frozen=True, slots=True)
 class SplitRule:
-    step: int  # arguments per key: 1 (keys), 2 (key value pairs)
+    step: int  # arguments per key: 1 (keys) or 2 (key value pairs); plan_split knows no other
     kind: str  # "values" (MGET: reassemble by position), "sum", "ok"
 
 
@@ -34,7 +36,7 @@ SPLIT_RULES: dict[bytes, SplitRule] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 2x, per command
 class SplitPlan:
     parts: list[tuple[int, list[bytes]]]  # (slot, argv of the part)
     merge: Merge
@@ -45,19 +47,32 @@ def plan_split(argv: list[bytes], rule: SplitRule) -> SplitPlan:
     checked the arity (``(len(argv) - 1) % rule.step == 0`` and at least one key)."""
     name = argv[0]
     step = rule.step
-    groups: dict[int, tuple[list[bytes], list[int]]] = {}
-    for unit, i in enumerate(range(1, len(argv), step)):
-        slot = key_slot(argv[i])
-        group = groups.get(slot)
-        if group is None:
-            group = groups[slot] = ([name], [])
-        group[0].extend(argv[i : i + step])
-        group[1].append(unit)
-    parts = [(slot, sub) for slot, (sub, _) in groups.items()]
+    keys = argv[1::step]
+    # key_slot, inlined for keys without '{': this runs for every key of every split command
+    slots = [key_slot(k) if 123 in k else _crc16(k, 0, _crc16_table) & 0x3FFF for k in keys]
+    positions: list[list[int]]
+    if len(set(slots)) == len(slots):  # every key in a slot of its own (keys without tags)
+        if step == 1:
+            parts = [(slot, [name, key]) for slot, key in zip(slots, keys)]
+        else:  # step 2: key value
+            parts = [(slot, [name, key, value]) for slot, key, value in zip(slots, keys, argv[2::2])]
+        positions = [[unit] for unit in range(len(keys))]
+    else:
+        subs: dict[int, list[bytes]] = {}  # slot -> argv of its part
+        units: dict[int, list[int]] = {}  # slot -> positions of its keys
+        for unit, slot in enumerate(slots):
+            sub = subs.get(slot)
+            i = 1 + unit * step
+            if sub is None:
+                subs[slot] = [name, *argv[i : i + step]]
+                units[slot] = [unit]
+            else:
+                sub += argv[i : i + step]
+                units[slot].append(unit)
+        parts = list(subs.items())
+        positions = list(units.values())
     if rule.kind == "values":
-        positions = [where for _, where in groups.values()]
-        total = (len(argv) - 1) // step
-        fn: Merge = functools.partial(merge.merge_by_position, positions=positions, total=total)
+        fn: Merge = functools.partial(merge.merge_by_position, positions=positions, total=len(keys))
     elif rule.kind == "sum":
         fn = merge.merge_sum
     else:

@@ -27,7 +27,7 @@ from rproxy.emulate import plan_read
 from rproxy.emulate_writes import WritePlan, plan_write
 from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-from rproxy.request import FanOut, Request, complete
+from rproxy.request import Child, FanOut, Request, complete
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.slots import CRC16 as _crc16
 from rproxy.slots import CRC16_TABLE as _crc16_table
@@ -249,9 +249,15 @@ class ClientSession:
         fan = FanOut(self if parent is None else None, len(parts), merge)
         if parent is None:
             self.queue.append(fan)
-        route = self.cluster.route
+        cluster = self.cluster
+        slot_conn = cluster.slot_conn  # parts go to masters (Cluster.route, inlined)
         for i, (slot, sub) in enumerate(parts):
-            route(fan.child(i, encode_command(sub), slot, readonly))
+            child = Child(fan, i, encode_command(sub), slot, readonly)
+            conn = slot_conn[slot]
+            if conn is None:
+                cluster.route(child)  # it knows the error to give
+            else:
+                conn.send(child, child.data)
         return fan
 
     def run_steps(self, steps: WritePlan) -> None:

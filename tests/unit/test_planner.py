@@ -206,6 +206,9 @@ def test_any_error_part_is_the_reply_first_one_wins(
         ),
         # a value equal to a key of another slot is not a key
         ([b"MSET", b"{a}1", b"{b}1"], [[b"MSET", b"{a}1", b"{b}1"]]),
+        # every key in a slot of its own (plan_split's shortcut)
+        ([b"MSET", b"a", b"1", b"b", b"2", b"c", b""], [[b"MSET", b"a", b"1"], [b"MSET", b"b", b"2"], [b"MSET", b"c", b""]]),
+        ([b"EXISTS", b"a", b"b", b"{x}c"], [[b"EXISTS", b"a"], [b"EXISTS", b"b"], [b"EXISTS", b"{x}c"]]),
     ],
 )
 def test_plan_split_examples(argv: list[bytes], parts: list[list[bytes]]):
@@ -221,6 +224,19 @@ def test_mget_merge_puts_values_back_in_request_order():
     db = {b"{a}1": b"A1", b"{b}1": b"B1", b"{c}": b""}
     raw = [encode_value([db.get(k) for k in sub[1:]]) for _, sub in plan.parts]
     assert plan.merge(raw) == encode_value([b"A1", b"B1", None, b"B1", b""])
+
+
+def test_mget_merge_with_every_key_in_its_own_slot():
+    argv = [b"MGET", b"c", b"a", b"b"]
+    assert len({key_slot(k) for k in argv[1:]}) == 3
+    plan = plan_split(argv, SPLIT_RULES[b"MGET"])
+    db = {b"a": b"A", b"c": b"C"}
+    raw = [encode_value([db.get(k) for k in sub[1:]]) for _, sub in plan.parts]
+    assert plan.merge(raw) == encode_value([b"C", b"A", None])
+
+
+def test_split_rules_have_the_steps_plan_split_knows():
+    assert {rule.step for rule in SPLIT_RULES.values()} <= {1, 2}
 
 
 def test_mget_merge_rejects_a_part_with_the_wrong_length():
