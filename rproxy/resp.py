@@ -302,6 +302,22 @@ class RequestParser:
     def parse(self, data: bytes) -> list[tuple[list[bytes], bytes]]:
         if self.error is not None:
             return []
+        out: list[tuple[list[bytes], bytes]] = []
+        if not self._buf and data[:1] == b"*":
+            # The usual read: whole commands, nothing held from earlier reads. Here it costs
+            # half of what the general loop below does for it, which matters most when each
+            # read carries one command (no pipelining). Anything else falls through to it.
+            n = len(data)
+            if self._guard.search(data) is None and (
+                    n <= self._max_bulk or self._bulk_guard.search(data) is None):
+                self._reader.feed(data)
+                pos = self._take(data, 0, out)
+                if pos == n:
+                    return out
+                # Partial or not canonical: the strict parser takes it from ``pos``.
+                self._reader = hiredis.Reader()
+                self._buf, self._pos, self._fed, self._slow_until = data, pos, n, 0
+                data = b""
         if self._need:
             self._pending.append(data)
             self._pending_len += len(data)
@@ -313,13 +329,11 @@ class RequestParser:
             self._pending, self._pending_len, self._need = [], 0, 0
         if self._pos == len(self._buf):
             self._buf, self._pos, self._fed, self._slow_until = data, 0, 0, 0
-        else:
+        elif data:
             self._buf += data
-        out: list[tuple[list[bytes], bytes]] = []
         buf = self._buf
         pos = self._pos
         n = len(buf)
-        reader = self._reader
         while pos < n:
             if self._strict is None and buf[pos] == 42 and pos >= self._slow_until:
                 if self._fed < n:  # hiredis fast path, for bytes the guard lets through
@@ -331,68 +345,13 @@ class RequestParser:
                     ):
                         self._slow_until = n
                         continue
-                    reader.feed(buf, self._fed)
+                    self._reader.feed(buf, self._fed)
                     self._fed = n
-                # The bytes of each command are forwarded as the client sent them, once the
-                # layout is proven canonical: hiredis checks the lengths strictly (no sign, no
-                # leading zero), so an element whose header byte is '$' spans exactly
-                # _bulk_size(len) bytes. Checking the header bytes at the computed offsets is
-                # cheaper than re-encoding argv and comparing (most commands have 2-3 args).
-                argv = None
-                try:
-                    while True:
-                        argv = reader.gets()
-                        if type(argv) is not list:
-                            break
-                        argc = len(argv)
-                        if argc == 2 or argc == 3:
-                            try:
-                                la = len(argv[0])
-                                lb = len(argv[1])
-                            except TypeError:  # an int, None, ...: not a bulk string
-                                break
-                            h = pos + 4 + (_BULK[la] if la < _BULK_N else _bulk_size(la))
-                            if buf[pos + 4] != 36 or buf[h] != 36:
-                                break
-                            end = h + (_BULK[lb] if lb < _BULK_N else _bulk_size(lb))
-                            if argc == 3:
-                                if buf[end] != 36:
-                                    break
-                                try:
-                                    lc = len(argv[2])
-                                except TypeError:
-                                    break
-                                end += _BULK[lc] if lc < _BULK_N else _bulk_size(lc)
-                            out.append((argv, buf[pos:end]))
-                            pos = end
-                            continue
-                        if not argc:
-                            break
-                        # Any other count: the same header-byte walk, after an array header
-                        # that is exactly "*<argc>\r\n".
-                        head = b"*%d\r\n" % argc
-                        if not buf.startswith(head, pos):
-                            break
-                        end = pos + len(head)
-                        try:
-                            for a in argv:
-                                if buf[end] != 36:
-                                    break
-                                la = len(a)
-                                end += _BULK[la] if la < _BULK_N else _bulk_size(la)
-                            else:
-                                out.append((argv, buf[pos:end]))
-                                pos = end
-                                continue
-                        except (TypeError, IndexError):  # an element that is not a bulk
-                            pass
-                        break
-                except hiredis.ProtocolError:
-                    pass
-                if argv is False and pos == n:
+                pos = self._take(buf, pos, out)
+                if pos == n:
                     break
-                # Partial (False) or anything unexpected: the strict parser takes this command.
-                self._reader = reader = hiredis.Reader()
+                # Partial or anything unexpected: the strict parser takes this command.
+                self._reader = hiredis.Reader()
                 self._fed = n
             # Slow path: inline command, anomaly, or a command split across reads.
             st = self._strict or _Strict(self.limits)
@@ -410,7 +369,7 @@ class RequestParser:
                 out.append((st.argv, encode_command(st.argv)))
             pos = newpos
             # hiredis restarts, empty, at the next command.
-            self._reader = reader = hiredis.Reader()
+            self._reader = hiredis.Reader()
             self._fed = pos
         if pos == n and self._strict is None:  # all consumed (the usual case): nothing held
             self._buf = b""
@@ -429,6 +388,55 @@ class RequestParser:
         if self.buffered > self.limits.query_buffer_limit:
             self.error = CLOSE_SILENTLY
         return out
+
+    def _take(self, buf: bytes, pos: int, out: list[tuple[list[bytes], bytes]]) -> int:
+        """Append the commands hiredis has complete from ``buf[pos:]`` (already fed) to
+        ``out``; returns where the next command starts. At ``len(buf)``, hiredis is empty;
+        before it, the command there is partial or not canonical, and hiredis must be reset.
+
+        The bytes of each command are forwarded as the client sent them, once the layout is
+        proven canonical: hiredis checks the lengths strictly (no sign, no leading zero), so an
+        element whose header byte is '$' spans exactly _bulk_size(len) bytes. Checking the
+        header bytes at the computed offsets is cheaper than re-encoding argv and comparing."""
+        reader = self._reader
+        try:
+            while True:
+                argv = reader.gets()
+                if type(argv) is not list:
+                    return pos
+                argc = len(argv)
+                if argc == 2 or argc == 3:  # most commands: unrolled
+                    la = len(argv[0])
+                    lb = len(argv[1])
+                    h = pos + 4 + (_BULK[la] if la < _BULK_N else _bulk_size(la))
+                    if buf[pos + 4] != 36 or buf[h] != 36:
+                        return pos
+                    end = h + (_BULK[lb] if lb < _BULK_N else _bulk_size(lb))
+                    if argc == 3:
+                        if buf[end] != 36:
+                            return pos
+                        lc = len(argv[2])
+                        end += _BULK[lc] if lc < _BULK_N else _bulk_size(lc)
+                    out.append((argv, buf[pos:end]))
+                    pos = end
+                    continue
+                if not argc:
+                    return pos
+                # Any other count: the same walk, after a header that is exactly "*<argc>\r\n".
+                head = b"*%d\r\n" % argc
+                if not buf.startswith(head, pos):
+                    return pos
+                end = pos + len(head)
+                for a in argv:
+                    if buf[end] != 36:
+                        return pos
+                    la = len(a)
+                    end += _BULK[la] if la < _BULK_N else _bulk_size(la)
+                out.append((argv, buf[pos:end]))
+                pos = end
+        except (hiredis.ProtocolError, TypeError, IndexError):
+            # garbage, or an element that is not a bulk string (an int, None, a list ...)
+            return pos
 
 
 # -- reply encoding (for replies the proxy makes itself) -----------------------------------------
