@@ -30,7 +30,7 @@ from rproxy import errors
 from rproxy.commands import CommandTable
 from rproxy.config import Config
 from rproxy.reactor import Reactor
-from rproxy.request import DISCARD, Request, complete
+from rproxy.request import DATA, DISCARD, HOPS, OWNER, READONLY, SINCE, SLOT, Request, complete
 from rproxy.resp import encode_command, parse_reply
 from rproxy.retry import resend_after_loss
 from rproxy.slots import SLOTS
@@ -402,16 +402,17 @@ class Cluster:
         if redirect is None:
             return False
         if redirect.kind == WAIT:  # bounded by failover_hold_s, not by max_redirects
-            master = self.slot_conn[req.slot] if conn.replica and req.slot >= 0 else None
+            slot = req[SLOT]
+            master = self.slot_conn[slot] if conn.replica and slot >= 0 else None
             if master is not None:  # a replica that cannot serve (MASTERDOWN, LOADING)
-                master.send(req, req.data)
+                master.send(req, req[DATA])
             else:
                 self.request_refresh()
                 self.retry_later(req)
             return True
-        req.hops += 1
-        if req.hops > self.config.cluster.max_redirects:
-            log.warning("too_many_redirects", slot=req.slot)
+        req[HOPS] += 1
+        if req[HOPS] > self.config.cluster.max_redirects:
+            log.warning("too_many_redirects", slot=req[SLOT])
             complete(req, errors.TOO_MANY_REDIRECTS)
             return True
         if redirect.kind == RETRY:  # TRYAGAIN
@@ -423,12 +424,12 @@ class Cluster:
                 self.slot_conn[redirect.slot] = target
                 self.map_epoch += 1
             self.request_refresh()
-            target.send(req, req.data)
+            target.send(req, req[DATA])
         elif redirect.kind == ASK:
             assert redirect.addr is not None
             target = self.conn_for_addr(redirect.addr)
             target.send(DISCARD, ASKING)
-            target.send(req, req.data)
+            target.send(req, req[DATA])
         return True
 
     def retry_later(self, req: Request) -> None:
@@ -436,9 +437,11 @@ class Cluster:
         Retries wait in one queue, re-sent together and in arrival order: two requests of one
         client for one key never overtake each other on the way back."""
         now = time.monotonic()
-        since = getattr(req, "since", None)
-        if since is None:
-            req.since = since = now
+        if len(req) > SINCE:
+            since = req[SINCE]
+        else:
+            req.append(now)
+            since = now
         if now - since >= self.config.cluster.failover_hold_s:
             self.held_expired += 1
             complete(req, errors.HOLD_EXPIRED)
@@ -458,7 +461,8 @@ class Cluster:
             self._retry_wakeup = trio.Event()
             if not self._retries:
                 continue
-            waited = time.monotonic() - getattr(self._retries[0], "since", time.monotonic())
+            oldest = self._retries[0]
+            waited = time.monotonic() - oldest[SINCE] if len(oldest) > SINCE else 0.0
             await trio.sleep(min(max(backoff, waited / 4), 0.5))
             batch, self._retries = self._retries, deque()
             for req in batch:
@@ -468,9 +472,9 @@ class Cluster:
     def route(self, req: Request) -> None:
         """Send ``req`` where the current map says (used for re-sends). A client's own read
         follows ``read_from``; parts of split and fan-out commands go to masters."""
-        slot = req.slot
+        slot = req[SLOT]
         if slot >= 0:
-            readonly = req.readonly and req.owner is not None
+            readonly = req[READONLY] and req[OWNER] is not None
             conn = (self.read_conn if readonly else self.slot_conn)[slot]
         else:
             readonly = False
@@ -478,7 +482,7 @@ class Cluster:
         if conn is None:
             complete(req, self.no_conn_error(readonly))
         else:
-            conn.send(req, req.data)
+            conn.send(req, req[DATA])
 
     def requeue(self, written: list[Request], queued: list[Request], exc: BaseException) -> None:
         """Settle the requests of a connection that failed, in their order (the retry rules,
@@ -492,9 +496,9 @@ class Cluster:
                 continue
             if isinstance(exc, TimeoutError):
                 complete(req, errors.REQUEST_TIMED_OUT)
-            elif req.hops < limit and resend_after_loss(
-                    [] if req.readonly else _argv(req.data), req.readonly):
-                req.hops += 1
+            elif req[HOPS] < limit and resend_after_loss(
+                    [] if req[READONLY] else _argv(req[DATA]), req[READONLY]):
+                req[HOPS] += 1
                 self.retried += 1
                 self.route(req)
             else:

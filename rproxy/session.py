@@ -27,7 +27,7 @@ from rproxy.emulate import plan_read
 from rproxy.emulate_writes import WritePlan, plan_write
 from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-from rproxy.request import Child, FanOut, Request, complete
+from rproxy.request import FanOut, Request, complete, new_request
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.slots import CRC16 as _crc16
 from rproxy.slots import CRC16_TABLE as _crc16_table
@@ -125,7 +125,7 @@ class ClientSession:
                         readonly = info.readonly
                         conn = (read_conn if readonly else slot_conn)[slot]
                         if conn is not None and len(conn.fifo) < conn.max_pending:
-                            req = Request(self, enc, slot, readonly)
+                            req = [None, self, enc, slot, readonly, 0, None, 0]  # new_request, inlined
                             queue_append(req)
                             conn.out.append(enc)  # BackendConnection.send, inlined
                             conn.fifo.append(req)
@@ -180,7 +180,7 @@ class ClientSession:
                 if conn is None:
                     self.reply_local(errors.NO_TOPOLOGY)
                     return
-            req = Request(self, enc, slot, info.readonly)
+            req = new_request(self, enc, slot, info.readonly)
             self.queue.append(req)
             conn.send(req, enc)
         elif route is _ANY:
@@ -191,19 +191,19 @@ class ClientSession:
             if conn is None:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
-            req = Request(self, enc, -1, info.readonly)
+            req = new_request(self, enc, -1, info.readonly)
             self.queue.append(req)
             conn.send(req, enc)
         elif route is _LOCAL:
             result = local.run(self, info, argv)
-            if isinstance(result, Request):
+            if isinstance(result, list):  # a request (FanOut)
                 self.queue.append(result)
             else:
                 self.reply_local(result)
         elif route is _ALL_MASTERS or route is _ALL_NODES:
             result = self.fan_out(enc, fanout_merge(info.name, argv), info.readonly,
                                   route is _ALL_NODES)
-            if isinstance(result, Request):
+            if isinstance(result, list):  # a request (FanOut)
                 self.queue.append(result)
             else:
                 self.reply_local(result)
@@ -252,19 +252,20 @@ class ClientSession:
         cluster = self.cluster
         slot_conn = cluster.slot_conn  # parts go to masters (Cluster.route, inlined)
         for i, (slot, sub) in enumerate(parts):
-            child = Child(fan, i, encode_command(sub), slot, readonly)
+            data = encode_command(sub)
+            child = [None, None, data, slot, readonly, 0, fan, i]  # fan.child, inlined
             conn = slot_conn[slot]
             if conn is None:
                 cluster.route(child)  # it knows the error to give
             else:
-                conn.send(child, child.data)
+                conn.send(child, data)
         return fan
 
     def run_steps(self, steps: WritePlan) -> None:
         """A multi-step plan (cross-slot write emulation): each batch it yields runs in
         parallel, its replies are sent back into the plan, until the plan returns the reply.
         Commands of a batch with the same routing key go in order on one connection."""
-        parent = Request(self, b"")
+        parent = new_request(self, b"")
         self.queue.append(parent)
 
         def advance(replies: list[bytes] | None) -> bytes:
@@ -304,8 +305,8 @@ class ClientSession:
         return parent
 
     def reply_local(self, data: bytes) -> None:
-        req = Request(None, b"")
-        req.reply = data
+        req = new_request(None, b"")
+        req[0] = data  # REPLY
         self.queue.append(req)
         if not self.dirty:
             self.dirty = True
@@ -317,12 +318,12 @@ class ClientSession:
         if self.closed:
             return
         q = self.queue
-        if q and q[0].reply is not None:
-            first = q.popleft().reply
-            if q and q[0].reply is not None:
+        if q and q[0][0] is not None:  # [0]: REPLY
+            first = q.popleft()[0]
+            if q and q[0][0] is not None:
                 out = [first]
-                while q and q[0].reply is not None:
-                    out.append(q.popleft().reply)
+                while q and q[0][0] is not None:
+                    out.append(q.popleft()[0])
                 self._write(b"".join(out))  # type: ignore[arg-type]
             else:
                 self._write(first)  # type: ignore[arg-type]

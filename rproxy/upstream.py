@@ -139,14 +139,15 @@ class BackendConnection:
                 continue
             if raw[0] == 45 and on_error(self, req, raw):  # '-': maybe a redirect
                 continue
-            if req.parent is None:
-                req.reply = raw
-                owner = req.owner
+            parent = req[6]  # PARENT
+            if parent is None:
+                req[0] = raw  # REPLY
+                owner = req[1]  # OWNER
                 if owner is not None and not owner.dirty:
                     owner.dirty = True
                     dirty_clients.append(owner)
             else:
-                req.parent.child_done(req.index, raw)
+                parent.child_done(req[7], raw)  # INDEX
         if self.retiring and not fifo:
             self.close()
 
