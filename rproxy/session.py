@@ -27,7 +27,7 @@ from rproxy.emulate import plan_read
 from rproxy.emulate_writes import WritePlan, plan_write
 from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-from rproxy.request import FanOut, Request, complete, new_request
+from rproxy.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.slots import CRC16 as _crc16
 from rproxy.slots import CRC16_TABLE as _crc16_table
@@ -306,7 +306,7 @@ class ClientSession:
 
     def reply_local(self, data: bytes) -> None:
         req = new_request(None, b"")
-        req[0] = data  # REPLY
+        req[REPLY] = data
         self.queue.append(req)
         if not self.dirty:
             self.dirty = True
