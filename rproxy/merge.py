@@ -103,6 +103,12 @@ def split_array(raw: bytes) -> list[bytes]:
     n = int(raw[1:eol])
     if n <= 0:
         return []
+    if n == 1:  # one element (MGET's part for a key in a slot of its own): a header walk,
+        # ~5x cheaper than a new ReplyFramer
+        end, left, _ = resp._scan_reply(raw, eol + 2, len(raw), 1)
+        if left or end != len(raw):
+            raise ValueError("truncated array reply" if left else "array reply with extra bytes")
+        return [raw[eol + 2 :]]
     elements = resp.ReplyFramer().feed(raw[eol + 2 :])
     if len(elements) != n:
         raise ValueError("truncated array reply")
