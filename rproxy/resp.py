@@ -592,7 +592,7 @@ class ReplyFramer:
                 elif type(value) is bytes and buf[pos] == 43:  # '+': "+<value>\r\n"
                     end = pos + len(value) + 3
                 elif type(value) is list:
-                    end = _array_end(buf, pos)
+                    end = _array_end(buf, pos, value)
                 elif buf[pos] in _REPLY_HEADS:  # status, error, integer, nil
                     end = buf.index(b"\r\n", pos) + 2
                 else:  # a RESP3 type: not from a RESP2 connection
@@ -625,10 +625,27 @@ class ReplyFramer:
         return not self._tail and self._scan is None
 
 
-def _array_end(buf: bytes, pos: int) -> int:
-    """End of the complete array reply at ``pos`` (hiredis already parsed it)."""
+def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
+    """End of the complete array reply at ``pos``, which hiredis parsed into ``value``.
+
+    An array of bulk strings and nils (MGET, HMGET, LRANGE ...) is measured from the values,
+    as a top-level bulk is: each element's header byte is checked, its extent computed. Any
+    other element (integer, status, nested array) sends the whole array to the header scan."""
     if buf[pos] != 42:  # a RESP3 aggregate (map, set, push): not from a RESP2 connection
         raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
+    head = b"*%d\r\n" % len(value)
+    if buf.startswith(head, pos):
+        end = pos + len(head)
+        for v in value:
+            if type(v) is bytes and buf[end] == 36:  # '$'
+                n = len(v)
+                end += _BULK[n] if n < _BULK_N else _bulk_size(n)
+            elif v is None and buf.startswith(b"$-1\r\n", end):
+                end += 5
+            else:
+                break
+        else:
+            return end
     return _scan_reply(buf, pos, len(buf), 1)[0]
 
 

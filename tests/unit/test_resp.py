@@ -690,6 +690,10 @@ REPLIES = [
     b"*3\r\n$-1\r\n*-1\r\n-ERR in array\r\n",
     b"*2\r\n*1\r\n+a\r\n*0\r\n",
     b"*2\r\n*2\r\n*1\r\n:1\r\n$2\r\nhi\r\n+x\r\n",
+    # arrays of bulks and nils are measured from the parsed values; anything else is scanned
+    b"*4\r\n$1\r\na\r\n$-1\r\n$0\r\n\r\n$5\r\n*1\r\n:\r\n",
+    b"*3\r\n$2\r\n\r\n\r\n+b\r\n$-1\r\n",
+    b"*2\r\n$-1\r\n*-1\r\n",
 ]
 STREAM = b"".join(REPLIES)
 
