@@ -105,7 +105,7 @@ def split_array(raw: bytes) -> list[bytes]:
         return []
     if n == 1:  # one element (MGET's part for a key in a slot of its own): a header walk,
         # ~5x cheaper than a new ReplyFramer
-        end, left, _ = resp._scan_reply(raw, eol + 2, len(raw), 1)
+        end, left, _ = resp.scan_reply(raw, eol + 2, len(raw), 1)
         if left or end != len(raw):
             raise ValueError("truncated array reply" if left else "array reply with extra bytes")
         return [raw[eol + 2 :]]

@@ -2,9 +2,8 @@
 and raw framing of backend replies.
 
 Requests (client -> proxy). The fast path feeds hiredis and forwards each parsed command's own
-bytes once their layout is proven canonical: for 2-3 arguments by checking the '$' header bytes
-at the offsets the argument lengths give, otherwise by re-encoding and comparing (one memcmp).
-Anything else -- inline commands, a non-canonical or
+bytes once their layout is proven canonical: an exact ``*<argc>\r\n`` header, then a '$' header
+byte at each offset the argument lengths give. Anything else -- inline commands, a non-canonical or
 invalid multibulk, a partial command whose headers must be checked against the limits -- goes to
 ``_Strict``, a line-for-line mirror of Redis's processInlineBuffer / processMultibulkBuffer
 (src/networking.c), so errors are Redis's byte for byte. After a protocol error the parser is
@@ -518,7 +517,7 @@ class ScanFramer:
         need = 0
         try:
             while pos < n:
-                pos, left, need = _scan_reply(buf, pos, n, left)
+                pos, left, need = scan_reply(buf, pos, n, left)
                 if left:  # the bytes ran out inside a reply
                     break
                 if parts:
@@ -553,8 +552,9 @@ class ReplyFramer:
 
     hiredis parses the stream (in C); the raw extent of each reply follows from the parsed
     value and one header byte: a bulk string of length n spans ``_bulk_size(n)`` bytes (hiredis
-    checks the length strictly), a status, error, integer or nil ends at its first CRLF, an
-    array is scanned. That is 2-3x cheaper per reply than scanning every header in Python.
+    checks the length strictly), a status ``len + 3``; an error, integer or nil ends at its first
+    CRLF; an array of bulks and nils is measured element by element, any other array is
+    scanned. That is 2-3x cheaper per reply than scanning every header in Python.
     The bytes of an incomplete reply are kept as a list of chunks, joined once when hiredis
     completes it (linear however the reply is split). Whatever hiredis refuses (nesting past its
     limit, garbage) goes to a ``ScanFramer`` for that reply, which raises on real garbage."""
@@ -646,10 +646,10 @@ def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
                 break
         else:
             return end
-    return _scan_reply(buf, pos, len(buf), 1)[0]
+    return scan_reply(buf, pos, len(buf), 1)[0]
 
 
-def _scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
+def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
     """Walk RESP2 headers from ``pos`` until the reply in progress is complete (``left``, the
     elements it still lacks, reaches 0) or the bytes run out. Returns ``(pos, left, need)``:
     where it stopped, what is still lacking, and for a bulk not all there, the bytes it needs
