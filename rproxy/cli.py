@@ -23,10 +23,10 @@ import trio
 
 from rproxy import __version__
 from rproxy import log as logsetup
-from rproxy.config import Config, ConfigError, load
+from rproxy.core.config import Config, ConfigError, load
 
 if TYPE_CHECKING:
-    from rproxy.server import ProxyServer
+    from rproxy.net.server import ProxyServer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +91,7 @@ def raise_open_files_limit(max_clients: int) -> int:
 
 
 async def _serve(config: Config) -> None:
-    from rproxy.server import ProxyServer
+    from rproxy.net.server import ProxyServer
 
     if config.proxy.gc_threshold:  # see config/rproxy.toml, proxy.gc_threshold
         _, gen1, gen2 = gc.get_threshold()

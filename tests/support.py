@@ -23,8 +23,8 @@ from typing import Any
 import redis
 import trio
 
-from rproxy.config import Config
-from rproxy.server import ProxyServer
+from rproxy.core.config import Config
+from rproxy.net.server import ProxyServer
 
 
 def free_port(lo: int = 23000, hi: int = 30000) -> int:
@@ -201,7 +201,7 @@ class RawConnection:
     byte-for-byte differential tests; redis-py would parse them)."""
 
     def __init__(self, port: int) -> None:
-        from rproxy import resp
+        from rproxy.core import resp
 
         self._resp = resp
         self.port = port

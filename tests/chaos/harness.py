@@ -53,10 +53,10 @@ import redis
 import trio
 from redis.cluster import ClusterNode, RedisCluster
 
-from rproxy import errors
+from rproxy.core import errors
 from rproxy.localcluster import LocalCluster, Node
-from rproxy.resp import encode_command
-from rproxy.slots import SLOTS, key_slot
+from rproxy.core.resp import encode_command
+from rproxy.core.slots import SLOTS, key_slot
 from tests.support import free_port, wait_until
 
 # Figure blocks of the tests that ran, printed again in the terminal summary (conftest.py).

@@ -11,7 +11,7 @@ import os
 import pytest
 import redis
 
-from rproxy.slots import key_slot
+from rproxy.core.slots import key_slot
 
 
 def _raw(client: redis.Redis) -> redis.Redis:

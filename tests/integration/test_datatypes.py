@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 
-from rproxy.slots import key_slot
+from rproxy.core.slots import key_slot
 
 
 RUN = uuid.uuid4().hex[:12]  # keeps this run's keys apart from any other run's

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from rproxy.localcluster import LocalCluster
-from rproxy.slots import key_slot
+from rproxy.core.slots import key_slot
 from tests.support import ProxyThread, proxy_config, wait_until
 
 

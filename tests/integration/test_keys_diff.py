@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import hiredis
 import pytest
 
-from rproxy.commands import PROXY_RULES, CommandTable, Route
+from rproxy.core.commands import PROXY_RULES, CommandTable, Route
 from tests.support import StandaloneRedis
 
 

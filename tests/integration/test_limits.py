@@ -9,8 +9,8 @@ import time
 import redis
 import pytest
 
-from rproxy.resp import encode_command
-from rproxy.slots import key_slot
+from rproxy.core.resp import encode_command
+from rproxy.core.slots import key_slot
 from tests.support import ProxyThread, proxy_config, raw_exchange, wait_until
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 import pytest
 
-from rproxy.slots import key_slot
+from rproxy.core.slots import key_slot
 from tests.support import raw_exchange
 
 

@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from rproxy.slots import key_slot
+from rproxy.core.slots import key_slot
 from tests.support import wait_until
 
 

@@ -10,8 +10,8 @@ import threading
 import hiredis
 import redis
 
-from rproxy.resp import encode_command
-from rproxy.slots import key_slot
+from rproxy.core.resp import encode_command
+from rproxy.core.slots import key_slot
 from tests.support import wait_until
 
 

@@ -38,7 +38,7 @@ TIMEOUT_S = 5.0  # hard bound of one exchange
 
 
 def cmd(*args: bytes | str | int) -> bytes:
-    """Canonical multibulk encoding (written here, independent of rproxy.resp)."""
+    """Canonical multibulk encoding (written here, independent of rproxy.core.resp)."""
     parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from rproxy.slots import SLOTS, key_slot
+from rproxy.core.slots import SLOTS, key_slot
 from tests.support import wait_until
 
 COUNT = 20

@@ -1,4 +1,4 @@
-"""rproxy.commands: the command table built from a Redis 7 ``COMMAND`` reply (RESP2, as hiredis
+"""rproxy.core.commands: the command table built from a Redis 7 ``COMMAND`` reply (RESP2, as hiredis
 decodes it), key positions from key specs (src/db.c getKeysUsingKeySpecs / sortGetKeys), and
 the proxy's routing rules.
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from rproxy.commands import PROXY_RULES, CommandTable, Route
+from rproxy.core.commands import PROXY_RULES, CommandTable, Route
 
 
 # -- key spec builders (exact Redis 7 RESP2 shape: flat key/value lists) --------------------------

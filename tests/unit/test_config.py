@@ -1,4 +1,4 @@
-"""rproxy.config.load: defaults, precedence (defaults < file < environment < overrides),
+"""rproxy.core.config.load: defaults, precedence (defaults < file < environment < overrides),
 validation errors that name the key, and the documented config/rproxy.toml."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rproxy.config import Config, ConfigError, load
-from rproxy.resp import RequestLimits
+from rproxy.core.config import Config, ConfigError, load
+from rproxy.core.resp import RequestLimits
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED = REPO / "config" / "rproxy.toml"

@@ -1,4 +1,4 @@
-"""rproxy.emulate: cross-slot SUNION/SINTER/SDIFF/SINTERCARD, ZUNION/ZINTER/ZDIFF/ZINTERCARD and
+"""rproxy.core.emulate_reads: cross-slot SUNION/SINTER/SDIFF/SINTERCARD, ZUNION/ZINTER/ZDIFF/ZINTERCARD and
 PFCOUNT computed from per-key reads.
 
 Two kinds of tests:
@@ -28,11 +28,9 @@ import pytest
 
 from tests.support import RawConnection, private_redis_7_0
 
-from rproxy import resp
-from rproxy.emulate import (
-    HLL_INVALID,
-    HLL_WRONGTYPE,
-    WRONGTYPE,
+from rproxy.core import resp
+from rproxy.core.errors import HLL_INVALID, HLL_WRONGTYPE, WRONGTYPE
+from rproxy.core.emulate_reads import (
     ReadPlan,
     format_double,
     hll_estimate,
@@ -627,7 +625,7 @@ def test_differential_lcs(redis_server: Server):
 
 
 def test_lcs_is_capped_in_the_proxy():
-    from rproxy.emulate import LCS_MAX_CELLS, LCS_TOO_BIG
+    from rproxy.core.errors import LCS_MAX_CELLS, LCS_TOO_BIG
 
     p = plan(*["LCS", "a", "b"])
     n = int(LCS_MAX_CELLS ** 0.5) + 1

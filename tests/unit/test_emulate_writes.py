@@ -1,4 +1,4 @@
-"""rproxy.emulate_writes: cross-slot multi-key writes emulated as rounds of single-key commands.
+"""rproxy.core.emulate_writes: cross-slot multi-key writes emulated as rounds of single-key commands.
 
 Two kinds of tests:
 
@@ -13,7 +13,7 @@ Two kinds of tests:
   (HyperLogLogs: PFCOUNT, since PFMERGE writes the dense encoding where Redis may keep the
   sparse one), TTL presence and PTTL within a tolerance.
 
-The raw replies are framed with ``rproxy.resp.ReplyFramer`` (raw bytes, unlike redis-py or a
+The raw replies are framed with ``rproxy.core.resp.ReplyFramer`` (raw bytes, unlike redis-py or a
 parsing hiredis.Reader).
 """
 
@@ -27,9 +27,10 @@ import pytest
 
 from tests.support import RawConnection, private_redis_7_0
 
-from rproxy import resp
-from rproxy.emulate import WRONGTYPE, _dense_registers
-from rproxy.emulate_writes import (
+from rproxy.core import resp
+from rproxy.core.emulate_reads import _dense_registers
+from rproxy.core.errors import WRONGTYPE
+from rproxy.core.emulate_writes import (
     CHUNK,
     EMULATED_WRITES,
     bitop,

@@ -1,12 +1,12 @@
-"""rproxy.merge (fan-out reply merging) and rproxy.errors (exact Redis error texts)."""
+"""rproxy.core.merge (fan-out reply merging) and rproxy.core.errors (exact Redis error texts)."""
 
 from __future__ import annotations
 
 import pytest
 
-from rproxy import errors
-from rproxy.merge import first_error, format_info, merge_concat, merge_sum, parse_info, sum_keyspace
-from rproxy.resp import bulk
+from rproxy.core import errors
+from rproxy.core.merge import first_error, format_info, merge_concat, merge_sum, parse_info, sum_keyspace
+from rproxy.core.resp import bulk
 
 ERR_A = b"-ERR first\r\n"
 ERR_B = b"-LOADING Redis is loading the dataset in memory\r\n"

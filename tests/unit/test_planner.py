@@ -1,4 +1,4 @@
-"""rproxy.planner (split plans, fan-out merges) with rproxy.merge, sans-IO.
+"""rproxy.core.planner (split plans, fan-out merges) with rproxy.core.merge, sans-IO.
 
 The central property: a random sequence of MGET/MSET/DEL/UNLINK/EXISTS/TOUCH run through
 ``plan_split`` -> one backend per slot (replying raw RESP, as Redis would) -> ``plan.merge``
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rproxy import errors, resp
-from rproxy.merge import merge_random_nonnull, split_array
-from rproxy.planner import FANOUT_MERGES, SPLIT_RULES, merge_slowlog, plan_split
-from rproxy.resp import NULL_BULK, OK, array, bulk, encode_value, integer
-from rproxy.slots import key_slot
+from rproxy.core import errors, resp
+from rproxy.core.merge import merge_random_nonnull, split_array
+from rproxy.core.planner import FANOUT_MERGES, SPLIT_RULES, merge_slowlog, plan_split
+from rproxy.core.resp import NULL_BULK, OK, array, bulk, encode_value, integer
+from rproxy.core.slots import key_slot
 
 PROPS = settings(max_examples=200, deadline=None, database=None)
 
@@ -444,7 +444,7 @@ def test_keys_concat_is_byte_exact_for_large_and_odd_elements():
 
 # -- SLOWLOG GET --------------------------------------------------------------------------------
 def test_slowlog_count_is_the_requested_one():
-    from rproxy.planner import fanout_merge
+    from rproxy.core.planner import fanout_merge
 
     a = [slowlog_entry(3, 1700000003), slowlog_entry(2, 1700000002), slowlog_entry(1, 1700000001)]
     b = [slowlog_entry(9, 1700000009), slowlog_entry(8, 1700000000)]

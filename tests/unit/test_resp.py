@@ -1,4 +1,4 @@
-"""rproxy.resp: request parsing (mirrors Redis's tests/unit/protocol.tcl and networking.c),
+"""rproxy.core.resp: request parsing (mirrors Redis's tests/unit/protocol.tcl and networking.c),
 inline splitting (sds.c sdssplitargs), string2ll (util.c), reply framing and encoding."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rproxy import errors
-from rproxy.resp import (
+from rproxy.core import errors
+from rproxy.core.resp import (
     CLOSE_SILENTLY,
     NULL_ARRAY,
     NULL_BULK,

@@ -1,12 +1,12 @@
-"""The retry rules (rproxy/retry.py): which written-but-unanswered commands may be resent."""
+"""The retry rules (rproxy/core/redirect.py): which written-but-unanswered commands may be resent."""
 
 from __future__ import annotations
 
 import pytest
 
-from rproxy.resp import encode_command
-from rproxy.resp import parse_reply
-from rproxy.retry import IDEMPOTENT, resend_after_loss
+from rproxy.core.resp import encode_command
+from rproxy.core.resp import parse_reply
+from rproxy.core.redirect import IDEMPOTENT, resend_after_loss
 
 
 def argv(*words: str) -> list[bytes]:

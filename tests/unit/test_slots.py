@@ -1,4 +1,4 @@
-"""rproxy.slots: CRC16/XMODEM and Redis Cluster's keyHashSlot, against an independent oracle."""
+"""rproxy.core.slots: CRC16/XMODEM and Redis Cluster's keyHashSlot, against an independent oracle."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rproxy import slots
-from rproxy.slots import SLOTS, crc16, key_slot
+from rproxy.core import slots
+from rproxy.core.slots import SLOTS, crc16, key_slot
 
 PROPS = settings(
     max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
@@ -150,5 +150,5 @@ def test_crc16_matches_crc_hqx(data: bytes):
 @PROPS
 @given(st.binary(max_size=64).filter(lambda k: b"{" not in k))
 def test_inlined_slot_of_a_key_without_braces(key: bytes):
-    # The data path computes this inline (rproxy/session.py) for keys without '{'.
+    # The data path computes this inline (rproxy/net/session.py) for keys without '{'.
     assert slots.CRC16(key, 0, slots.CRC16_TABLE) & 0x3FFF == key_slot(key)

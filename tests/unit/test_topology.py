@@ -1,12 +1,12 @@
-"""rproxy.topology: CLUSTER SHARDS / CLUSTER SLOTS parsing (RESP2, as Redis 7 returns them
+"""rproxy.core.topology: CLUSTER SHARDS / CLUSTER SLOTS parsing (RESP2, as Redis 7 returns them
 through hiredis), the slot map, and redirect decisions."""
 
 from __future__ import annotations
 
 import pytest
 
-from rproxy.slots import SLOTS
-from rproxy.topology import (
+from rproxy.core.slots import SLOTS
+from rproxy.core.topology import (
     carry_over,
     ASK,
     MOVED,

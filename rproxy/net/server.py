@@ -16,13 +16,13 @@ import time
 import structlog
 import trio
 
-from rproxy import errors
-from rproxy.cluster import Cluster
-from rproxy.config import Config
-from rproxy.reactor import EPOLLIN, Reactor
-from rproxy.session import ClientSession
+from rproxy.core import errors
+from rproxy.net.cluster import Cluster
+from rproxy.core.config import Config
+from rproxy.net.reactor import EPOLLIN, Reactor
+from rproxy.net.session import ClientSession
 
-log = structlog.get_logger("rproxy.server")
+log = structlog.get_logger("rproxy.net.server")
 
 
 class _Listener:

@@ -86,30 +86,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rproxy import resp
-from rproxy.resp import string2ll
-from rproxy.merge import first_error
-
-# -- error replies (texts of redis-server 7.0) ----------------------------------------------------
-WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
-SYNTAX = b"-ERR syntax error\r\n"
-NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
-NUMKEYS_POSITIVE = b"-ERR numkeys should be greater than 0\r\n"
-NUMKEYS_TOO_MANY = b"-ERR Number of keys can't be greater than number of args\r\n"
-LIMIT_NEGATIVE = b"-ERR LIMIT can't be negative\r\n"
-WEIGHT_NOT_FLOAT = b"-ERR weight value is not a float\r\n"
-HLL_WRONGTYPE = b"-WRONGTYPE Key is not a valid HyperLogLog string value.\r\n"
-HLL_INVALID = b"-INVALIDOBJ Corrupted HLL object detected\r\n"
+from rproxy.core import errors, resp
+from rproxy.core.resp import string2ll
+from rproxy.core.merge import first_error
 
 LONG_MAX = 2**63 - 1
-
-
-def _wrong_arity(name: bytes) -> bytes:
-    return b"-ERR wrong number of arguments for '" + name.lower() + b"' command\r\n"
-
-
-def _at_least_one_key(name: bytes) -> bytes:
-    return b"-ERR at least 1 input key is needed for '" + name.lower() + b"' command\r\n"
 
 
 @dataclass(frozen=True)
@@ -252,10 +233,10 @@ def _plan_sintercard(argv: list[bytes]) -> ReadPlan | bytes:
     # options, all before any key is looked up.
     numkeys = resp.string2ll(argv[1])
     if numkeys is None or numkeys < 1:
-        return NUMKEYS_POSITIVE
+        return errors.NUMKEYS_POSITIVE
     argc = len(argv)
     if numkeys > argc - 2:
-        return NUMKEYS_TOO_MANY
+        return errors.NUMKEYS_TOO_MANY
     limit = 0
     j = 2 + numkeys
     while j < argc:
@@ -264,10 +245,10 @@ def _plan_sintercard(argv: list[bytes]) -> ReadPlan | bytes:
             j += 1
             value = resp.string2ll(argv[j])
             if value is None or value < 0:
-                return LIMIT_NEGATIVE
+                return errors.LIMIT_NEGATIVE
             limit = value
         else:
-            return SYNTAX
+            return errors.SYNTAX
         j += 1
     keys = argv[2 : 2 + numkeys]
     return ReadPlan([[b"SMEMBERS", k] for k in keys], _sintercard(limit))
@@ -405,12 +386,12 @@ def _plan_zset(name: bytes, argv: list[bytes]) -> ReadPlan | bytes:
     card_only = name == b"ZINTERCARD"
     setnum = resp.string2ll(argv[1])
     if setnum is None:
-        return NOT_INTEGER
+        return errors.NOT_INTEGER
     if setnum < 1:
-        return _at_least_one_key(name)
+        return errors.at_least_one_key(name)
     argc = len(argv)
     if setnum > argc - 2:
-        return SYNTAX
+        return errors.SYNTAX
     keys = argv[2 : 2 + setnum]
     if card_only:
         reads = [[b"ZUNION", b"1", k] for k in keys]
@@ -434,7 +415,7 @@ def _plan_zset(name: bytes, argv: list[bytes]) -> ReadPlan | bytes:
             for i in range(setnum):
                 w = parse_double(argv[j])
                 if w is None:
-                    return ReadPlan(reads, _fail_after_lookup(WEIGHT_NOT_FLOAT))
+                    return ReadPlan(reads, _fail_after_lookup(errors.WEIGHT_NOT_FLOAT))
                 weights[i] = w
                 j += 1
                 remaining -= 1
@@ -449,7 +430,7 @@ def _plan_zset(name: bytes, argv: list[bytes]) -> ReadPlan | bytes:
             elif value == b"max":
                 how = _MAX
             else:
-                return ReadPlan(reads, _fail_after_lookup(SYNTAX))
+                return ReadPlan(reads, _fail_after_lookup(errors.SYNTAX))
             j += 1
             remaining -= 1
         elif not card_only and opt == b"withscores":
@@ -461,12 +442,12 @@ def _plan_zset(name: bytes, argv: list[bytes]) -> ReadPlan | bytes:
             remaining -= 1
             value = resp.string2ll(argv[j])
             if value is None or value < 0:
-                return ReadPlan(reads, _fail_after_lookup(LIMIT_NEGATIVE))
+                return ReadPlan(reads, _fail_after_lookup(errors.LIMIT_NEGATIVE))
             limit = value
             j += 1
             remaining -= 1
         else:
-            return ReadPlan(reads, _fail_after_lookup(SYNTAX))
+            return ReadPlan(reads, _fail_after_lookup(errors.SYNTAX))
 
     if card_only:
         return ReadPlan(reads, _zintercard(limit))
@@ -644,9 +625,9 @@ def hll_estimate(histo: list[int]) -> int:
 def _hll_check(value: bytes) -> bytes | None:
     """isHLLObjectOrReply for a string value: None when valid, else the error reply."""
     if len(value) < HLL_HDR_SIZE or value[:4] != b"HYLL" or value[4] > HLL_SPARSE:
-        return HLL_WRONGTYPE
+        return errors.HLL_WRONGTYPE
     if value[4] == HLL_DENSE and len(value) != HLL_DENSE_SIZE:
-        return HLL_WRONGTYPE
+        return errors.HLL_WRONGTYPE
     return None
 
 
@@ -668,7 +649,7 @@ def _pfcount_one(reply: bytes) -> bytes:
     else:
         sparse_histo = _sparse_histogram(value)
         if sparse_histo is None:
-            return HLL_INVALID
+            return errors.HLL_INVALID
         histo = sparse_histo
     return resp.integer(hll_estimate(histo))
 
@@ -693,7 +674,7 @@ def hll_union(replies: list[bytes]) -> tuple[bytes, bytes | None]:
         else:
             merged = bytearray(regs)
             if not _sparse_merge(value, merged):
-                return b"", HLL_INVALID
+                return b"", errors.HLL_INVALID
             regs = merged
     return bytes(regs), None
 
@@ -707,24 +688,12 @@ def _pfcount(replies: list[bytes]) -> bytes:
 
 # -- entry point ----------------------------------------------------------------------------------
 # -- LCS (t_string.c lcsCommand) ------------------------------------------------------------------
-LCS_MAX_CELLS = 1_000_000
-"""The dynamic-programming table of a cross-slot LCS is computed in the proxy's event loop: past
-this many cells (len(a) * len(b)) it is refused rather than stall every other client."""
-
-LCS_NOT_STRINGS = b"-ERR The specified keys must contain string values\r\n"
-LCS_LEN_AND_IDX = b"-ERR If you want both the length and indexes, please just use IDX.\r\n"
-LCS_TOO_BIG = (
-    b"-ERR rproxy: LCS over keys in different slots is limited to %d table cells "
-    b"(len(a) * len(b)); put both keys in one slot with a {hash tag}\r\n" % LCS_MAX_CELLS
-)
-
-
 def _lcs(options: list[bytes]) -> Callable[[list[bytes]], bytes]:
     def compute(replies: list[bytes]) -> bytes:
         values: list[bytes] = []
         for raw in replies:
             if raw.startswith(b"-WRONGTYPE"):
-                return LCS_NOT_STRINGS
+                return errors.LCS_NOT_STRINGS
             if raw[:1] == b"-":
                 return raw
             values.append(b"" if raw == resp.NULL_BULK else raw[raw.index(b"\r\n") + 2 : -2])
@@ -744,18 +713,18 @@ def _lcs(options: list[bytes]) -> Callable[[list[bytes]], bytes]:
             elif opt == b"minmatchlen" and more:
                 n = string2ll(options[j + 1])
                 if n is None:
-                    return b"-ERR value is not an integer or out of range\r\n"
+                    return errors.NOT_INTEGER
                 minmatchlen = max(n, 0)
                 j += 1
             else:
-                return b"-ERR syntax error\r\n"
+                return errors.SYNTAX
             j += 1
         if getlen and getidx:
-            return LCS_LEN_AND_IDX
+            return errors.LCS_LEN_AND_IDX
         a, b = values
         alen, blen = len(a), len(b)
-        if (alen + 1) * (blen + 1) > LCS_MAX_CELLS:
-            return LCS_TOO_BIG
+        if (alen + 1) * (blen + 1) > errors.LCS_MAX_CELLS:
+            return errors.LCS_TOO_BIG
         table = [[0] * (blen + 1) for _ in range(alen + 1)]
         for i in range(1, alen + 1):
             row, prev, ai = table[i], table[i - 1], a[i - 1]
@@ -834,7 +803,7 @@ def plan_read(argv: list[bytes]) -> ReadPlan | bytes | None:
     if min_args is None:
         return None
     if len(argv) < min_args:
-        return _wrong_arity(argv[0])
+        return errors.wrong_arity(argv[0])
     op = _SET_OPS.get(name)
     if op is not None:
         return ReadPlan([[b"SMEMBERS", k] for k in argv[1:]], op)

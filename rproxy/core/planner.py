@@ -11,11 +11,11 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rproxy import errors, merge
-from rproxy.resp import string2ll
-from rproxy.slots import CRC16 as _crc16
-from rproxy.slots import CRC16_TABLE as _crc16_table
-from rproxy.slots import key_slot
+from rproxy.core import errors, merge
+from rproxy.core.resp import string2ll
+from rproxy.core.slots import CRC16 as _crc16
+from rproxy.core.slots import CRC16_TABLE as _crc16_table
+from rproxy.core.slots import key_slot
 
 Merge = Callable[[list[bytes]], bytes]
 
@@ -134,12 +134,6 @@ FANOUT_MERGES: dict[bytes, Merge] = {
 against the command table so a new fan-out command cannot lack one."""
 
 
-XREAD_UNBALANCED = (
-    b"-ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be "
-    b"specified.\r\n"
-)
-
-
 def plan_xread(argv: list[bytes]) -> SplitPlan | bytes | None:
     """XREAD [COUNT n] STREAMS k1 k2 ... id1 id2 ... over streams in several slots: one XREAD
     per slot with its streams and ids; the merged reply lists the streams that have entries in
@@ -150,7 +144,7 @@ def plan_xread(argv: list[bytes]) -> SplitPlan | bytes | None:
     s = upper.index(b"STREAMS")
     rest = argv[s + 1 :]
     if not rest or len(rest) % 2:
-        return XREAD_UNBALANCED
+        return errors.XREAD_UNBALANCED
     half = len(rest) // 2
     keys, ids = rest[:half], rest[half:]
     head = argv[:s + 1]

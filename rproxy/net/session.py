@@ -21,23 +21,23 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from rproxy import errors, local
-from rproxy.commands import CommandInfo, Route
-from rproxy.emulate import plan_read
-from rproxy.emulate_writes import WritePlan, plan_write
-from rproxy.planner import Merge, fanout_merge, plan_cross_slot_split
-from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
-from rproxy.request import REPLY, FanOut, Request, complete, new_request
-from rproxy.resp import CLOSE_SILENTLY, RequestParser, encode_command
-from rproxy.slots import CRC16 as _crc16
-from rproxy.slots import CRC16_TABLE as _crc16_table
-from rproxy.slots import key_slot
-from rproxy.upstream import CLOSED
+from rproxy.core import errors, local_commands
+from rproxy.core.commands import CommandInfo, Route
+from rproxy.core.emulate_reads import plan_read
+from rproxy.core.emulate_writes import WritePlan, plan_write
+from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
+from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
+from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
+from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
+from rproxy.core.slots import CRC16 as _crc16
+from rproxy.core.slots import CRC16_TABLE as _crc16_table
+from rproxy.core.slots import key_slot
+from rproxy.net.backend import CLOSED
 
 if TYPE_CHECKING:
-    from rproxy.server import ProxyServer
+    from rproxy.net.server import ProxyServer
 
-log = structlog.get_logger("rproxy.session")
+log = structlog.get_logger("rproxy.net.session")
 
 RECV_SIZE = 64 * 1024
 
@@ -195,7 +195,7 @@ class ClientSession:
             self.queue.append(req)
             conn.send(req, enc)
         elif route is _LOCAL:
-            result = local.run(self, info, argv)
+            result = local_commands.run(self, info, argv)
             if isinstance(result, list):  # a request (FanOut)
                 self.queue.append(result)
             else:

@@ -12,25 +12,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rproxy import __version__, errors, merge, resp
-from rproxy.commands import CommandInfo
-from rproxy.request import FanOut, Request
-from rproxy.slots import key_slot
+from rproxy import __version__
+from rproxy.core import errors, merge, resp
+from rproxy.core.commands import CommandInfo
+from rproxy.core.request import FanOut, Request
+from rproxy.core.slots import key_slot
 
 if TYPE_CHECKING:
-    from rproxy.session import ClientSession
+    from rproxy.net.session import ClientSession
 
 Merge = Callable[[list[bytes]], bytes]
 Reply = bytes | Request
-
-AUTH_NO_PASSWORD = (
-    b"-ERR AUTH <password> called without any password configured for the default user. "
-    b"Are you sure your configuration is correct?\r\n"
-)
-WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-PROTOVER_NOT_INT = b"-ERR Protocol version is not an integer or out of range\r\n"
-BAD_CLIENT_NAME = b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
-
 
 def run(session: ClientSession, info: CommandInfo, argv: list[bytes]) -> Reply:
     arity = info.arity
@@ -87,7 +79,7 @@ def _select(s: ClientSession, argv: list[bytes]) -> Reply:
     if db is None:
         return errors.NOT_INTEGER
     if not -(2**31) <= db < 2**31:  # Redis getIntFromObjectOrReply
-        return b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
+        return errors.INT_OUT_OF_RANGE
     return resp.OK if db == 0 else errors.SELECT_NOT_ALLOWED
 
 
@@ -95,8 +87,8 @@ def _auth_check(user: bytes | None, password: bytes) -> bytes:
     """No password is configured on the proxy yet: like a Redis whose default user is
     ``nopass``, AUTH <password> is an error and AUTH default <anything> succeeds."""
     if user is None:
-        return AUTH_NO_PASSWORD
-    return resp.OK if user == b"default" else WRONGPASS
+        return errors.AUTH_NO_PASSWORD
+    return resp.OK if user == b"default" else errors.WRONGPASS
 
 
 def _auth(s: ClientSession, argv: list[bytes]) -> Reply:
@@ -113,7 +105,7 @@ def _hello(s: ClientSession, argv: list[bytes]) -> Reply:
     if len(argv) >= 2:
         ver = resp.string2ll(argv[1])
         if ver is None:
-            return PROTOVER_NOT_INT
+            return errors.PROTOVER_NOT_INT
         if ver != 2:
             return errors.NOPROTO
     i = 2
@@ -129,10 +121,10 @@ def _hello(s: ClientSession, argv: list[bytes]) -> Reply:
         elif opt == b"SETNAME" and more >= 1:
             name = argv[i + 1]
             if not _valid_name(name):
-                return BAD_CLIENT_NAME
+                return errors.BAD_CLIENT_NAME
             i += 2
         else:
-            return b"-ERR Syntax error in HELLO option '" + argv[i][:128] + b"'\r\n"
+            return errors.hello_syntax(argv[i])
     if name is not None:
         s.name = name
     return resp.encode_value(
@@ -156,7 +148,7 @@ def _ok(s: ClientSession, argv: list[bytes]) -> Reply:
 
 def _client_setname(s: ClientSession, argv: list[bytes]) -> Reply:
     if not _valid_name(argv[2]):
-        return BAD_CLIENT_NAME
+        return errors.BAD_CLIENT_NAME
     s.name = argv[2]
     return resp.OK
 
@@ -285,7 +277,6 @@ CLUSTER_STATS = (
     "total_net_input_bytes", "total_net_output_bytes",
 )
 
-INVALID_CURSOR = b"-ERR invalid cursor\r\n"
 
 
 def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
@@ -299,7 +290,7 @@ def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
     completes once the map is stable for one pass."""
     cursor = resp.string2ll(argv[1])
     if cursor is None or cursor < 0:
-        return INVALID_CURSOR
+        return errors.INVALID_CURSOR
     cluster = s.cluster
     order = cluster.scan_order()
     if not order:

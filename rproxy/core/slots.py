@@ -25,7 +25,7 @@ if _init != 0 or not callable(_cfun):  # pragma: no cover - a crcmod that looks 
     def _cfun(data: bytes, crc: int, table: object) -> int:
         return int(_crc16_wrapper(data))
 
-# For the data path's inlined slot computation (rproxy/session.py): ``CRC16(key, 0,
+# For the data path's inlined slot computation (rproxy/net/session.py): ``CRC16(key, 0,
 # CRC16_TABLE) & 0x3FFF`` is key_slot(key) for a key without '{'.
 CRC16 = _cfun
 CRC16_TABLE = _table

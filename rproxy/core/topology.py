@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rproxy.slots import SLOTS
+from rproxy.core.slots import SLOTS
 
 Addr = tuple[str, int]
 _ADDRS: dict[Addr, Addr] = {}  # one tuple object per address: owner tuples compare by identity

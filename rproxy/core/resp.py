@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import hiredis
 
-from rproxy import errors
+from rproxy.core import errors
 
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
 INT_MAX = 2**31 - 1

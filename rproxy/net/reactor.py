@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-log = structlog.get_logger("rproxy.reactor")
+log = structlog.get_logger("rproxy.net.reactor")
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT

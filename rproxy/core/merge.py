@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hiredis
 
-from rproxy import resp
+from rproxy.core import errors, resp
 
 
 def first_error(parts: list[bytes]) -> bytes | None:
@@ -128,7 +128,7 @@ def merge_same(parts: list[bytes]) -> bytes:
     if err is not None:
         return err
     if any(p != parts[0] for p in parts[1:]):
-        return b"-ERR rproxy: the cluster nodes gave different replies\r\n"
+        return errors.NODES_DISAGREE
     return parts[0]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rproxy.resp import RequestLimits
+from rproxy.core.resp import RequestLimits
 
 
 class ConfigError(ValueError):

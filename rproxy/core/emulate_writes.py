@@ -112,7 +112,7 @@ hyperloglog.c, cluster.c of 7.0):
   sets (WRONGTYPE).
 * LMOVE/RPOPLPUSH: a missing src is a null bulk whatever dst holds; else src, then dst (if it
   exists) must be lists, checked before popping.
-* The set/zset results are computed by ``rproxy.emulate`` (reused, not copied: same error
+* The set/zset results are computed by ``rproxy.core.emulate_reads`` (reused, not copied: same error
   precedence, same C double arithmetic); an empty result deletes dst, a non-empty one replaces
   it (whatever its type, without TTL). Zset scores are written with ``%.17g`` (``inf``,
   ``-inf``), which parses back to the same double. Long results are written in chunks of
@@ -138,7 +138,7 @@ hyperloglog.c, cluster.c of 7.0):
   ``[key, [[member, score], ...]]``, scores as ZPOPMIN replies them, as ZMPOP does).
 * PFMERGE: dst is itself an input (as in pfmergeCommand); inputs are validated and merged key
   by key (first bad key decides: WRONGTYPE, the HLL WRONGTYPE text, INVALIDOBJ), with
-  ``rproxy.emulate``'s register code; dst keeps its TTL (``SET ... KEEPTTL``).
+  ``rproxy.core.emulate_reads``'s register code; dst keeps its TTL (``SET ... KEEPTTL``).
 
 Known differences (none changes what PFCOUNT / SMEMBERS / ZRANGE / LRANGE ... return):
 
@@ -162,25 +162,18 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from rproxy import resp
-from rproxy.emulate import (
+from rproxy.core import errors, resp
+from rproxy.core.emulate_reads import (
     HLL_DENSE,
     HLL_REGISTERS,
-    NOT_INTEGER,
-    NUMKEYS_POSITIVE,
-    SYNTAX,
     ReadPlan,
-    WEIGHT_NOT_FLOAT,
-    WRONGTYPE,
-    _at_least_one_key,
     _bytewise_add,
     _cstr_lower,
-    _wrong_arity,
     hll_union,
     parse_double,
     plan_read,
 )
-from rproxy.merge import first_error
+from rproxy.core.merge import first_error
 
 Batch = list[tuple[bytes, list[bytes]]]
 """(routing key, argv): run in parallel, each on the master of its routing key's slot; commands
@@ -192,11 +185,6 @@ WritePlan = Generator[Batch, list[bytes], bytes]
 # -- replies and error texts of redis-server 7.0 --------------------------------------------------
 ZERO = b":0\r\n"
 ONE = b":1\r\n"
-NO_SUCH_KEY = b"-ERR no such key\r\n"
-SAME_OBJECT = b"-ERR source and destination objects are the same\r\n"
-DB_OUT_OF_RANGE = b"-ERR DB index is out of range\r\n"
-COPY_OTHER_DB = b"-ERR Copying to another database is not allowed in cluster mode\r\n"
-BITOP_NOT_ONE_KEY = b"-ERR BITOP NOT must be called with a single source key.\r\n"
 
 CHUNK = 1000
 """Members per SADD/ZADD when writing a computed set or sorted set (several commands, in order,
@@ -299,7 +287,7 @@ def _restore_copy(
 def _rename(src: bytes, dst: bytes, nx: bool) -> WritePlan:
     outcome = yield from _restore_copy(src, dst, replace=not nx)
     if outcome is not None:
-        return NO_SUCH_KEY if outcome == _MISSING else outcome
+        return errors.NO_SUCH_KEY if outcome == _MISSING else outcome
     (reply,) = yield [(src, [b"DEL", src])]
     if _is_error(reply):
         return reply
@@ -319,21 +307,20 @@ def _copy_options(argv: list[bytes]) -> bool | bytes:
         elif opt == b"db" and argc - j - 1 >= 1:
             value = resp.string2ll(argv[j + 1])
             if value is None:
-                return NOT_INTEGER
+                return errors.NOT_INTEGER
             if not INT_MIN <= value <= INT_MAX:
-                return (b"-ERR value is out of range, value must between -2147483648 and "
-                        b"2147483647\r\n")
+                return errors.INT_OUT_OF_RANGE
             if not 0 <= value < DEFAULT_DATABASES:
-                return DB_OUT_OF_RANGE
+                return errors.DB_OUT_OF_RANGE
             dbid = value
             j += 1
         else:
-            return SYNTAX
+            return errors.SYNTAX
         j += 1
     if dbid != 0:
-        return COPY_OTHER_DB
+        return errors.COPY_OTHER_DB
     if argv[1] == argv[2]:
-        return SAME_OBJECT
+        return errors.SAME_OBJECT
     return replace
 
 
@@ -347,7 +334,7 @@ def _copy(src: bytes, dst: bytes, replace: bool) -> WritePlan:
 # -- SMOVE ----------------------------------------------------------------------------------------
 def _move_types(src: bytes, dst: bytes, kind: bytes) -> WritePlan:
     """SMOVE's and LMOVE's checks (one TYPE of each key): the reply that ends the command
-    (an error, WRONGTYPE), _MISSING when ``src`` does not exist, or b"ok" to go on."""
+    (an error, errors.WRONGTYPE), _MISSING when ``src`` does not exist, or b"ok" to go on."""
     replies = yield [(src, [b"TYPE", src]), (dst, [b"TYPE", dst])]
     err = first_error(replies)
     if err is not None:
@@ -356,7 +343,7 @@ def _move_types(src: bytes, dst: bytes, kind: bytes) -> WritePlan:
     if src_type == b"none":
         return _MISSING
     if src_type != kind or dst_type not in (b"none", kind):
-        return WRONGTYPE
+        return errors.WRONGTYPE
     return b"ok"
 
 
@@ -452,19 +439,19 @@ def _zstore_options(op: bytes, setnum: int, options: list[bytes]) -> list[bytes]
         if not is_diff and remaining >= setnum + 1 and opt == b"weights":
             values = options[j + 1 : j + 1 + setnum]
             if any(parse_double(w) is None for w in values):
-                return WEIGHT_NOT_FLOAT
+                return errors.WEIGHT_NOT_FLOAT
             weights = values
             j += 1 + setnum
             remaining -= 1 + setnum
         elif not is_diff and remaining >= 2 and opt == b"aggregate":
             value = _cstr_lower(options[j + 1])
             if value not in (b"sum", b"min", b"max"):
-                return SYNTAX
+                return errors.SYNTAX
             aggregate = value
             j += 2
             remaining -= 2
         else:
-            return SYNTAX  # WITHSCORES included: not accepted with a destination key
+            return errors.SYNTAX  # WITHSCORES included: not accepted with a destination key
     out: list[bytes] = []
     if weights is not None:
         out += [b"WEIGHTS", *weights]
@@ -477,11 +464,11 @@ def _plan_zstore(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
     op = name[:-5]  # ZUNION / ZINTER / ZDIFF
     setnum = resp.string2ll(argv[2])
     if setnum is None:
-        return NOT_INTEGER
+        return errors.NOT_INTEGER
     if setnum < 1:
-        return _at_least_one_key(name)
+        return errors.at_least_one_key(name)
     if setnum > len(argv) - 3:
-        return SYNTAX
+        return errors.SYNTAX
     dst = argv[1]
     keys = argv[3 : 3 + setnum]
     options = _zstore_options(op, setnum, argv[3 + setnum :])
@@ -546,7 +533,7 @@ def _plan_zrangestore(argv: list[bytes]) -> WritePlan | bytes:
         leftargs = len(opts) - j - 1
         if opt == b"limit" and leftargs >= 2:
             if resp.string2ll(opts[j + 1]) is None or resp.string2ll(opts[j + 2]) is None:
-                return NOT_INTEGER
+                return errors.NOT_INTEGER
             limit = [b"LIMIT", opts[j + 1], opts[j + 2]]
             j += 2
         elif not rev and opt == b"rev":
@@ -554,7 +541,7 @@ def _plan_zrangestore(argv: list[bytes]) -> WritePlan | bytes:
         elif by is None and opt in (b"bylex", b"byscore"):
             by = b"BYLEX" if opt == b"bylex" else b"BYSCORE"
         else:
-            return SYNTAX
+            return errors.SYNTAX
         j += 1
     read = [b"ZRANGE", src, argv[3], argv[4]]
     if by is not None:
@@ -586,8 +573,6 @@ def _zrangestore(dst: bytes, src: bytes, read: list[bytes], bylex: bool) -> Writ
 
 
 # -- SORT ... STORE -------------------------------------------------------------------------------
-SORT_BY_DENIED = b"-ERR BY option of SORT denied in Cluster mode.\r\n"
-SORT_GET_DENIED = b"-ERR GET option of SORT denied in Cluster mode.\r\n"
 
 
 def _plan_sort(argv: list[bytes]) -> WritePlan | bytes:
@@ -608,7 +593,7 @@ def _plan_sort(argv: list[bytes]) -> WritePlan | bytes:
             forced.append(argv[j])
         elif opt == b"limit" and leftargs >= 2:
             if resp.string2ll(argv[j + 1]) is None or resp.string2ll(argv[j + 2]) is None:
-                return NOT_INTEGER
+                return errors.NOT_INTEGER
             read += argv[j : j + 3]
             forced += argv[j : j + 3]
             j += 2
@@ -617,14 +602,14 @@ def _plan_sort(argv: list[bytes]) -> WritePlan | bytes:
             j += 1
         elif opt == b"by" and leftargs >= 1:
             if b"*" in argv[j + 1].split(b"\0", 1)[0]:
-                return SORT_BY_DENIED
+                return errors.SORT_BY_DENIED
             dontsort = True
             read += argv[j : j + 2]
             j += 1
         elif opt == b"get" and leftargs >= 1:
-            return SORT_GET_DENIED
+            return errors.SORT_GET_DENIED
         else:
-            return SYNTAX
+            return errors.SYNTAX
         j += 1
     if store is None or store == src:
         return _passthrough(src, argv)
@@ -653,7 +638,6 @@ def _sort_store(src: bytes, dst: bytes, read: list[bytes],
 
 
 # -- LMPOP / ZMPOP --------------------------------------------------------------------------------
-COUNT_POSITIVE = b"-ERR count should be greater than 0\r\n"
 
 
 def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
@@ -662,14 +646,14 @@ def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
     (1..LONG_MAX)."""
     numkeys = resp.string2ll(argv[1])
     if numkeys is None or numkeys < 1:
-        return NUMKEYS_POSITIVE
+        return errors.NUMKEYS_POSITIVE
     where_idx = 2 + numkeys
     if where_idx >= len(argv):
-        return SYNTAX
+        return errors.SYNTAX
     where = _cstr_lower(argv[where_idx])
     ends = (b"left", b"right") if name == b"LMPOP" else (b"min", b"max")
     if where not in ends:
-        return SYNTAX
+        return errors.SYNTAX
     count: int | None = None
     j = where_idx + 1
     while j < len(argv):
@@ -677,9 +661,9 @@ def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
             j += 1
             count = resp.string2ll(argv[j])
             if count is None or count < 1:
-                return COUNT_POSITIVE
+                return errors.COUNT_POSITIVE
         else:
-            return SYNTAX
+            return errors.SYNTAX
         j += 1
     keys = argv[2:where_idx]
     if len(set(keys)) == 1:
@@ -693,7 +677,7 @@ def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
 
 def _mpop(keys: list[bytes], size: bytes, pop: bytes, count: int, zset: bool) -> WritePlan:
     """Like mpopGenericCommand: the keys in order, missing or empty ones skipped, the first of
-    another type is WRONGTYPE; the first non-empty one is popped (keys after it are not
+    another type is errors.WRONGTYPE; the first non-empty one is popped (keys after it are not
     looked at, whatever their type or read reply). If it was emptied by someone else between
     the rounds (null reply), the next non-empty key is tried."""
     replies = yield [(k, [size, k]) for k in keys]
@@ -764,7 +748,7 @@ _T_LOW6 = bytes(b & 63 for b in range(256))
 
 def dense_hll(registers: bytes) -> bytes:
     """A dense HLL string (header with an invalidated cardinality cache, 16384 6-bit registers)
-    from one byte per register: the inverse of ``rproxy.emulate._dense_registers``."""
+    from one byte per register: the inverse of ``rproxy.core.emulate_reads._dense_registers``."""
     if len(registers) != HLL_REGISTERS:
         raise ValueError("expected 16384 registers")
     regs = registers.translate(_T_LOW6)
@@ -809,11 +793,11 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
         return None
     argc = len(argv)
     if (arity > 0 and argc != arity) or argc < -arity:
-        return _wrong_arity(argv[0])
+        return errors.wrong_arity(argv[0])
 
     if name == b"MSETNX":
         if argc % 2 == 0:
-            return _wrong_arity(argv[0])
+            return errors.wrong_arity(argv[0])
         return _msetnx([(argv[i], argv[i + 1]) for i in range(1, argc, 2)])
     if name in (b"RENAME", b"RENAMENX"):
         if argv[1] == argv[2]:
@@ -832,7 +816,7 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
         if name == b"LMOVE":
             from_left, to_left = _list_end(argv[3]), _list_end(argv[4])
             if from_left is None or to_left is None:
-                return SYNTAX
+                return errors.SYNTAX
         else:
             from_left, to_left = False, True
         if argv[1] == argv[2]:
@@ -845,9 +829,9 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
     if name == b"BITOP":
         op = _BITOPS.get(_cstr_lower(argv[1]))
         if op is None:
-            return SYNTAX
+            return errors.SYNTAX
         if op == "not" and argc != 4:
-            return BITOP_NOT_ONE_KEY
+            return errors.BITOP_NOT_ONE_KEY
         return _bitop(op, argv[2], argv[3:])
     if name == b"ZRANGESTORE":
         return _plan_zrangestore(argv)

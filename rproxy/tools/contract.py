@@ -2,8 +2,8 @@
 happens when its keys span slots. Generated from the command table itself (the backend's
 ``COMMAND`` reply plus the proxy's rules), so the README cannot drift from the code.
 
-    python -m rproxy.contract --seed 127.0.0.1:7000            # print the Markdown table
-    python -m rproxy.contract --seed 127.0.0.1:7000 --update README.md
+    python -m rproxy.tools.contract --seed 127.0.0.1:7000            # print the Markdown table
+    python -m rproxy.tools.contract --seed 127.0.0.1:7000 --update README.md
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import sys
 
 import hiredis
 
-from rproxy import local
-from rproxy.commands import CommandInfo, CommandTable, Route
-from rproxy.emulate import EMULATED
-from rproxy.emulate_writes import EMULATED_WRITES
-from rproxy.planner import FANOUT_MERGES, SPLIT_NAMES
-from rproxy.resp import encode_command
+from rproxy.core import local_commands
+from rproxy.core.commands import CommandInfo, CommandTable, Route
+from rproxy.core.emulate_reads import EMULATED
+from rproxy.core.emulate_writes import EMULATED_WRITES
+from rproxy.core.planner import FANOUT_MERGES, SPLIT_NAMES
+from rproxy.core.resp import encode_command
 
 START = "<!-- command-contract:start -->"
 END = "<!-- command-contract:end -->"
@@ -56,11 +56,11 @@ def describe(info: CommandInfo) -> tuple[str, str]:
     if info.name in _SPECIAL and r == Route.LOCAL:
         return _SPECIAL[info.name]
     if r == Route.LOCAL:
-        if local.handled(info.name):
+        if local_commands.handled(info.name):
             return "answered by rproxy", "-"
         if info.subcommands:
             return "answered by rproxy (see its subcommands)", "-"
-        return f"refused: {local.refusal(info.name)}", "-"
+        return f"refused: {local_commands.refusal(info.name)}", "-"
     if r == Route.REFUSED:
         return f"refused: {info.why}", "-"
     if r in (Route.ALL_MASTERS, Route.ALL_NODES):
@@ -126,7 +126,7 @@ def fetch_command_reply(host: str, port: int, timeout_s: float = 5.0) -> list[ob
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rproxy.contract", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rproxy.tools.contract", description=__doc__)
     p.add_argument("--seed", required=True, metavar="HOST:PORT", help="a Redis 7 node")
     p.add_argument("--update", metavar="FILE", help="rewrite the generated section of FILE")
     args = p.parse_args(argv)

@@ -57,6 +57,54 @@ NOPROTO = b"-NOPROTO unsupported protocol version\r\n"
 MAX_CLIENTS = b"-ERR max number of clients reached\r\n"
 CLUSTER_DOWN_UNCOVERED = b"-CLUSTERDOWN Hash slot not served\r\n"
 
+# -- data types and command options (texts of redis-server 7.0: t_*.c, db.c, sort.c, ...) -------
+WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+NUMKEYS_POSITIVE = b"-ERR numkeys should be greater than 0\r\n"
+NUMKEYS_TOO_MANY = b"-ERR Number of keys can't be greater than number of args\r\n"
+LIMIT_NEGATIVE = b"-ERR LIMIT can't be negative\r\n"
+WEIGHT_NOT_FLOAT = b"-ERR weight value is not a float\r\n"
+HLL_WRONGTYPE = b"-WRONGTYPE Key is not a valid HyperLogLog string value.\r\n"
+HLL_INVALID = b"-INVALIDOBJ Corrupted HLL object detected\r\n"
+LCS_NOT_STRINGS = b"-ERR The specified keys must contain string values\r\n"
+LCS_LEN_AND_IDX = b"-ERR If you want both the length and indexes, please just use IDX.\r\n"
+NO_SUCH_KEY = b"-ERR no such key\r\n"
+SAME_OBJECT = b"-ERR source and destination objects are the same\r\n"
+DB_OUT_OF_RANGE = b"-ERR DB index is out of range\r\n"
+COPY_OTHER_DB = b"-ERR Copying to another database is not allowed in cluster mode\r\n"
+BITOP_NOT_ONE_KEY = b"-ERR BITOP NOT must be called with a single source key.\r\n"
+SORT_BY_DENIED = b"-ERR BY option of SORT denied in Cluster mode.\r\n"
+SORT_GET_DENIED = b"-ERR GET option of SORT denied in Cluster mode.\r\n"
+COUNT_POSITIVE = b"-ERR count should be greater than 0\r\n"
+INT_OUT_OF_RANGE = (  # getIntFromObjectOrReply / getRangeLongFromObjectOrReply
+    b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
+)
+XREAD_UNBALANCED = (
+    b"-ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be "
+    b"specified.\r\n"
+)
+INVALID_CURSOR = b"-ERR invalid cursor\r\n"
+
+
+def at_least_one_key(name: bytes) -> bytes:
+    return b"-ERR at least 1 input key is needed for '" + name.lower() + b"' command\r\n"
+
+
+# -- connection and client commands (src/networking.c, src/acl.c) -------------------------------
+AUTH_NO_PASSWORD = (
+    b"-ERR AUTH <password> called without any password configured for the default user. "
+    b"Are you sure your configuration is correct?\r\n"
+)
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+PROTOVER_NOT_INT = b"-ERR Protocol version is not an integer or out of range\r\n"
+BAD_CLIENT_NAME = (
+    b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+)
+
+
+def hello_syntax(option: bytes) -> bytes:
+    return b"-ERR Syntax error in HELLO option '" + option[:128] + b"'\r\n"
+
+
 # -- proxy-originated ---------------------------------------------------------------------------
 REQUEST_TIMED_OUT = b"-ERR rproxy: request timed out\r\n"
 TOO_MANY_REDIRECTS = b"-TRYAGAIN rproxy: too many redirects\r\n"
@@ -74,6 +122,19 @@ CLUSTER_UNREACHABLE = b"-CLUSTERDOWN rproxy: no cluster node reachable\r\n"
 NO_HEALTHY_REPLICA = (
     b"-CLUSTERDOWN rproxy: no healthy replica for the slot (read_from = replica)\r\n"
 )
+
+NODES_DISAGREE = b"-ERR rproxy: the cluster nodes gave different replies\r\n"
+LCS_MAX_CELLS = 1_000_000
+"""The dynamic-programming table of a cross-slot LCS is computed in the proxy's event loop: past
+this many cells (len(a) * len(b)) it is refused rather than stall every other client."""
+LCS_TOO_BIG = (
+    b"-ERR rproxy: LCS over keys in different slots is limited to %d table cells "
+    b"(len(a) * len(b)); put both keys in one slot with a {hash tag}\r\n" % LCS_MAX_CELLS
+)
+
+
+def merge_failed(exc: BaseException) -> bytes:
+    return b"-ERR rproxy: could not merge replies: " + type(exc).__name__.encode() + b"\r\n"
 
 
 def not_supported(name: bytes, why: str) -> bytes:

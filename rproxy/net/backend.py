@@ -7,7 +7,7 @@ to the waiting requests in FIFO order; redirect errors go to the cluster instead
 
 A connection counts as up only once the node answered ``PING`` (after ``READONLY`` on a
 replica-read connection): a hung node accepts TCP connections but answers nothing. Until then
-``out``/``fifo`` queue requests in order -- the failover hold (see rproxy/cluster.py).
+``out``/``fifo`` queue requests in order -- the failover hold (see rproxy/net/cluster.py).
 
 Resource handling: the connection owns its socket and closes it in ``fail``/``close``. A client
 that disconnects leaves its requests in the FIFO: their replies are still read and dropped, so
@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from rproxy import errors
-from rproxy.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
-from rproxy.request import DISCARD, Request, complete
-from rproxy.resp import BackendProtocolError, ReplyFramer, encode_command
+from rproxy.core import errors
+from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
+from rproxy.core.request import DISCARD, Request, complete
+from rproxy.core.resp import BackendProtocolError, ReplyFramer, encode_command
 
 if TYPE_CHECKING:
-    from rproxy.cluster import Cluster
+    from rproxy.net.cluster import Cluster
 
-log = structlog.get_logger("rproxy.upstream")
+log = structlog.get_logger("rproxy.net.backend")
 
 CONNECTING = 0
 READY = 1

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from rproxy.resp import string2ll
+from rproxy.core.resp import string2ll
 
 
 class Route(enum.IntEnum):

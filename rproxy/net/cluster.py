@@ -26,15 +26,15 @@ import hiredis
 import structlog
 import trio
 
-from rproxy import errors
-from rproxy.commands import CommandTable
-from rproxy.config import Config
-from rproxy.reactor import Reactor
-from rproxy.request import DATA, DISCARD, HOPS, OWNER, READONLY, SINCE, SLOT, Request, complete
-from rproxy.resp import encode_command, parse_reply
-from rproxy.retry import resend_after_loss
-from rproxy.slots import SLOTS
-from rproxy.topology import (
+from rproxy.core import errors
+from rproxy.core.commands import CommandTable
+from rproxy.core.config import Config
+from rproxy.net.reactor import Reactor
+from rproxy.core.request import DATA, DISCARD, HOPS, OWNER, READONLY, SINCE, SLOT, Request, complete
+from rproxy.core.resp import encode_command, parse_reply
+from rproxy.core.redirect import resend_after_loss
+from rproxy.core.slots import SLOTS
+from rproxy.core.topology import (
     ASK,
     MOVED,
     RETRY,
@@ -46,9 +46,9 @@ from rproxy.topology import (
     parse_cluster_slots,
     parse_redirect,
 )
-from rproxy.upstream import CLOSED, CONNECTING, READY, BackendConnection
+from rproxy.net.backend import CLOSED, CONNECTING, READY, BackendConnection
 
-log = structlog.get_logger("rproxy.cluster")
+log = structlog.get_logger("rproxy.net.cluster")
 
 ASKING = encode_command([b"ASKING"])
 # A connection with requests out and no reply for this long makes the proxy re-read the slot
@@ -486,7 +486,7 @@ class Cluster:
 
     def requeue(self, written: list[Request], queued: list[Request], exc: BaseException) -> None:
         """Settle the requests of a connection that failed, in their order (the retry rules,
-        rproxy/retry.py). ``written`` went out without a reply: read-only and idempotent ones
+        rproxy/core/redirect.py). ``written`` went out without a reply: read-only and idempotent ones
         are sent again, others get OUTCOME_UNKNOWN (REQUEST_TIMED_OUT after op_timeout_s).
         ``queued`` never left: they go where the current map says, where they wait again if
         that node is not up either (the failover hold)."""

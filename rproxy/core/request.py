@@ -8,7 +8,7 @@ child requests on several backends; its merge function runs once the last child 
 A request is a plain list indexed by the constants below, not a class instance: every command
 makes one, and a list is ~110 ns cheaper to create and free than an instance with the same
 fields (7 % of the proxy's Python time per GET at pipeline 16). The hot paths
-(rproxy/session.py, rproxy/upstream.py) index it with the literal numbers, each commented.
+(rproxy/net/session.py, rproxy/net/backend.py) index it with the literal numbers, each commented.
 
     [REPLY, OWNER, DATA, SLOT, READONLY, HOPS, PARENT, INDEX]  (+ SINCE, on a first retry)
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from rproxy.core import errors
 
 REPLY = 0  # the raw reply once it is known, else None
 OWNER = 1  # the ClientSession that gets the reply (None: a child, or an internal request)
@@ -61,7 +63,7 @@ class FanOut(list):  # type: ignore[type-arg]
             try:
                 self[REPLY] = self.merge(self.parts)
             except Exception as exc:  # a merge must never take the proxy down
-                self[REPLY] = b"-ERR rproxy: could not merge replies: " + type(exc).__name__.encode() + b"\r\n"
+                self[REPLY] = errors.merge_failed(exc)
             finish(self)
 
 
