@@ -258,7 +258,7 @@ def slot_owners(seed: Addr) -> list[tuple[int, int, str]]:
 def fanout_layout(seed: Addr) -> dict[str, Any]:
     """Slot and master of every fan-out key; raises unless the first FANOUT_SPREAD_KEYS keys
     touch every master of the cluster."""
-    from rproxy.slots import key_slot
+    from rproxy.core.slots import key_slot
     owners = slot_owners(seed)
     masters = sorted({m for _, _, m in owners})
 

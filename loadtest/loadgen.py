@@ -32,8 +32,8 @@ import trio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from rproxy.resp import encode_command  # noqa: E402
-from rproxy.slots import key_slot  # noqa: E402
+from rproxy.core.resp import encode_command  # noqa: E402
+from rproxy.core.slots import key_slot  # noqa: E402
 
 
 class Err(str):
