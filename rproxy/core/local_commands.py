@@ -1,30 +1,76 @@
-"""Commands the proxy answers itself, as one plain Redis server would.
+"""Commands the proxy answers itself, as one plain Redis server would: sans-IO.
 
-Each handler takes the session and ``argv`` and returns the encoded reply, or a ``Request``
-(a fan-out) that takes the command's place in the reply queue. Texts follow Redis 7
-(src/server.c, src/networking.c, src/db.c); where the proxy differs it says so in the error.
+Each handler is a function of the client's state (``ClientState``, which it may change: a name,
+QUIT), the command's ``argv`` and a read-only ``ProxyView`` of the proxy and the cluster. It
+returns the encoded reply, or an instruction for the session when the answer needs the
+backends: ``AllMasters`` (send one command to every master, merge the replies) or ``ToSlot``
+(send one command to the master of a slot, rewrite its reply). Handlers reach into no other
+object. Texts follow Redis 7 (src/server.c, src/networking.c, src/db.c); where the proxy
+differs it says so in the error.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from rproxy import __version__
-from rproxy.core import errors, merge, resp
+from rproxy.core import errors, merge, resp, stats
+from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
-from rproxy.core.request import FanOut, Request
 from rproxy.core.slots import key_slot
 
-if TYPE_CHECKING:
-    from rproxy.net.session import ClientSession
-
 Merge = Callable[[list[bytes]], bytes]
-Reply = bytes | Request
 
-def run(session: ClientSession, info: CommandInfo, argv: list[bytes]) -> Reply:
+
+@dataclass(frozen=True, slots=True)
+class AllMasters:
+    """Send ``command`` (encoded) to every master; ``merge`` builds the reply."""
+
+    command: bytes
+    merge: Merge
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToSlot:
+    """Send ``command`` (encoded) to the master of ``slot``; ``merge`` rewrites its reply."""
+
+    slot: int
+    command: bytes
+    merge: Merge
+
+
+Reply = bytes | AllMasters | ToSlot
+
+
+class ProxyView(Protocol):
+    """What the proxy's own commands may read of the proxy and the cluster (the server
+    implements it). Read-only: a handler changes nothing but the client's own state."""
+
+    proxy_version: str
+    redis_version: str  # the backend's
+    port: int
+    process_id: int
+    os_name: str
+    uptime_s: int
+    max_clients: int
+    read_from: str
+    masters: int  # how many masters serve slots
+    map_epoch: int  # the slot map's version (SCAN cursors carry it)
+
+    def stat(self, name: str) -> int:
+        """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
+        ...
+
+    def client(self, client_id: int) -> ClientInfo: ...
+    def clients(self) -> Sequence[ClientInfo]: ...
+
+    def scan_order(self) -> list[int]:
+        """Each master's lowest slot, ascending."""
+        ...
+
+def run(client: ClientState, info: CommandInfo, argv: list[bytes], view: ProxyView) -> Reply:
     arity = info.arity
     if (arity > 0 and len(argv) != arity) or (arity < 0 and len(argv) < -arity):
         return errors.wrong_arity(info.name)
@@ -39,7 +85,7 @@ def run(session: ClientSession, info: CommandInfo, argv: list[bytes]) -> Reply:
             container, _, sub = info.name.partition(b"|")
             return errors.not_supported(container + b" " + sub, _why(container))
         return errors.not_supported(argv[0], "not implemented by the proxy")
-    return handler(session, argv)
+    return handler(client, argv, view)
 
 
 def handled(name: bytes) -> bool:
@@ -59,22 +105,22 @@ def _why(container: bytes) -> str:
     return "it acts on one backend connection, which clients share behind the proxy"
 
 
-def _ping(s: ClientSession, argv: list[bytes]) -> Reply:
+def _ping(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.wrong_arity(b"ping")
     return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
 
 
-def _echo(s: ClientSession, argv: list[bytes]) -> Reply:
+def _echo(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.bulk(argv[1])
 
 
-def _quit(s: ClientSession, argv: list[bytes]) -> Reply:
-    s.closing = True
+def _quit(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    c.quit = True
     return resp.OK
 
 
-def _select(s: ClientSession, argv: list[bytes]) -> Reply:
+def _select(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     db = resp.string2ll(argv[1])
     if db is None:
         return errors.NOT_INTEGER
@@ -91,7 +137,7 @@ def _auth_check(user: bytes | None, password: bytes) -> bytes:
     return resp.OK if user == b"default" else errors.WRONGPASS
 
 
-def _auth(s: ClientSession, argv: list[bytes]) -> Reply:
+def _auth(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) == 2:
         return _auth_check(None, argv[1])
     if len(argv) == 3:
@@ -99,7 +145,7 @@ def _auth(s: ClientSession, argv: list[bytes]) -> Reply:
     return errors.SYNTAX
 
 
-def _hello(s: ClientSession, argv: list[bytes]) -> Reply:
+def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """HELLO [protover [AUTH user pass] [SETNAME name]] (src/networking.c helloCommand).
     Only RESP2 is spoken: HELLO 3 gets -NOPROTO, as from a server without RESP3."""
     if len(argv) >= 2:
@@ -126,10 +172,10 @@ def _hello(s: ClientSession, argv: list[bytes]) -> Reply:
         else:
             return errors.hello_syntax(argv[i])
     if name is not None:
-        s.name = name
+        c.name = name
     return resp.encode_value(
-        [b"server", b"redis", b"version", s.cluster.redis_version.encode(), b"proto", 2,
-         b"id", s.id, b"mode", b"standalone", b"role", b"master", b"modules", []]
+        [b"server", b"redis", b"version", view.redis_version.encode(), b"proto", c.protocol,
+         b"id", c.id, b"mode", b"standalone", b"role", b"master", b"modules", []]
     )
 
 
@@ -137,64 +183,61 @@ def _valid_name(name: bytes) -> bool:
     return all(33 <= c <= 126 for c in name)
 
 
-def _reset(s: ClientSession, argv: list[bytes]) -> Reply:
-    s.name = b""
+def _reset(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    c.reset()
     return b"+RESET\r\n"
 
 
-def _ok(s: ClientSession, argv: list[bytes]) -> Reply:
+def _ok(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.OK
 
 
-def _client_setname(s: ClientSession, argv: list[bytes]) -> Reply:
+def _client_setname(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if not _valid_name(argv[2]):
         return errors.BAD_CLIENT_NAME
-    s.name = argv[2]
+    c.name = argv[2]
     return resp.OK
 
 
-def _client_getname(s: ClientSession, argv: list[bytes]) -> Reply:
-    return resp.bulk(s.name or None)
+def _client_getname(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    return resp.bulk(c.name or None)
 
 
-def _client_id(s: ClientSession, argv: list[bytes]) -> Reply:
-    return resp.integer(s.id)
+def _client_id(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    return resp.integer(c.id)
 
 
-def _client_line(c: ClientSession, now: float) -> bytes:
-    age = int(now - c.server.session_started.get(c.id, now))
-    idle = int(now - c.last_active) if c.last_active else age
+def _client_line(c: ClientInfo) -> bytes:
     return (
         b"id=%d addr=%s fd=%d name=%s age=%d idle=%d flags=N db=0 sub=0 psub=0 multi=-1 "
         b"qbuf=%d obl=0 oll=%d omem=%d cmd=NULL user=default"
-        % (c.id, c.peer.encode(), c.fd, c.name, age, idle, c.parser.buffered,
-           len(c.queue), len(c.wbuf))
+        % (c.id, c.addr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.query_buffer,
+           c.pending, c.output_buffer)
     )
 
 
-def _client_info(s: ClientSession, argv: list[bytes]) -> Reply:
-    return resp.bulk(_client_line(s, s.server.now) + b"\n")
+def _client_info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    return resp.bulk(_client_line(view.client(c.id)) + b"\n")
 
 
-def _client_list(s: ClientSession, argv: list[bytes]) -> Reply:
+def _client_list(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.not_supported(b"CLIENT LIST", "filters are not implemented by the proxy")
-    now = s.server.now
-    return resp.bulk(b"".join(_client_line(c, now) + b"\n" for c in s.server.sessions.values()))
+    return resp.bulk(b"".join(_client_line(row) + b"\n" for row in view.clients()))
 
 
-def _client_setinfo(s: ClientSession, argv: list[bytes]) -> Reply:
+def _client_setinfo(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     # CLIENT SETINFO LIB-NAME/LIB-VER (Redis 7.2; sent by current client libraries): accepted.
     if len(argv) != 4:
         return errors.wrong_arity(b"client|setinfo")
     return resp.OK
 
 
-def _cluster_keyslot(s: ClientSession, argv: list[bytes]) -> Reply:
+def _cluster_keyslot(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.integer(key_slot(argv[2]))
 
 
-def _info(s: ClientSession, argv: list[bytes]) -> Reply:
+def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """INFO [section ...]: the proxy's own Server, Clients and Proxy (failover counters)
     sections; Stats with the proxy's counters plus the data statistics summed over every
     master; Keyspace with the totals over every master (one ``INFO stats keyspace`` each)."""
@@ -202,54 +245,40 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
     every = not wanted or wanted & {"default", "all", "everything"}
     names = ["server", "clients", "proxy", "stats", "keyspace"]
     chosen = [n for n in names if every or n in wanted]
-    server = s.server
-    cluster = s.cluster
+
+    def figures(section: str) -> list[tuple[str, object]]:
+        return [(st.name, view.stat(st.name)) for st in stats.section(section)]
 
     def render(parts: list[bytes] | None) -> bytes:
         sections: list[tuple[str, list[tuple[str, object]]]] = []
-        now = time.time()
         for name in chosen:
             if name == "server":
                 sections.append(("Server", [
-                    ("redis_version", cluster.redis_version),
+                    ("redis_version", view.redis_version),
                     ("redis_mode", "standalone"),
                     ("cluster_enabled", 0),
-                    ("rproxy_version", __version__),
-                    ("os", os.uname().sysname),
-                    ("process_id", os.getpid()),
-                    ("tcp_port", server.port),
-                    ("uptime_in_seconds", int(now - server.started_at)),
-                    ("uptime_in_days", int(now - server.started_at) // 86400),
-                    ("cluster_masters", len(cluster.masters)),
+                    ("rproxy_version", view.proxy_version),
+                    ("os", view.os_name),
+                    ("process_id", view.process_id),
+                    ("tcp_port", view.port),
+                    ("uptime_in_seconds", view.uptime_s),
+                    ("uptime_in_days", view.uptime_s // 86400),
+                    ("cluster_masters", view.masters),
                 ]))
             elif name == "clients":
                 sections.append(("Clients", [
-                    ("connected_clients", len(server.sessions)),
-                    ("maxclients", server.config.limits.max_clients),
+                    *figures("clients"),
+                    ("maxclients", view.max_clients),
                 ]))
             elif name == "proxy":
-                sections.append(("Proxy", [
-                    ("backend_connections", len(cluster.connections())),
-                    ("held_requests", cluster.held()),
-                    ("held_expired", cluster.held_expired),
-                    ("retried_requests", cluster.retried),
-                    ("outcome_unknown_errors", cluster.outcome_unknown),
-                    ("slotmap_refreshes", cluster.refreshes),
-                    ("slotmap_epoch", cluster.map_epoch),
-                    ("failed_masters", len(cluster.slotmap.failed) if cluster.slotmap else 0),
-                    ("unreachable_nodes", len(cluster.down_since)),
-                    ("cluster_reachable", 0 if cluster.unreachable else 1),
-                    ("read_from", cluster.read_from),
-                ]))
+                sections.append(("Proxy", [*figures("proxy"), ("read_from", view.read_from)]))
             elif name == "stats":
                 backend = merge.sum_fields(parts or [], "stats", CLUSTER_STATS)
                 sections.append(("Stats", [
-                    ("total_connections_received", server.connections_received),
-                    ("total_commands_processed", server.commands_processed),
-                    ("rejected_connections", server.rejected_connections),
+                    *figures("stats"),
                     *[(k, backend.get(k, 0)) for k in CLUSTER_STATS],
-                    ("slotmap_refreshes", cluster.refreshes),
-                    ("outcome_unknown_errors", cluster.outcome_unknown),
+                    ("slotmap_refreshes", view.stat("slotmap_refreshes")),
+                    ("outcome_unknown_errors", view.stat("outcome_unknown_errors")),
                 ]))
             elif name == "keyspace":
                 rows = merge.sum_keyspace(parts or [])
@@ -267,8 +296,8 @@ def _info(s: ClientSession, argv: list[bytes]) -> Reply:
         err = merge.first_error(parts)
         return err if err is not None else render(parts)
 
-    return s.fan_out(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info,
-                     readonly=True)
+    return AllMasters(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info,
+                      readonly=True)
 
 
 # Data statistics only the masters know, summed over all of them in INFO's Stats section.
@@ -279,7 +308,7 @@ CLUSTER_STATS = (
 
 
 
-def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
+def _scan(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """SCAN over the whole cluster: one master after another, in the order of the lowest slot
     each owns. The client's cursor is ``node_cursor << 22 | epoch << 14 | anchor``: ``anchor``
     is the lowest slot of the master being scanned (a plain integer that names the master by
@@ -291,11 +320,10 @@ def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
     cursor = resp.string2ll(argv[1])
     if cursor is None or cursor < 0:
         return errors.INVALID_CURSOR
-    cluster = s.cluster
-    order = cluster.scan_order()
+    order = view.scan_order()
     if not order:
         return errors.NO_TOPOLOGY
-    epoch = cluster.map_epoch & 0xFF
+    epoch = view.map_epoch & 0xFF
     anchor, cursor_epoch, backend = cursor & 0x3FFF, (cursor >> 14) & 0xFF, cursor >> 22
     if cursor == 0 or cursor_epoch != epoch or anchor not in order:
         anchor, backend = order[0], 0
@@ -317,12 +345,10 @@ def _scan(s: ClientSession, argv: list[bytes]) -> Reply:
         return b"*2\r\n" + resp.bulk(b"%d" % new) + keys
 
     argv2 = [argv[0], b"%d" % backend, *argv[2:]]
-    parent = FanOut(s, 1, rewrite)
-    cluster.route(parent.child(0, resp.encode_command(argv2), anchor, readonly=True))
-    return parent
+    return ToSlot(anchor, resp.encode_command(argv2), rewrite)
 
 
-_HANDLERS: dict[bytes, Callable[[ClientSession, list[bytes]], Reply]] = {
+_HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] = {
     b"SCAN": _scan,
     b"PING": _ping,
     b"ECHO": _echo,

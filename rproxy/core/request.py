@@ -20,12 +20,12 @@ track per part (~8 % slower for a split MSET of 10 keys).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rproxy.core import errors
 
 REPLY = 0  # the raw reply once it is known, else None
-OWNER = 1  # the ClientSession that gets the reply (None: a child, or an internal request)
+OWNER = 1  # who gets the reply (None: a child, or an internal request): a ReplyOwner
 DATA = 2  # the encoded command, as sent to the backend
 SLOT = 3  # its hash slot, -1 for a command without keys
 READONLY = 4  # may be served by a replica (read_from)
@@ -35,6 +35,16 @@ INDEX = 7  # a fan-out part: its index in the parent's parts
 SINCE = 8  # when it first had to wait for a retry: appended then (Cluster.retry_later)
 
 Request = list  # the type of a request, for annotations (a FanOut is a list subclass)
+
+
+class ReplyOwner(Protocol):
+    """The client a request answers (rproxy/net/session.py). ``wake`` makes it send its
+    completed replies at the end of the reactor's batch; ``dirty`` says it is already due to.
+    The backend reader inlines ``wake`` on its hot path (rproxy/net/backend.py)."""
+
+    dirty: bool
+
+    def wake(self) -> None: ...
 
 
 def new_request(owner: Any, data: bytes, slot: int = -1, readonly: bool = False) -> Request:
@@ -80,8 +90,7 @@ def complete(req: Request, raw: bytes) -> None:
 def finish(req: Request) -> None:
     owner = req[OWNER]
     if owner is not None and not owner.dirty:
-        owner.dirty = True
-        owner.reactor.dirty_clients.append(owner)
+        owner.wake()
 
 
 DISCARD: Request = new_request(None, b"")

@@ -1,8 +1,8 @@
-"""Slot map and redirect decisions, sans-IO.
+"""The slot map and the parsing of the cluster's own description of it, sans-IO.
 
 ``SlotMap`` is immutable: the cluster manager builds a new one from ``CLUSTER SHARDS`` (Redis
-7+) or ``CLUSTER SLOTS`` and swaps it in whole. ``parse_redirect`` turns a backend error reply
-into the one decision the data path needs.
+7+) or ``CLUSTER SLOTS`` and swaps it in whole. What to do with a redirect is not here: see
+``rproxy.core.redirect``.
 """
 
 from __future__ import annotations
@@ -159,46 +159,3 @@ def parse_cluster_slots(reply: list[object], asked_host: str) -> SlotMap:
 def _pairs(raw: object) -> dict[str, object]:
     items = list(raw)  # type: ignore[call-overload]
     return {_s(k).lower(): v for k, v in zip(items[::2], items[1::2])}
-
-
-# -- redirects (src/cluster.c clusterRedirectClient) ---------------------------------------------
-MOVED = 1
-ASK = 2
-RETRY = 3  # TRYAGAIN: the command did not run; a few more tries (max_redirects)
-WAIT = 4  # WAIT_FOR: the command did not run; try again until failover_hold_s
-
-# Error replies that prove the command did not run, besides MOVED/ASK and TRYAGAIN (a
-# multi-key command over a slot being migrated: src/cluster.c getNodeByQuery): the cluster is
-# down (a master failed and is not replaced yet); a write reached a master demoted in a
-# failover; the node is loading its data; a replica lost its master (src/server.c).
-WAIT_FOR = (b"-CLUSTERDOWN", b"-READONLY", b"-LOADING", b"-MASTERDOWN")
-
-
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    kind: int
-    slot: int = -1
-    addr: Addr | None = None
-
-
-def parse_redirect(reply: bytes, from_host: str) -> Redirect | None:
-    """Decide what an error reply means for routing. ``None``: a normal error, deliver it.
-
-    ``-MOVED 3999 127.0.0.1:6381`` / ``-ASK ...`` carry the slot and the target; an empty
-    host (``:6381``) means the host of the node that answered. ``-TRYAGAIN`` and the
-    ``WAIT_FOR`` errors are proof the command did not run, so it may be sent again."""
-    if reply.startswith(b"-MOVED ") or reply.startswith(b"-ASK "):
-        try:
-            kind_b, slot_b, target = reply[1:].split(b"\r\n", 1)[0].split(b" ")[:3]
-            host_b, _, port_b = target.rpartition(b":")
-            host = host_b.decode() or from_host
-            if host.startswith("[") and host.endswith("]"):
-                host = host[1:-1]
-            return Redirect(MOVED if kind_b == b"MOVED" else ASK, int(slot_b), (host, int(port_b)))
-        except ValueError:
-            return None
-    if reply.startswith(b"-TRYAGAIN"):
-        return Redirect(RETRY)
-    if reply.startswith(WAIT_FOR):
-        return Redirect(WAIT)
-    return None

@@ -1,15 +1,21 @@
-"""Backend connections: long-lived, pipelined, shared by every client.
+"""Backend connections: long-lived and pipelined, reporting to an owner.
 
-A ``BackendConnection`` owns one non-blocking socket registered in the reactor. Requests are
+A ``BackendConnection`` owns one non-blocking transport registered in the reactor. Requests are
 appended to ``out`` (bytes) and ``fifo`` (who gets each reply) by the clients' readers; one
 ``send`` per reactor batch writes everything that accumulated. Replies are framed raw and handed
-to the waiting requests in FIFO order; redirect errors go to the cluster instead.
+to the waiting requests in FIFO order.
+
+What happens around that is the *owner*'s business (``Owner``, below): an error reply that may
+be a redirect, the connection coming up, the connection lost with requests written and queued.
+The shared pool (rproxy/net/pool.py) owns the multiplexed connections that every client shares
+and resends what is safe to resend; a dedicated connection's owner (a transaction, a blocked
+command, a subscription) tells its one client instead.
 
 A connection counts as up only once the node answered ``PING`` (after ``READONLY`` on a
 replica-read connection): a hung node accepts TCP connections but answers nothing. Until then
 ``out``/``fifo`` queue requests in order -- the failover hold (see rproxy/net/cluster.py).
 
-Resource handling: the connection owns its socket and closes it in ``fail``/``close``. A client
+Resource handling: the connection owns its transport and closes it in ``fail``/``close``. A client
 that disconnects leaves its requests in the FIFO: their replies are still read and dropped, so
 the connection stays in step for everyone else.
 """
@@ -20,18 +26,16 @@ import errno
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 import trio
 
 from rproxy.core import errors
-from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.core.request import DISCARD, Request, complete
 from rproxy.core.resp import BackendProtocolError, ReplyFramer, encode_command
-
-if TYPE_CHECKING:
-    from rproxy.net.cluster import Cluster
+from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
+from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.backend")
 
@@ -44,19 +48,40 @@ PING = encode_command([b"PING"])
 READONLY = encode_command([b"READONLY"])
 
 
+class Owner(Protocol):
+    """Who a backend connection reports to. Called synchronously from the reactor or from the
+    connection's connect task; the reactor flushes what they send afterwards."""
+
+    def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
+        """An error reply for ``req``: True if the owner took care of it (a redirect, a
+        retry), False to deliver it to the request's client as it is."""
+        ...
+
+    def on_connected(self, conn: BackendConnection) -> None:
+        """The node answered the handshake: the connection is up."""
+        ...
+
+    def on_lost(self, conn: BackendConnection, written: list[Request], queued: list[Request],
+                exc: BaseException, connect_failed: bool) -> None:
+        """The connection is closed (``exc`` says why). ``written`` went out without a reply,
+        ``queued`` never left, each in order; both are the owner's to settle. Also called,
+        with nothing pending, when an idle connection is closed on purpose."""
+        ...
+
+
 class BackendConnection:
     __slots__ = (
-        "addr", "cluster", "reactor", "sock", "fd", "state", "out", "fifo", "framer",
+        "addr", "owner", "reactor", "transport", "fd", "state", "out", "fifo", "framer",
         "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
         "__weakref__",
     )
 
-    def __init__(self, addr: tuple[str, int], cluster: Cluster, reactor: Reactor,
-                 replica: bool = False) -> None:
+    def __init__(self, addr: tuple[str, int], owner: Owner, reactor: Reactor,
+                 max_pending: int, replica: bool = False) -> None:
         self.addr = addr
-        self.cluster = cluster
+        self.owner = owner
         self.reactor = reactor
-        self.sock: socket.socket | None = None
+        self.transport: Transport | None = None
         self.fd = -1
         self.state = CONNECTING
         self.out: list[bytes] = []  # encoded requests not yet written
@@ -67,7 +92,7 @@ class BackendConnection:
         self.replies = 0  # replies received (the op-timeout watchdog reads it)
         self.stalled_since = 0.0
         self.retiring = False  # no longer in the slot map: close once the FIFO is empty
-        self.max_pending = cluster.config.limits.max_pending_per_backend
+        self.max_pending = max_pending  # limits.max_pending_per_backend
         self.replica = replica  # a READONLY connection for replica reads
 
     def __repr__(self) -> str:
@@ -92,7 +117,7 @@ class BackendConnection:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         try:
-            n = self.sock.send(data)  # type: ignore[union-attr]
+            n = self.transport.send(data)  # type: ignore[union-attr]
         except BlockingIOError:
             n = 0
         except OSError as exc:
@@ -105,7 +130,7 @@ class BackendConnection:
     def on_event(self, events: int) -> None:
         if events & (EPOLLIN | EPOLLERR | EPOLLHUP):
             try:
-                data = self.sock.recv(RECV_SIZE)  # type: ignore[union-attr]
+                data = self.transport.recv(RECV_SIZE)  # type: ignore[union-attr]
             except BlockingIOError:
                 data = None
             except OSError as exc:
@@ -131,7 +156,7 @@ class BackendConnection:
             return
         popleft = fifo.popleft
         dirty_clients = self.reactor.dirty_clients
-        on_error = self.cluster.on_error_reply
+        on_error = self.owner.on_error_reply
         self.replies += len(replies)
         for raw in replies:
             req = popleft()
@@ -153,7 +178,7 @@ class BackendConnection:
 
     def _write_more(self) -> None:
         try:
-            n = self.sock.send(self.wbuf)  # type: ignore[union-attr]
+            n = self.transport.send(self.wbuf)  # type: ignore[union-attr]
         except BlockingIOError:
             return
         except OSError as exc:
@@ -167,8 +192,8 @@ class BackendConnection:
 
     # -- life cycle -------------------------------------------------------------------------
     async def connect(self, timeout_s: float, delay_s: float = 0.0) -> None:
-        """Open the socket (in a trio task), then hand it to the reactor. On failure every
-        queued request is failed or re-routed by the cluster."""
+        """Open the socket (in a trio task), then hand it to the reactor (``attach``). On
+        failure every queued request goes to the owner (``Owner.on_lost``)."""
         if delay_s:
             await trio.sleep(delay_s)
         host, port = self.addr
@@ -203,12 +228,17 @@ class BackendConnection:
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.attach(plain(sock))
+
+    def attach(self, transport: Transport) -> None:
+        """Serve on ``transport``, connected and past the handshake: register it in the
+        reactor, tell the owner, send what queued meanwhile."""
+        self.transport = transport
+        self.fd = transport.fileno()
         self.state = READY
         self.reactor.register(self.fd, EPOLLIN, self)
-        log.debug("backend_connected", node=f"{host}:{port}")
-        self.cluster.on_connected(self)
+        log.debug("backend_connected", node=f"{self.addr[0]}:{self.addr[1]}")
+        self.owner.on_connected(self)
         self.flush()
         self.reactor.flush()
 
@@ -262,9 +292,9 @@ class BackendConnection:
         if was_ready or pending:
             log.warning("backend_lost", node=f"{self.addr[0]}:{self.addr[1]}",
                         error=str(exc) or type(exc).__name__, in_flight=len(pending))
-        self.cluster.on_connection_lost(self, connect_failed=not was_ready)
         split = len(pending) - unsent
-        self.cluster.requeue(pending[:split], pending[split:], exc)
+        self.owner.on_lost(self, pending[:split], pending[split:], exc,
+                           connect_failed=not was_ready)
 
     def close(self) -> None:
         """Close an idle connection on purpose (no requests pending)."""
@@ -274,14 +304,15 @@ class BackendConnection:
             self.fail(ConnectionAbortedError("connection closed by the proxy"))
             return
         self._close_socket()
-        self.cluster.on_connection_lost(self, connect_failed=False)
+        self.owner.on_lost(self, [], [], ConnectionAbortedError("closed by the proxy"),
+                           connect_failed=False)
 
     def _close_socket(self) -> None:
         self.state = CLOSED
-        if self.sock is not None:
+        if self.transport is not None:
             self.reactor.unregister(self.fd)
-            self.sock.close()
-            self.sock = None
+            self.transport.close()
+            self.transport = None
 
     @property
     def in_flight(self) -> int:

@@ -1,10 +1,11 @@
 """The cluster manager: the one owner of the topology and of the backend connections.
 
-It learns the slot map from any reachable node (every known node is a seed), keeps
-``slot_conn`` -- a 16384-entry list from slot to the connection of the slot's master, read by
-the client sessions on every command -- and refreshes it on MOVED, on connection loss and
-periodically, never more often than ``refresh_min_interval_s``. It also holds the redirect and
-retry decisions for requests, and a watchdog that fails requests stuck on a hung node.
+It learns the slot map from any reachable node (every known node is a seed), writes the
+``Router``'s tables (slot -> connection, reads, masters, the command table) and refreshes them
+on MOVED, on connection loss and periodically, never more often than
+``refresh_min_interval_s``. It opens, replaces and retires the backend connections, which
+report to the ``SharedPool`` (rproxy/net/pool.py), and runs a watchdog that fails requests stuck
+on a hung node.
 
 Failover hold: a connection that is not up (connecting, or reconnecting with back-off after
 its node went away) queues its requests in order. That queue *is* the shard's hold: when the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
 
 import structlog
 import trio
@@ -26,75 +26,48 @@ import trio
 from rproxy.core import errors
 from rproxy.core.commands import CommandTable
 from rproxy.core.config import Config
-from rproxy.net.reactor import Reactor
-from rproxy.core.request import DATA, DISCARD, HOPS, OWNER, READONLY, SINCE, SLOT, Request, complete
-from rproxy.core.resp import encode_command, parse_reply
-from rproxy.core.redirect import resend_after_loss
-from rproxy.core.slots import SLOTS
+from rproxy.core.stats import Stats
 from rproxy.core.topology import (
-    ASK,
-    MOVED,
-    RETRY,
-    WAIT,
     Addr,
     SlotMap,
     carry_over,
     parse_cluster_shards,
     parse_cluster_slots,
-    parse_redirect,
 )
-from rproxy.net.control import ControlError, control_command
 from rproxy.net.backend import CLOSED, CONNECTING, READY, BackendConnection
+from rproxy.net.control import ControlError, control_command
+from rproxy.net.pool import SharedPool
+from rproxy.net.reactor import Reactor
+from rproxy.net.router import Router
 
 log = structlog.get_logger("rproxy.net.cluster")
 
-ASKING = encode_command([b"ASKING"])
 # A connection with requests out and no reply for this long makes the proxy re-read the slot
 # map at the fast pace: a hung master is marked failed, and replaced, by the cluster.
 SUSPECT_S = 0.5
 
 
-def _argv(data: bytes) -> list[bytes]:
-    """The argv of one request as the proxy encoded it (a multibulk of bulk strings)."""
-    argv = parse_reply(data)
-    return argv if isinstance(argv, list) else []
-
-
-class Cluster:
-    def __init__(self, config: Config, reactor: Reactor) -> None:
+class ClusterManager:
+    def __init__(self, config: Config, reactor: Reactor, router: Router, stats: Stats) -> None:
         self.config = config
         self.reactor = reactor
-        self.table = CommandTable([])
-        self.table_loaded = False
+        self.router = router
+        self.stats = stats
+        self.pool = SharedPool(config, reactor, router, stats, self)
         self.slotmap: SlotMap | None = None
-        self.slot_conn: list[BackendConnection | None] = [None] * SLOTS
-        # Where read-only commands go: the same list as slot_conn unless read_from says replicas.
-        self.read_from = config.cluster.read_from
-        self.read_conn: list[BackendConnection | None] = (
-            self.slot_conn if self.read_from == "master" else [None] * SLOTS)
         self.conns: dict[Addr, list[BackendConnection]] = {}
         self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections
-        self.masters: list[BackendConnection] = []  # one connection per master, for fan-outs
-        self.master_slots: list[int] = []
         self.down_since: dict[Addr, float] = {}  # nodes whose connection is lost, since when
         self.known: dict[Addr, None] = dict.fromkeys(config.seed_addrs)
         self.redis_version = "unknown"
         self.ready = trio.Event()
         self.nursery: trio.Nursery | None = None
-        self.refreshes = 0
         self.last_refresh = 0.0
         self._refresh_wanted = trio.Event()
-        self._retries: deque[Request] = deque()
-        self._retry_wakeup = trio.Event()
         self._connect_failures: dict[Addr, int] = {}
-        self._rr = 0
-        self.outcome_unknown = 0
-        self.retried = 0  # requests sent again after a lost connection or a NOT_RUN error
-        self.held_expired = 0  # requests failed after failover_hold_s (or cluster unreachable)
         self.closing = False
         self.unreachable = False  # the last refresh found no node answering
         self.suspect = False  # a connection has had no reply for SUSPECT_S with requests out
-        self.map_epoch = 0  # bumped whenever a slot changes owner (SCAN cursors carry it)
         # A private generator: the proxy never touches the global random state of its host
         # process (tests, embedding applications).
         self._rng = random.Random()
@@ -104,7 +77,7 @@ class Cluster:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._refresher)
-            nursery.start_soon(self._retry_timer)
+            nursery.start_soon(self.pool.run_retries)
             nursery.start_soon(self._watchdog)
             task_status.started()
 
@@ -150,13 +123,13 @@ class Cluster:
                     slotmap = parse_cluster_slots(reply, addr[0])
                 if not slotmap.masters:
                     raise ControlError("node reports no slots")
-                if not self.table_loaded:
+                if not self.router.table_loaded:
                     await self._load_node_info(addr, timeout)
             except (OSError, trio.TooSlowError, ControlError, ValueError) as exc:
                 log.debug("refresh_failed", node=f"{addr[0]}:{addr[1]}", error=str(exc))
                 continue
             self.install(slotmap)
-            self.refreshes += 1
+            self.stats.slotmap_refreshes += 1
             if self.unreachable:
                 self.unreachable = False
                 log.info("cluster_reachable_again", node=f"{addr[0]}:{addr[1]}")
@@ -186,14 +159,14 @@ class Cluster:
         for line in bytes(info).decode(errors="replace").splitlines():
             if line.startswith("redis_version:"):
                 self.redis_version = line.split(":", 1)[1].strip()
-        self.table = table
-        self.table_loaded = True
+        self.router.load_table(table)
 
     def install(self, slotmap: SlotMap) -> None:
         """Swap in a new slot map: connections for new masters, retire the others."""
         old = self.slotmap
+        router = self.router
         if old is not None and old.owner == slotmap.owner and old.shards == slotmap.shards \
-                and old.failed == slotmap.failed and all(c.state != CLOSED for c in self.masters):
+                and old.failed == slotmap.failed and all(c.state != CLOSED for c in router.masters):
             return  # the usual periodic refresh: nothing changed, nothing to do
         self.slotmap = slotmap = carry_over(old, slotmap)
         for addr in slotmap.nodes:
@@ -208,15 +181,16 @@ class Cluster:
                 c.retiring = False
             self.conns[addr] = conns
             owners[addr] = conns
-        table = self.slot_conn
+        table = router.slot_conn  # updated in place: the sessions hold this list
         if per_node == 1:  # one C-level pass (a refresh must not stall the data path)
             first = {addr: conns[0] for addr, conns in owners.items()}
             table[:] = map(first.get, slotmap.owner)
         else:
             table[:] = [None if o is None else owners[o][slot % per_node]
                         for slot, o in enumerate(slotmap.owner)]
-        self.masters = [owners[a][0] for a in slotmap.masters]
-        self.master_slots = [  # each master's lowest slot: where a fan-out part is re-sent
+        router.has_map = True
+        router.masters = [owners[a][0] for a in slotmap.masters]
+        router.master_slots = [  # each master's lowest slot: where a fan-out part is re-sent
             min(lo for lo, _ in sh.ranges) for sh in slotmap.shards if sh.ranges]
         for addr in list(self.down_since):
             if addr not in owners and addr not in self.replica_conns:
@@ -238,10 +212,11 @@ class Cluster:
             for c in owners.get(addr, ()):
                 if c.state == READY:
                     c.fail(ConnectionAbortedError("node marked failed by the cluster"))
-        if self.read_from != "master":
+        if router.read_from != "master":
             self._assign_reads()
         if old is None or old.owner != slotmap.owner:
-            self.map_epoch += 1
+            router.map_epoch += 1
+            router.changed()
             log.info("slotmap_refreshed", masters=len(slotmap.masters),
                      covered=slotmap.covered, nodes=len(slotmap.nodes))
         if not self.ready.is_set():
@@ -249,7 +224,8 @@ class Cluster:
         self.reactor.flush()
 
     def _new_conn(self, addr: Addr, replica: bool = False) -> BackendConnection:
-        conn = BackendConnection(addr, self, self.reactor, replica)
+        conn = BackendConnection(addr, self.pool, self.reactor,
+                                 self.config.limits.max_pending_per_backend, replica)
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
         if failures:  # jittered exponential back-off: no reconnect storm against a dead node,
@@ -266,12 +242,6 @@ class Cluster:
             self.conns[addr] = conns
         return conns[0]
 
-    def scan_order(self) -> list[int]:
-        """The lowest slot of each master, ascending: SCAN visits masters in this order."""
-        if self.slotmap is None:
-            return []
-        return sorted(min(lo for lo, _ in sh.ranges) for sh in self.slotmap.shards if sh.ranges)
-
     def _assign_reads(self) -> None:
         """Fill ``read_conn``: each slot's reads go to one of its shard's healthy replicas
         (spread by slot); with none, to the master (prefer-replica) or nowhere (replica)."""
@@ -279,7 +249,8 @@ class Cluster:
         if m is None:
             return
         wanted: dict[Addr, None] = {}
-        table = self.read_conn
+        router = self.router
+        table = router.read_conn
         for shard in m.shards:
             conns = []
             for addr in shard.replicas:
@@ -293,8 +264,8 @@ class Cluster:
                 for slot in range(lo, hi + 1):
                     if conns:
                         table[slot] = conns[slot % len(conns)]
-                    elif self.read_from == "prefer-replica":
-                        table[slot] = self.slot_conn[slot]
+                    elif router.read_from == "prefer-replica":
+                        table[slot] = router.slot_conn[slot]
                     else:
                         table[slot] = None
         for addr in list(self.replica_conns):
@@ -304,35 +275,19 @@ class Cluster:
                 if not conn.fifo:
                     conn.close()
 
-    def no_conn_error(self, readonly: bool) -> bytes:
-        """The reply for a slot with no connection to send to."""
-        if self.slotmap is None:
-            return errors.NO_TOPOLOGY
-        if readonly and self.read_from == "replica":
-            return errors.NO_HEALTHY_REPLICA
-        return errors.CLUSTER_DOWN_UNCOVERED
-
     def all_nodes(self) -> list[BackendConnection]:
         """One connection to every node, replicas included (for CONFIG SET and friends)."""
         if self.slotmap is None:
             return []
         return [self.conn_for_addr(addr) for addr in self.slotmap.nodes]
 
-    def any_master(self) -> BackendConnection | None:
-        masters = self.masters
-        if not masters:
-            return None
-        self._rr = (self._rr + 1) % len(masters)
-        conn = masters[self._rr]
-        return conn if conn.state != CLOSED else self._replace(conn)
-
     # -- connection events ------------------------------------------------------------------
-    def on_connected(self, conn: BackendConnection) -> None:
+    def connection_up(self, conn: BackendConnection) -> None:
         self._connect_failures.pop(conn.addr, None)
         if self.down_since.pop(conn.addr, None) is not None and conn.replica:
             self._assign_reads()
 
-    def on_connection_lost(self, conn: BackendConnection, connect_failed: bool) -> None:
+    def connection_lost(self, conn: BackendConnection, connect_failed: bool) -> None:
         """Replace a lost connection in the tables right away (requests keep flowing to the
         replacement, which connects with backoff, and wait there: the hold) and ask for a
         fresh topology."""
@@ -355,125 +310,10 @@ class Cluster:
             return None
         new = self._new_conn(conn.addr)
         conns[conns.index(conn)] = new
-        self.slot_conn[:] = [new if c is conn else c for c in self.slot_conn]
-        self.masters = [new if m is conn else m for m in self.masters]
-        if self.read_conn is not self.slot_conn:
+        self.router.replace(conn, new)
+        if self.router.read_from != "master":
             self._assign_reads()  # prefer-replica slots that read from this master
         return new
-
-    # -- redirects and retries --------------------------------------------------------------
-    def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
-        """An error reply for ``req``: True if the proxy took care of it (a redirect or a
-        retry), False to deliver it to the client as it is."""
-        redirect = parse_redirect(raw, conn.addr[0])
-        if redirect is None:
-            return False
-        if redirect.kind == WAIT:  # bounded by failover_hold_s, not by max_redirects
-            slot = req[SLOT]
-            master = self.slot_conn[slot] if conn.replica and slot >= 0 else None
-            if master is not None:  # a replica that cannot serve (MASTERDOWN, LOADING)
-                master.send(req, req[DATA])
-            else:
-                self.request_refresh()
-                self.retry_later(req)
-            return True
-        req[HOPS] += 1
-        if req[HOPS] > self.config.cluster.max_redirects:
-            log.warning("too_many_redirects", slot=req[SLOT])
-            complete(req, errors.TOO_MANY_REDIRECTS)
-            return True
-        if redirect.kind == RETRY:  # TRYAGAIN
-            self.retry_later(req)
-        elif redirect.kind == MOVED:
-            assert redirect.addr is not None
-            target = self.conn_for_addr(redirect.addr)
-            if 0 <= redirect.slot < SLOTS and self.slot_conn[redirect.slot] is not target:
-                self.slot_conn[redirect.slot] = target
-                self.map_epoch += 1
-            self.request_refresh()
-            target.send(req, req[DATA])
-        elif redirect.kind == ASK:
-            assert redirect.addr is not None
-            target = self.conn_for_addr(redirect.addr)
-            target.send(DISCARD, ASKING)
-            target.send(req, req[DATA])
-        return True
-
-    def retry_later(self, req: Request) -> None:
-        """Send ``req`` again shortly; past ``failover_hold_s`` of waiting it fails instead.
-        Retries wait in one queue, re-sent together and in arrival order: two requests of one
-        client for one key never overtake each other on the way back."""
-        now = time.monotonic()
-        if len(req) > SINCE:
-            since = req[SINCE]
-        else:
-            req.append(now)
-            since = now
-        if now - since >= self.config.cluster.failover_hold_s:
-            self.held_expired += 1
-            complete(req, errors.HOLD_EXPIRED)
-            return
-        self.retried += 1
-        self._retries.append(req)
-        if len(self._retries) == 1:
-            self._retry_wakeup.set()
-
-    async def _retry_timer(self) -> None:
-        """Every pause, re-send the whole retry queue in order. The pause grows with how long
-        its oldest request has waited (``retry_backoff_s`` up to 0.5 s): a cluster that is
-        down for a while is not hammered, a short TRYAGAIN is retried fast."""
-        backoff = self.config.cluster.retry_backoff_s
-        while True:
-            await self._retry_wakeup.wait()
-            self._retry_wakeup = trio.Event()
-            if not self._retries:
-                continue
-            oldest = self._retries[0]
-            waited = time.monotonic() - oldest[SINCE] if len(oldest) > SINCE else 0.0
-            await trio.sleep(min(max(backoff, waited / 4), 0.5))
-            batch, self._retries = self._retries, deque()
-            for req in batch:
-                self.route(req)
-            self.reactor.flush()
-
-    def route(self, req: Request) -> None:
-        """Send ``req`` where the current map says (used for re-sends). A client's own read
-        follows ``read_from``; parts of split and fan-out commands go to masters."""
-        slot = req[SLOT]
-        if slot >= 0:
-            readonly = req[READONLY] and req[OWNER] is not None
-            conn = (self.read_conn if readonly else self.slot_conn)[slot]
-        else:
-            readonly = False
-            conn = self.any_master()
-        if conn is None:
-            complete(req, self.no_conn_error(readonly))
-        else:
-            conn.send(req, req[DATA])
-
-    def requeue(self, written: list[Request], queued: list[Request], exc: BaseException) -> None:
-        """Settle the requests of a connection that failed, in their order (the retry rules,
-        rproxy/core/redirect.py). ``written`` went out without a reply: read-only and idempotent ones
-        are sent again, others get OUTCOME_UNKNOWN (REQUEST_TIMED_OUT after op_timeout_s).
-        ``queued`` never left: they go where the current map says, where they wait again if
-        that node is not up either (the failover hold)."""
-        limit = self.config.cluster.max_redirects
-        for req in written:
-            if req is DISCARD:
-                continue
-            if isinstance(exc, TimeoutError):
-                complete(req, errors.REQUEST_TIMED_OUT)
-            elif req[HOPS] < limit and resend_after_loss(
-                    [] if req[READONLY] else _argv(req[DATA]), req[READONLY]):
-                req[HOPS] += 1
-                self.retried += 1
-                self.route(req)
-            else:
-                self.outcome_unknown += 1
-                complete(req, errors.OUTCOME_UNKNOWN)
-        for req in queued:
-            if req is not DISCARD:  # an ASKING: its command meets the redirect again
-                self.route(req)
 
     def connections(self) -> list[BackendConnection]:
         """Every live backend connection: masters (and other nodes), then replica reads."""
@@ -483,7 +323,7 @@ class Cluster:
 
     def held(self) -> int:
         """Requests waiting: queued on connections that are not up, or for a retry."""
-        return len(self._retries) + sum(
+        return self.pool.waiting + sum(
             len(c.fifo) for c in self.connections() if c.state == CONNECTING)
 
     def _expire_holds(self, now: float) -> bool:
@@ -501,7 +341,7 @@ class Cluster:
                 error = errors.HOLD_EXPIRED
             else:
                 continue
-            self.held_expired += conn.drop_queued(error)
+            self.stats.held_expired += conn.drop_queued(error)
             expired = True
         return expired
 

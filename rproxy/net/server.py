@@ -10,16 +10,22 @@ not: the proxy serves fast errors until a node answers, and recovers by itself).
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
+from collections.abc import Sequence
 
 import structlog
 import trio
 
+from rproxy import __version__
 from rproxy.core import errors
-from rproxy.net.cluster import Cluster
+from rproxy.core.client import ClientInfo
 from rproxy.core.config import Config
+from rproxy.core.stats import Stats
+from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLIN, Reactor
+from rproxy.net.router import Router
 from rproxy.net.session import ClientSession
 
 log = structlog.get_logger("rproxy.net.server")
@@ -46,19 +52,75 @@ class _Listener:
         log.error("listener_failed", error=str(exc))
 
 
+class ProxyView:
+    """The read-only view of the proxy and the cluster that the proxy's own commands get
+    (``rproxy.core.local_commands.ProxyView``)."""
+
+    proxy_version = __version__
+    os_name = os.uname().sysname
+
+    def __init__(self, server: ProxyServer) -> None:
+        self._server = server
+        self.process_id = os.getpid()
+        self.max_clients = server.config.limits.max_clients
+        self.read_from = server.router.read_from
+
+    @property
+    def redis_version(self) -> str:
+        return self._server.cluster.redis_version
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def uptime_s(self) -> int:
+        return int(time.time() - self._server.started_at)
+
+    @property
+    def masters(self) -> int:
+        return len(self._server.router.masters)
+
+    @property
+    def map_epoch(self) -> int:
+        return self._server.router.map_epoch
+
+    def stat(self, name: str) -> int:
+        gauge = self._gauges.get(name)
+        return gauge(self._server) if gauge is not None else self._server.stats.get(name)
+
+    _gauges = {  # the GAUGE entries of rproxy.core.stats.STATS (a test checks they match)
+        "connected_clients": lambda s: len(s.sessions),
+        "backend_connections": lambda s: len(s.cluster.connections()),
+        "held_requests": lambda s: s.cluster.held(),
+        "slotmap_epoch": lambda s: s.router.map_epoch,
+        "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
+        "unreachable_nodes": lambda s: len(s.cluster.down_since),
+        "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
+    }
+
+    def client(self, client_id: int) -> ClientInfo:
+        return self._server.sessions[client_id].info()
+
+    def clients(self) -> Sequence[ClientInfo]:
+        return [session.info() for session in self._server.sessions.values()]
+
+    def scan_order(self) -> list[int]:
+        return self._server.router.scan_order()
+
+
 class ProxyServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.reactor = Reactor(config.proxy.busy_poll_us)
-        self.cluster = Cluster(config, self.reactor)
+        self.router = Router(config.cluster.read_from)
+        self.stats = Stats()
+        self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
-        self.session_started: dict[int, float] = {}
         self.port = 0
         self.started_at = time.time()
         self.now = time.monotonic()
-        self.connections_received = 0
-        self.commands_processed = 0
-        self.rejected_connections = 0
+        self.view = ProxyView(self)
         self._ids = itertools.count(1)
         self._listen_sock: socket.socket | None = None
         self._shutdown = trio.Event()
@@ -66,10 +128,10 @@ class ProxyServer:
 
     # -- admission ----------------------------------------------------------------------------
     def admit(self, sock: socket.socket, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        self.connections_received += 1
+        self.stats.total_connections_received += 1
         if len(self.sessions) >= self.config.limits.max_clients:
             # Redis writes the error best-effort, then closes (src/networking.c).
-            self.rejected_connections += 1
+            self.stats.rejected_connections += 1
             try:
                 sock.setblocking(False)
                 sock.send(errors.MAX_CLIENTS)
@@ -81,16 +143,13 @@ class ProxyServer:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client_id = next(self._ids)
+        self.now = time.monotonic()
         session = ClientSession(self, sock, f"{addr[0]}:{addr[1]}", client_id)
-        now = time.monotonic()
-        session.last_active = now
         self.sessions[client_id] = session
-        self.session_started[client_id] = now
         self.reactor.register(session.fd, EPOLLIN, session)
 
     def on_session_closed(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)
-        self.session_started.pop(session.id, None)
 
     # -- running ------------------------------------------------------------------------------
     def _bind(self) -> socket.socket:

@@ -9,33 +9,45 @@ Back-pressure: with more than ``max_pending_per_client`` requests unanswered the
 reading; a client that does not read its replies is disconnected once its unsent replies pass
 ``output_buffer_limit``.
 
-Resource handling: the session owns its socket; ``close`` unregisters and closes it. Requests it
-leaves in backend FIFOs are completed into the void, keeping the shared connections in step.
+Modes: ``on_commands`` is the handler of a parsed batch for the mode the client is in. The
+stateless mode's handler is ``route_batch``; a command that puts the client in another mode
+(a transaction, a subscription: the issues to come) swaps ``on_commands`` with ``enter_mode``,
+and the rest of the same batch goes to the new handler. The stateless path pays one
+attribute load per batch for this, and one per command that leaves the inline fast path.
+
+Resource handling: the session owns its transport (the socket); ``close`` unregisters and
+closes it. Requests it leaves in backend FIFOs are completed into the void, keeping the shared
+connections in step.
 """
 
 from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
 from rproxy.core import errors, local_commands
+from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
+from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
+from rproxy.core.local_commands import AllMasters, ProxyView
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
-from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import key_slot
+from rproxy.core.stats import Stats
 from rproxy.net.backend import CLOSED
-
-if TYPE_CHECKING:
-    from rproxy.net.server import ProxyServer
+from rproxy.net.cluster import ClusterManager
+from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
+from rproxy.net.router import Router
+from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
 
@@ -44,25 +56,42 @@ RECV_SIZE = 64 * 1024
 # Route members as module globals: an enum attribute lookup per command is measurable.
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
 _ALL_MASTERS, _ALL_NODES = Route.ALL_MASTERS, Route.ALL_NODES
-_NO_FAST: dict[bytes, CommandInfo] = {}  # before the command table is loaded
+Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that admitted it."""
+
+    config: Config
+    reactor: Reactor
+    router: Router
+    cluster: ClusterManager
+    stats: Stats
+    view: ProxyView
+    now: float  # a cheap timestamp, at most 0.1 s old
+
+    def on_session_closed(self, session: ClientSession) -> None: ...
 
 
 class ClientSession:
     __slots__ = (
-        "server", "reactor", "cluster", "sock", "fd", "id", "peer", "parser", "queue",
-        "dirty", "closed", "closing", "reading", "eof", "wbuf", "name", "last_active",
-        "max_pending", "output_limit",
+        "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
+        "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
+        "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
     )
 
-    def __init__(self, server: ProxyServer, sock: socket.socket, peer: str, client_id: int) -> None:
-        self.server = server
-        self.reactor = server.reactor
-        self.cluster = server.cluster
-        self.sock = sock
+    def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
+        self.host = host
+        self.reactor = host.reactor
+        self.router = host.router
+        self.cluster = host.cluster
+        self.stats = host.stats
+        self.transport: Transport = plain(sock)
         self.fd = sock.fileno()
         self.id = client_id
         self.peer = peer
-        limits = server.config.limits
+        self.client = ClientState(client_id)
+        limits = host.config.limits
         self.parser = RequestParser(limits.request_limits())
         self.queue: deque[Request] = deque()
         self.dirty = False
@@ -71,10 +100,12 @@ class ClientSession:
         self.reading = True
         self.eof = False
         self.wbuf = bytearray()
-        self.name = b""
-        self.last_active = 0.0
+        self.started = host.now
+        self.last_active = host.now
         self.max_pending = limits.max_pending_per_client
         self.output_limit = limits.output_buffer_limit
+        # How a parsed batch is handled: the stateless mode's batch loop (see the docstring).
+        self.on_commands: Callable[[Batch], None] = self.route_batch
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -87,7 +118,7 @@ class ClientSession:
             return
         if events & (EPOLLIN | EPOLLERR | EPOLLHUP) and self.reading and not self.closed:
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.transport.recv(RECV_SIZE)
             except BlockingIOError:
                 return
             except OSError:
@@ -96,46 +127,15 @@ class ClientSession:
             if not data:
                 self._on_eof()
                 return
-            self.last_active = self.server.now
+            self.last_active = self.host.now
             self.on_data(data)
 
     def on_data(self, data: bytes) -> None:
         parser = self.parser
         commands = parser.parse(data)
         if commands:
-            self.server.commands_processed += len(commands)
-            # The batch loop. The common case -- a command with one key at a fixed position
-            # -- is routed inline: the general ``dispatch`` does the same with a function
-            # call, a table lookup, a slot function and a send call more per command, about
-            # a sixth of the proxy's CPU at pipeline 16.
-            cluster = self.cluster
-            fast = cluster.table.single_key if cluster.table_loaded else _NO_FAST
-            slot_conn = cluster.slot_conn
-            read_conn = cluster.read_conn
-            queue_append = self.queue.append
-            dirty_backends = self.reactor.dirty_backends
-            dispatch = self.dispatch
-            for argv, enc in commands:
-                info = fast.get(argv[0])
-                if info is not None:
-                    ki = info.single_key
-                    if len(argv) > ki:
-                        key = argv[ki]
-                        slot = key_slot(key) if 123 in key else _crc16(key, 0, _crc16_table) & 0x3FFF
-                        readonly = info.readonly
-                        conn = (read_conn if readonly else slot_conn)[slot]
-                        if conn is not None and len(conn.fifo) < conn.max_pending:
-                            req = [None, self, enc, slot, readonly, 0, None, 0]  # new_request, inlined
-                            queue_append(req)
-                            conn.out.append(enc)  # BackendConnection.send, inlined
-                            conn.fifo.append(req)
-                            if not conn.dirty:
-                                conn.dirty = True
-                                dirty_backends.append(conn)
-                            continue
-                dispatch(argv, enc)
-                if self.closing:  # QUIT: later commands in the same read are not run
-                    break
+            self.stats.total_commands_processed += len(commands)
+            self.on_commands(commands)
         if parser.error is not None:
             if parser.error == CLOSE_SILENTLY:
                 log.warning("query_buffer_limit", client_id=self.id)
@@ -146,19 +146,68 @@ class ClientSession:
         elif len(self.queue) >= self.max_pending:
             self._stop_reading()
 
+    def route_batch(self, commands: Batch) -> None:
+        """The stateless mode's batch loop. The common case -- a command with one key at a
+        fixed position -- is routed inline: the general ``dispatch`` does the same with a
+        function call, a table lookup, a slot function and a send call more per command,
+        about a sixth of the proxy's CPU at pipeline 16."""
+        router = self.router
+        fast = router.fast
+        slot_conn = router.slot_conn
+        read_conn = router.read_conn
+        queue_append = self.queue.append
+        dirty_backends = self.reactor.dirty_backends
+        dispatch = self.dispatch
+        batch = iter(commands)
+        for argv, enc in batch:
+            info = fast.get(argv[0])
+            if info is not None:
+                ki = info.single_key
+                if len(argv) > ki:
+                    key = argv[ki]
+                    slot = key_slot(key) if 123 in key else _crc16(key, 0, _crc16_table) & 0x3FFF
+                    readonly = info.readonly
+                    conn = (read_conn if readonly else slot_conn)[slot]
+                    if conn is not None and len(conn.fifo) < conn.max_pending:
+                        req = [None, self, enc, slot, readonly, 0, None, 0]  # new_request, inlined
+                        queue_append(req)
+                        conn.out.append(enc)  # BackendConnection.send, inlined
+                        conn.fifo.append(req)
+                        if not conn.dirty:
+                            conn.dirty = True
+                            dirty_backends.append(conn)
+                        continue
+            dispatch(argv, enc)
+            if self.closing:  # QUIT: later commands in the same read are not run
+                break
+            if self.on_commands != self.route_batch:  # the command changed the client's mode
+                rest = list(batch)
+                if rest:
+                    self.on_commands(rest)
+                break
+
+    def enter_mode(self, handler: Callable[[Batch], None]) -> None:
+        """From the next command on (the rest of the current batch included), batches go to
+        ``handler``."""
+        self.on_commands = handler
+
+    def leave_mode(self) -> None:
+        """Back to the stateless mode (``route_batch``)."""
+        self.on_commands = self.route_batch
+
     def dispatch(self, argv: list[bytes], enc: bytes) -> None:
-        cluster = self.cluster
-        info = cluster.table.lookup(argv)
+        router = self.router
+        info = router.table.lookup(argv)
         route = info.route
         if route is _KEYED:
-            if not cluster.table_loaded:
+            if not router.table_loaded:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
             ki = info.single_key
             if ki:
                 slot = key_slot(argv[ki]) if len(argv) > ki else -1
             else:
-                if cluster.table.blocks(info, argv):
+                if router.table.blocks(info, argv):
                     self.reply_local(errors.not_supported(
                         argv[0] + b" BLOCK", "blocking reads need a dedicated backend connection"))
                     return
@@ -171,12 +220,12 @@ class ClientSession:
                         self.cross_slot(argv, info)
                         return
             if slot >= 0:
-                conn = (cluster.read_conn if info.readonly else cluster.slot_conn)[slot]
+                conn = (router.read_conn if info.readonly else router.slot_conn)[slot]
                 if conn is None:
-                    self.reply_local(cluster.no_conn_error(info.readonly))
+                    self.reply_local(router.no_conn_error(info.readonly))
                     return
             else:
-                conn = cluster.any_master()
+                conn = router.any_master()
                 if conn is None:
                     self.reply_local(errors.NO_TOPOLOGY)
                     return
@@ -184,10 +233,10 @@ class ClientSession:
             self.queue.append(req)
             conn.send(req, enc)
         elif route is _ANY:
-            if not cluster.table_loaded:
+            if not router.table_loaded:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
-            conn = cluster.any_master()
+            conn = router.any_master()
             if conn is None:
                 self.reply_local(errors.NO_TOPOLOGY)
                 return
@@ -195,11 +244,7 @@ class ClientSession:
             self.queue.append(req)
             conn.send(req, enc)
         elif route is _LOCAL:
-            result = local_commands.run(self, info, argv)
-            if isinstance(result, list):  # a request (FanOut)
-                self.queue.append(result)
-            else:
-                self.reply_local(result)
+            self.answer_locally(info, argv)
         elif route is _ALL_MASTERS or route is _ALL_NODES:
             result = self.fan_out(enc, fanout_merge(info.name, argv), info.readonly,
                                   route is _ALL_NODES)
@@ -209,6 +254,26 @@ class ClientSession:
                 self.reply_local(result)
         else:
             self.reply_local(errors.not_supported(argv[0], info.why))
+
+    def answer_locally(self, info: CommandInfo, argv: list[bytes]) -> None:
+        """A command the proxy answers itself (rproxy/core/local_commands.py): a function of
+        the client's state, the arguments and a read-only view of the proxy; the session
+        carries out what it returns."""
+        result = local_commands.run(self.client, info, argv, self.host.view)
+        if isinstance(result, bytes):
+            self.reply_local(result)
+        elif isinstance(result, AllMasters):
+            fan = self.fan_out(result.command, result.merge, result.readonly)
+            if isinstance(fan, list):  # a request (FanOut)
+                self.queue.append(fan)
+            else:
+                self.reply_local(fan)
+        else:  # ToSlot
+            parent = FanOut(self, 1, result.merge)
+            self.queue.append(parent)
+            self.router.route(parent.child(0, result.command, result.slot, readonly=True))
+        if self.client.quit:
+            self.closing = True
 
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
@@ -221,7 +286,7 @@ class ClientSession:
             self.run_parts(split.parts, split.merge, info.readonly)
             return
         plan = plan_read(argv)
-        if plan is None and self.server.config.commands.cross_slot_writes == "emulate":
+        if plan is None and self.host.config.commands.cross_slot_writes == "emulate":
             steps = plan_write(argv)
             if isinstance(steps, bytes):
                 self.reply_local(steps)
@@ -249,14 +314,14 @@ class ClientSession:
         fan = FanOut(self if parent is None else None, len(parts), merge)
         if parent is None:
             self.queue.append(fan)
-        cluster = self.cluster
-        slot_conn = cluster.slot_conn  # parts go to masters (Cluster.route, inlined)
+        router = self.router
+        slot_conn = router.slot_conn  # parts go to masters (Router.route, inlined)
         for i, (slot, sub) in enumerate(parts):
             data = encode_command(sub)
             child = [None, None, data, slot, readonly, 0, fan, i]  # fan.child, inlined
             conn = slot_conn[slot]
             if conn is None:
-                cluster.route(child)  # it knows the error to give
+                router.route(child)  # it knows the error to give
             else:
                 conn.send(child, data)
         return fan
@@ -290,16 +355,16 @@ class ClientSession:
         request whose merged reply answers the client (the caller queues it), or an error.
         A master's part carries the master's first slot: re-sent after a failover, it goes
         to whoever serves that slot then."""
-        cluster = self.cluster
-        targets = cluster.all_nodes() if every_node else cluster.masters
-        if not targets or not cluster.table_loaded:
+        router = self.router
+        targets = self.cluster.all_nodes() if every_node else router.masters
+        if not targets or not router.table_loaded:
             return errors.NO_TOPOLOGY
-        slots = [-1] * len(targets) if every_node else cluster.master_slots
+        slots = [-1] * len(targets) if every_node else router.master_slots
         parent = FanOut(self, len(targets), merge)
         for i, conn in enumerate(targets):
             child = parent.child(i, enc, slots[i], readonly)
             if conn.state == CLOSED:  # the cluster already has a replacement queued
-                cluster.route(child)
+                router.route(child)
             else:
                 conn.send(child, enc)
         return parent
@@ -309,8 +374,19 @@ class ClientSession:
         req[REPLY] = data
         self.queue.append(req)
         if not self.dirty:
-            self.dirty = True
-            self.reactor.dirty_clients.append(self)
+            self.wake()
+
+    def wake(self) -> None:
+        """Send the completed replies at the end of the reactor's batch (``ReplyOwner``)."""
+        self.dirty = True
+        self.reactor.dirty_clients.append(self)
+
+    def info(self) -> ClientInfo:
+        """This client's row of CLIENT LIST."""
+        now = self.host.now
+        return ClientInfo(self.id, self.peer, self.fd, self.client.name, int(now - self.started),
+                          int(now - self.last_active), self.parser.buffered, len(self.queue),
+                          len(self.wbuf))
 
     # -- output -----------------------------------------------------------------------------
     def flush(self) -> None:
@@ -345,7 +421,7 @@ class ClientSession:
                 self.close()
             return
         try:
-            n = self.sock.send(data)
+            n = self.transport.send(data)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -359,7 +435,7 @@ class ClientSession:
         if not self.wbuf:
             return
         try:
-            n = self.sock.send(self.wbuf)
+            n = self.transport.send(self.wbuf)
         except BlockingIOError:
             return
         except OSError:
@@ -407,9 +483,9 @@ class ClientSession:
         self.closed = True
         self.reactor.unregister(self.fd)
         try:
-            self.sock.close()
+            self.transport.close()
         except OSError:
             pass
         self.queue.clear()
         self.wbuf = bytearray()
-        self.server.on_session_closed(self)
+        self.host.on_session_closed(self)

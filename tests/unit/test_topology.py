@@ -1,5 +1,5 @@
 """rproxy.core.topology: CLUSTER SHARDS / CLUSTER SLOTS parsing (RESP2, as Redis 7 returns them
-through hiredis), the slot map, and redirect decisions."""
+through hiredis) and the slot map."""
 
 from __future__ import annotations
 
@@ -8,16 +8,10 @@ import pytest
 from rproxy.core.slots import SLOTS
 from rproxy.core.topology import (
     carry_over,
-    ASK,
-    MOVED,
-    RETRY,
-    WAIT,
-    Redirect,
     Shard,
     SlotMap,
     parse_cluster_shards,
     parse_cluster_slots,
-    parse_redirect,
 )
 
 ASKED = "10.0.0.9"
@@ -192,41 +186,6 @@ def test_from_shards_clamps_ranges():
     m = SlotMap.from_shards([Shard(("h", 1), (), ((-5, 10), (16380, 20000)))])
     assert m.covered == 11 + 4
     assert len(m.owner) == SLOTS
-
-
-# -- redirects ------------------------------------------------------------------------------------
-REDIRECT_CASES = [
-    (b"-MOVED 3999 127.0.0.1:6381\r\n", Redirect(MOVED, 3999, ("127.0.0.1", 6381))),
-    (b"-ASK 3999 127.0.0.1:6381\r\n", Redirect(ASK, 3999, ("127.0.0.1", 6381))),
-    (b"-MOVED 0 redis-2.example:7000\r\n", Redirect(MOVED, 0, ("redis-2.example", 7000))),
-    (b"-MOVED 16383 :6381\r\n", Redirect(MOVED, 16383, ("10.1.1.1", 6381))),  # empty host
-    (b"-ASK 1 :6381\r\n", Redirect(ASK, 1, ("10.1.1.1", 6381))),
-    (b"-MOVED 3999 [::1]:7000\r\n", Redirect(MOVED, 3999, ("::1", 7000))),
-    (b"-MOVED 3999 ::1:7000\r\n", Redirect(MOVED, 3999, ("::1", 7000))),  # as Redis prints it
-    (b"-ASK 12 [fe80::1]:7001\r\n", Redirect(ASK, 12, ("fe80::1", 7001))),
-    (b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", Redirect(RETRY)),
-    (b"-CLUSTERDOWN The cluster is down\r\n", Redirect(WAIT)),
-    (b"-CLUSTERDOWN Hash slot not served\r\n", Redirect(WAIT)),
-    (b"-CLUSTERDOWN The cluster is down and only accepts read commands\r\n", Redirect(WAIT)),
-    (b"-READONLY You can't write against a read only replica.\r\n", Redirect(WAIT)),
-    (b"-LOADING Redis is loading the dataset in memory\r\n", Redirect(WAIT)),
-    (b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
-     Redirect(WAIT)),
-    (b"-ERR unknown command 'x', with args beginning with: \r\n", None),
-    (b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", None),
-    (b"-CROSSSLOT Keys in request don't hash to the same slot\r\n", None),
-    (b"-ERR MOVED 1 h:1\r\n", None),
-    (b"+MOVED 1 h:1\r\n", None),
-    (b"$5\r\nMOVED\r\n", None),
-    (b"-MOVED x h:1\r\n", None),  # malformed: deliver as a normal error
-    (b"-MOVED 1 h:port\r\n", None),
-    (b"-MOVED 1\r\n", None),
-]
-
-
-@pytest.mark.parametrize("reply, decision", REDIRECT_CASES)
-def test_parse_redirect(reply: bytes, decision: Redirect | None):
-    assert parse_redirect(reply, "10.1.1.1") == decision
 
 
 def test_redis_7_0_health_fail_marks_a_master_failed():

@@ -1,0 +1,44 @@
+"""What the proxy knows about one client, apart from its socket: sans-IO.
+
+``ClientState`` is the part of a client connection that commands read and change: its id, its
+name, whether it asked to be closed (QUIT), the protocol version it speaks. The commands the
+proxy answers itself (rproxy/core/local_commands.py) take it as an argument; the session that
+owns the socket (rproxy/net/session.py) acts on what they changed. The per-client modes to come
+(in a transaction, subscribed, blocked, authenticated) belong here too, so that they can be
+tested with plain values.
+
+``ClientInfo`` is one row of ``CLIENT LIST``: what the session reports about itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ClientState:
+    __slots__ = ("id", "name", "quit", "protocol")
+
+    def __init__(self, client_id: int) -> None:
+        self.id = client_id
+        self.name = b""  # CLIENT SETNAME / HELLO SETNAME
+        self.quit = False  # QUIT: reply, then close once the replies before it are sent
+        self.protocol = 2  # RESP version (HELLO); only 2 is spoken yet
+
+    def reset(self) -> None:
+        """RESET (src/networking.c resetCommand): back to a fresh connection's state; the id
+        is kept."""
+        self.name = b""
+        self.protocol = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    id: int
+    addr: str
+    fd: int
+    name: bytes
+    age_s: int
+    idle_s: int
+    query_buffer: int  # bytes of an incomplete command held by the parser
+    pending: int  # replies not yet sent, in order
+    output_buffer: int  # bytes written but not yet taken by the socket

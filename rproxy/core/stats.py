@@ -1,0 +1,77 @@
+"""The proxy's counters and gauges, declared once.
+
+``STATS`` is the one table: each entry names a figure, says whether it only grows (a counter,
+kept in ``Stats``) or is read from the live state when asked (a gauge), which ``INFO`` section
+shows it, and what it means. ``INFO`` renders from this table today; a metrics endpoint will
+read the same table. The data path increments a counter as a plain attribute of one ``Stats``
+object (``stats.total_commands_processed += n``): no lookup by name on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COUNTER = "counter"
+GAUGE = "gauge"
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    name: str  # as INFO prints it
+    kind: str  # COUNTER or GAUGE
+    section: str  # the INFO section (lower case) that shows it
+    help: str
+
+
+STATS: tuple[Stat, ...] = (
+    # -- clients (the server) ------------------------------------------------------------------
+    Stat("connected_clients", GAUGE, "clients", "client connections open now"),
+    Stat("total_connections_received", COUNTER, "stats", "client connections accepted"),
+    Stat("total_commands_processed", COUNTER, "stats", "commands received from clients"),
+    Stat("rejected_connections", COUNTER, "stats",
+         "client connections refused because max_clients was reached"),
+    # -- backends and failover (the cluster manager and the shared pool) ----------------------
+    Stat("backend_connections", GAUGE, "proxy", "backend connections open or opening"),
+    Stat("held_requests", GAUGE, "proxy",
+         "requests waiting for a shard's master to come back, or for a retry"),
+    Stat("held_expired", COUNTER, "proxy",
+         "held requests failed after failover_hold_s (or while no node answered)"),
+    Stat("retried_requests", COUNTER, "proxy",
+         "requests sent again after a lost connection or an error proving they did not run"),
+    Stat("outcome_unknown_errors", COUNTER, "proxy",
+         "written, non-idempotent requests failed because their connection was lost"),
+    Stat("slotmap_refreshes", COUNTER, "proxy", "slot maps read from the cluster"),
+    Stat("slotmap_epoch", GAUGE, "proxy", "slot-map version: grows when a slot changes owner"),
+    Stat("failed_masters", GAUGE, "proxy", "masters the cluster marked failed, not replaced yet"),
+    Stat("unreachable_nodes", GAUGE, "proxy", "nodes whose connection is lost"),
+    Stat("cluster_reachable", GAUGE, "proxy", "1 if the last topology read found a node"),
+)
+
+COUNTERS = tuple(s.name for s in STATS if s.kind == COUNTER)
+
+
+class Stats:
+    """The counters of one proxy process (see ``STATS``)."""
+
+    __slots__ = COUNTERS
+    # Spelled out for readers and type checkers; a test checks they equal COUNTERS.
+    total_connections_received: int
+    total_commands_processed: int
+    rejected_connections: int
+    held_expired: int
+    retried_requests: int
+    outcome_unknown_errors: int
+    slotmap_refreshes: int
+
+    def __init__(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def get(self, name: str) -> int:
+        value: int = getattr(self, name)
+        return value
+
+
+def section(name: str) -> tuple[Stat, ...]:
+    """The figures an INFO section shows, in the table's order."""
+    return tuple(s for s in STATS if s.section == name)

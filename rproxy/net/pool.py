@@ -1,0 +1,190 @@
+"""The shared pool: the owner of the multiplexed backend connections every client shares.
+
+It acts on what ``rproxy.core.redirect`` decides: it follows ``MOVED`` and ``ASK``, sends a
+request again after ``TRYAGAIN`` or while a shard has no master (the retry queue), and settles
+the requests of a lost connection by the retry rules -- never written: routed again; written
+and idempotent: sent again; anything else: ``OUTCOME_UNKNOWN``. Which node is which, and the
+connections themselves, belong to the cluster manager (``Nodes``); the tables it routes by
+belong to the ``Router``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Protocol
+
+import structlog
+import trio
+
+from rproxy.core import errors
+from rproxy.core.config import Config
+from rproxy.core.redirect import (
+    FAIL,
+    FOLLOW_ASK,
+    FOLLOW_MOVED,
+    HOLD,
+    TO_MASTER,
+    TRY_AGAIN,
+    decide,
+    resend_after_loss,
+)
+from rproxy.core.request import DATA, DISCARD, HOPS, READONLY, SINCE, SLOT, Request, complete
+from rproxy.core.resp import encode_command, parse_reply
+from rproxy.core.stats import Stats
+from rproxy.core.topology import Addr
+from rproxy.net.backend import BackendConnection
+from rproxy.net.reactor import Reactor
+from rproxy.net.router import Router
+
+log = structlog.get_logger("rproxy.net.pool")
+
+ASKING = encode_command([b"ASKING"])
+
+
+class Nodes(Protocol):
+    """What the pool needs from the cluster manager."""
+
+    def conn_for_addr(self, addr: Addr) -> BackendConnection: ...
+    def request_refresh(self) -> None: ...
+    def connection_up(self, conn: BackendConnection) -> None: ...
+    def connection_lost(self, conn: BackendConnection, connect_failed: bool) -> None: ...
+
+
+def _argv(data: bytes) -> list[bytes]:
+    """The argv of one request as the proxy encoded it (a multibulk of bulk strings)."""
+    argv = parse_reply(data)
+    return argv if isinstance(argv, list) else []
+
+
+class SharedPool:
+    """Implements ``rproxy.net.backend.Owner`` for the shared connections."""
+
+    def __init__(self, config: Config, reactor: Reactor, router: Router, stats: Stats,
+                 nodes: Nodes) -> None:
+        self.reactor = reactor
+        self.router = router
+        self.stats = stats
+        self.nodes = nodes
+        self.max_redirects = config.cluster.max_redirects
+        self.failover_hold_s = config.cluster.failover_hold_s
+        self.retry_backoff_s = config.cluster.retry_backoff_s
+        self._retries: deque[Request] = deque()
+        self._retry_wakeup = trio.Event()
+
+    # -- Owner ------------------------------------------------------------------------------------
+    def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
+        decision = decide(raw, conn.addr[0], req[HOPS], self.max_redirects, conn.replica,
+                          req[SLOT])
+        kind = decision.kind
+        if kind == FOLLOW_MOVED:
+            req[HOPS] += 1
+            assert decision.addr is not None
+            target = self.nodes.conn_for_addr(decision.addr)
+            self.router.point(decision.slot, target)
+            self.nodes.request_refresh()
+            target.send(req, req[DATA])
+        elif kind == FOLLOW_ASK:
+            req[HOPS] += 1
+            assert decision.addr is not None
+            target = self.nodes.conn_for_addr(decision.addr)
+            target.send(DISCARD, ASKING)
+            target.send(req, req[DATA])
+        elif kind == TRY_AGAIN:
+            req[HOPS] += 1
+            self.retry_later(req)
+        elif kind == HOLD:
+            self.nodes.request_refresh()
+            self.retry_later(req)
+        elif kind == TO_MASTER:  # a replica that cannot serve (MASTERDOWN, LOADING)
+            master = self.router.slot_conn[req[SLOT]]
+            if master is not None:
+                master.send(req, req[DATA])
+            else:
+                self.nodes.request_refresh()
+                self.retry_later(req)
+        elif kind == FAIL:
+            log.warning("too_many_redirects", slot=req[SLOT])
+            complete(req, errors.TOO_MANY_REDIRECTS)
+        else:  # DELIVER
+            return False
+        return True
+
+    def on_connected(self, conn: BackendConnection) -> None:
+        self.nodes.connection_up(conn)
+
+    def on_lost(self, conn: BackendConnection, written: list[Request], queued: list[Request],
+                exc: BaseException, connect_failed: bool) -> None:
+        # The connection is replaced in the tables first, so that what is routed again below
+        # waits on the replacement (the failover hold) or goes to the new owner.
+        self.nodes.connection_lost(conn, connect_failed)
+        self.requeue(written, queued, exc)
+
+    # -- settling and retrying ------------------------------------------------------------------
+    def requeue(self, written: list[Request], queued: list[Request], exc: BaseException) -> None:
+        """Settle the requests of a connection that failed, in their order (the retry rules,
+        rproxy/core/redirect.py). ``written`` went out without a reply: read-only and
+        idempotent ones are sent again, others get OUTCOME_UNKNOWN (REQUEST_TIMED_OUT after
+        op_timeout_s). ``queued`` never left: they go where the current map says, where they
+        wait again if that node is not up either (the failover hold)."""
+        limit = self.max_redirects
+        stats = self.stats
+        route = self.router.route
+        for req in written:
+            if req is DISCARD:
+                continue
+            if isinstance(exc, TimeoutError):
+                complete(req, errors.REQUEST_TIMED_OUT)
+            elif req[HOPS] < limit and resend_after_loss(
+                    [] if req[READONLY] else _argv(req[DATA]), req[READONLY]):
+                req[HOPS] += 1
+                stats.retried_requests += 1
+                route(req)
+            else:
+                stats.outcome_unknown_errors += 1
+                complete(req, errors.OUTCOME_UNKNOWN)
+        for req in queued:
+            if req is not DISCARD:  # an ASKING: its command meets the redirect again
+                route(req)
+
+    def retry_later(self, req: Request) -> None:
+        """Send ``req`` again shortly; past ``failover_hold_s`` of waiting it fails instead.
+        Retries wait in one queue, re-sent together and in arrival order: two requests of one
+        client for one key never overtake each other on the way back."""
+        now = time.monotonic()
+        if len(req) > SINCE:
+            since = req[SINCE]
+        else:
+            req.append(now)
+            since = now
+        if now - since >= self.failover_hold_s:
+            self.stats.held_expired += 1
+            complete(req, errors.HOLD_EXPIRED)
+            return
+        self.stats.retried_requests += 1
+        self._retries.append(req)
+        if len(self._retries) == 1:
+            self._retry_wakeup.set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the retry queue."""
+        return len(self._retries)
+
+    async def run_retries(self) -> None:
+        """Every pause, re-send the whole retry queue in order. The pause grows with how long
+        its oldest request has waited (``retry_backoff_s`` up to 0.5 s): a cluster that is
+        down for a while is not hammered, a short TRYAGAIN is retried fast."""
+        backoff = self.retry_backoff_s
+        while True:
+            await self._retry_wakeup.wait()
+            self._retry_wakeup = trio.Event()
+            if not self._retries:
+                continue
+            oldest = self._retries[0]
+            waited = time.monotonic() - oldest[SINCE] if len(oldest) > SINCE else 0.0
+            await trio.sleep(min(max(backoff, waited / 4), 0.5))
+            batch, self._retries = self._retries, deque()
+            for req in batch:
+                self.router.route(req)
+            self.reactor.flush()
