@@ -32,4 +32,7 @@ venv=${RPROXY_VENV:-.venv}
 "${venv}/bin/python" -c 'import sys, crcmod.crcmod; sys.exit(0 if sys.modules["crcmod.crcmod"]._usingExtension else 1)' \
   || { echo "crcmod's C extension is not in use (install gcc and python3-dev, then reinstall crcmod)" >&2; exit 1; }
 
+# The import contract (pyproject.toml): core below net below the command line, no circles.
+"${venv}/bin/lint-imports" --no-cache
+
 exec "${venv}/bin/python" -m pytest -p no:cacheprovider "$@"
