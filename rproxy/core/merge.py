@@ -183,3 +183,43 @@ def merge_by_position(parts: list[bytes], positions: list[list[int]], total: int
         for j, element in zip(where, elements):
             out[j] = element
     return b"*%d\r\n" % total + b"".join(out)
+
+
+def merge_slowlog(parts: list[bytes], count: int = 10) -> bytes:
+    """SLOWLOG GET [count] from every master: the newest ``count`` entries of all of them
+    (``count`` < 0: all), newest first by the timestamp each entry carries; ties keep each
+    master's own order (the sort is stable)."""
+    err = first_error(parts)
+    if err is not None:
+        return err
+    entries = [e for p in parts for e in split_array(p)]
+
+    def stamp(entry: bytes) -> int:
+        fields = split_array(entry)
+        return int(fields[1][1:-2]) if len(fields) > 1 else 0
+
+    entries.sort(key=stamp, reverse=True)
+    if count >= 0:
+        entries = entries[:count]
+    return b"*%d\r\n" % len(entries) + b"".join(entries)
+
+
+def merge_xread(replies: list[bytes], order: dict[bytes, int], nkeys: int) -> bytes:
+    """XREAD over streams in several slots, one XREAD per slot: the streams that have entries
+    in the order they were asked for (``order``: key -> first position), or a null array when
+    none has (as Redis, t_stream.c)."""
+    err = first_error(replies)
+    if err is not None:
+        return err
+    found: list[tuple[int, bytes]] = []
+    for raw in replies:
+        if raw.startswith(b"*-1"):
+            continue
+        for stream in split_array(raw):
+            name = split_array(stream)[0]
+            key = name[name.index(b"\r\n") + 2 : -2]
+            found.append((order.get(key, nkeys), stream))
+    if not found:
+        return b"*-1\r\n"
+    found.sort(key=lambda t: t[0])
+    return b"*%d\r\n" % len(found) + b"".join(s for _, s in found)

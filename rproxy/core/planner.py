@@ -80,31 +80,12 @@ def plan_split(argv: list[bytes], rule: SplitRule) -> SplitPlan:
     return SplitPlan(parts, fn)
 
 
-def merge_slowlog(parts: list[bytes], count: int = 10) -> bytes:
-    """SLOWLOG GET [count] from every master: the newest ``count`` entries of all of them
-    (``count`` < 0: all), newest first by the timestamp each entry carries; ties keep each
-    master's own order (the sort is stable)."""
-    err = merge.first_error(parts)
-    if err is not None:
-        return err
-    entries = [e for p in parts for e in merge.split_array(p)]
-
-    def stamp(entry: bytes) -> int:
-        fields = merge.split_array(entry)
-        return int(fields[1][1:-2]) if len(fields) > 1 else 0
-
-    entries.sort(key=stamp, reverse=True)
-    if count >= 0:
-        entries = entries[:count]
-    return b"*%d\r\n" % len(entries) + b"".join(entries)
-
-
 def fanout_merge(name: bytes, argv: list[bytes]) -> Merge:
     """The merge for a fanned-out command; a few need the command's arguments."""
     if name == b"SLOWLOG|GET" and len(argv) > 2:
         count = string2ll(argv[2])
         if count is not None:  # an invalid count is each node's own error
-            return functools.partial(merge_slowlog, count=count)
+            return functools.partial(merge.merge_slowlog, count=count)
     return FANOUT_MERGES[name]
 
 
@@ -123,7 +104,7 @@ FANOUT_MERGES: dict[bytes, Merge] = {
     b"FUNCTION|FLUSH": merge.merge_all_ok,
     b"FUNCTION|RESTORE": merge.merge_same,
     b"FUNCTION|KILL": merge.merge_any_ok,
-    b"SLOWLOG|GET": merge_slowlog,
+    b"SLOWLOG|GET": merge.merge_slowlog,
     b"SLOWLOG|LEN": merge.merge_sum,
     b"SLOWLOG|RESET": merge.merge_all_ok,
     b"CONFIG|SET": merge.merge_all_ok,
@@ -153,28 +134,10 @@ def plan_xread(argv: list[bytes]) -> SplitPlan | bytes | None:
         groups.setdefault(key_slot(k), []).append(i)
     parts = [(slot, [*head, *[keys[i] for i in idx], *[ids[i] for i in idx]])
              for slot, idx in groups.items()]
-    order = {}
+    order: dict[bytes, int] = {}
     for i, k in enumerate(keys):
         order.setdefault(k, i)
-
-    def merge_xread(replies: list[bytes]) -> bytes:
-        err = merge.first_error(replies)
-        if err is not None:
-            return err
-        found: list[tuple[int, bytes]] = []
-        for raw in replies:
-            if raw.startswith(b"*-1"):
-                continue
-            for stream in merge.split_array(raw):
-                name = merge.split_array(stream)[0]
-                key = name[name.index(b"\r\n") + 2 : -2]
-                found.append((order.get(key, len(keys)), stream))
-        if not found:
-            return b"*-1\r\n"
-        found.sort(key=lambda t: t[0])
-        return b"*%d\r\n" % len(found) + b"".join(s for _, s in found)
-
-    return SplitPlan(parts, merge_xread)
+    return SplitPlan(parts, functools.partial(merge.merge_xread, order=order, nkeys=len(keys)))
 
 
 SPLIT_NAMES = frozenset(SPLIT_RULES) | {b"XREAD"}

@@ -32,7 +32,7 @@ READONLY = 4  # may be served by a replica (read_from)
 HOPS = 5  # redirects and retries so far
 PARENT = 6  # a fan-out part: the FanOut its reply goes to; else None
 INDEX = 7  # a fan-out part: its index in the parent's parts
-SINCE = 8  # when it first had to wait for a retry: appended then (Cluster.retry_later)
+SINCE = 8  # when it first had to wait for a retry: appended then (SharedPool.retry_later)
 
 Request = list  # the type of a request, for annotations (a FanOut is a list subclass)
 
