@@ -158,6 +158,7 @@ class ClientSession:
         queue_append = self.queue.append
         dirty_backends = self.reactor.dirty_backends
         dispatch = self.dispatch
+        mode = self.on_commands
         batch = iter(commands)
         for argv, enc in batch:
             info = fast.get(argv[0])
@@ -180,7 +181,7 @@ class ClientSession:
             dispatch(argv, enc)
             if self.closing:  # QUIT: later commands in the same read are not run
                 break
-            if self.on_commands != self.route_batch:  # the command changed the client's mode
+            if self.on_commands is not mode:  # the command changed the client's mode
                 rest = list(batch)
                 if rest:
                     self.on_commands(rest)
