@@ -1,7 +1,10 @@
 """Start and stop a real local Redis Cluster made of ``redis-server`` processes.
 
 Synchronous helper (no trio/asyncio) used by the CLI's embedded cluster, the
-pytest session fixture, the load-test harness and chaos tests.
+pytest session fixture, the load-test harness and chaos tests.  It talks to its
+nodes through the proxy's own blocking control connection
+(:class:`rproxy.net.control.ControlConnection`), so redis-py is not needed at
+run time; replies are raw RESP2 values (bulk strings are ``bytes``).
 
 Ownership: a :class:`LocalCluster` owns every ``redis-server`` process it
 spawns and the temporary directory it creates (when ``workdir`` is None).
@@ -24,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from rproxy.net.control import ControlConnection, ControlError
 
 __all__ = ["LocalCluster", "Node", "RedisServerNotFound"]
 
@@ -58,11 +59,6 @@ class Node:
     def addr(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def client(self, **kw: Any) -> redis.Redis:
-        """A plain (non-cluster) client for this node; the caller closes it."""
-        opts: dict[str, Any] = dict(protocol=2, decode_responses=False, socket_timeout=5)
-        return redis.Redis(self.host, self.port, **{**opts, **kw})
-
 
 def _free(host: str, port: int) -> bool:
     with socket.socket() as s:
@@ -88,10 +84,24 @@ def _pick_ports(host: str, n: int, avoid: set[int]) -> list[int]:
     raise RuntimeError(f"no {n} free port pairs in {_PORT_LO}..{_PORT_HI}")
 
 
-def _admin(node: Node, timeout: float = 2) -> redis.Redis:
-    """Client for our own polling: short timeouts and no retries (redis-py retries 10x)."""
-    return node.client(socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0))
+# What a failed admin command raises: an error reply, a closed connection or garbage
+# (ControlError), refused / reset / timed out (OSError, TimeoutError included).
+_ADMIN_ERRORS = (ControlError, OSError)
+
+
+def _admin(node: Node, timeout: float = 2) -> ControlConnection:
+    """Connection for our own polling: short timeouts and no retries."""
+    return ControlConnection(node.addr, timeout)
+
+
+def _parse_info(text: str) -> dict[str, str]:
+    """``INFO`` text -> {field: value} (section headers and blank lines skipped)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, value = line.split(":", 1)
+            fields[key] = value
+    return fields
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -215,9 +225,9 @@ class LocalCluster:
                                    f"log tail:\n{_tail(node.data_dir / 'redis.log')}")
             try:
                 with _admin(node, 0.5) as c:
-                    if c.ping():
+                    if c.execute("PING") == b"PONG":
                         return
-            except redis.RedisError:
+            except _ADMIN_ERRORS:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis-server on port {node.port} did not answer PING")
@@ -312,7 +322,7 @@ class LocalCluster:
     # ---- cluster queries -------------------------------------------------
     def _cmd(self, node: Node, *args: str) -> Any:
         with _admin(node) as c:
-            return c.execute_command(*args)
+            return c.execute(*args)
 
     def _myid(self, node: Node) -> str:
         return self._cmd(node, "CLUSTER", "MYID").decode()
@@ -373,7 +383,7 @@ class LocalCluster:
                 if "cluster_state:ok" not in info:
                     return f"node {n.port}: cluster_state not ok"
                 maps[n.port] = self._slot_map(n)
-            except redis.RedisError as e:
+            except _ADMIN_ERRORS as e:
                 return f"node {n.port}: {e!r}"
         first_port, first = next(iter(maps.items()))
         covered = sum(end - start + 1 for start, end, _ in first)
@@ -396,8 +406,8 @@ class LocalCluster:
             reps = self.replicas()
             if len(reps) != self.n_masters * self.n_replicas:
                 return f"{len(reps)} replicas, expected {self.n_masters * self.n_replicas}"
-            down = [n.port for n in reps if self._cmd(n, "INFO", "replication")
-                    .get("master_link_status") != "up"]
+            down = [n.port for n in reps if _parse_info(self._cmd(n, "INFO", "replication")
+                    .decode()).get("master_link_status") != "up"]
             if down:
                 return f"master_link_status not up on {down}"
             for n in self._live():  # gossip: every node knows who replicates whom
@@ -413,7 +423,7 @@ class LocalCluster:
         while True:
             try:
                 last = problem()
-            except (redis.RedisError, KeyError, IndexError) as e:
+            except (*_ADMIN_ERRORS, KeyError, IndexError) as e:
                 last = repr(e)
             if last is None:
                 return

@@ -1,4 +1,5 @@
-"""Test support: the proxy in a background thread, free ports, a standalone redis-server.
+"""Test support: the proxy in a background thread, free ports, a standalone redis-server,
+redis-py clients straight to the nodes of a LocalCluster.
 
 The proxy runs its own trio loop in a thread so that tests can use ordinary blocking clients
 (redis-py, redis-cli, redis-benchmark) against it, exactly as a legacy application would.
@@ -24,6 +25,7 @@ import redis
 import trio
 
 from rproxy.core.config import Config
+from rproxy.localcluster import Node
 from rproxy.net.server import ProxyServer
 
 
@@ -38,6 +40,14 @@ def free_port(lo: int = 23000, hi: int = 30000) -> int:
                 continue
             return port
     raise RuntimeError("no free port")
+
+
+def node_client(node: Node, **kw: Any) -> redis.Redis:
+    """A plain (non-cluster) RESP2 redis-py client straight to one node of a LocalCluster,
+    replies undecoded, 5 s socket timeout unless ``kw`` says otherwise; the caller closes it.
+    (rproxy itself talks to the nodes without redis-py: redis-py is a test dependency.)"""
+    opts: dict[str, Any] = {"protocol": 2, "decode_responses": False, "socket_timeout": 5}
+    return redis.Redis(node.host, node.port, **{**opts, **kw})
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:

@@ -1,13 +1,19 @@
-"""The control connection: one command on a short-lived connection to a cluster node.
+"""The control connection: commands on short-lived connections to a cluster node.
 
 The control plane (topology refresh, the command table, the embedded local cluster's set-up)
 talks to nodes through here, never through the data plane's shared connections.
+
+Two forms share one reply reader (:func:`_next_reply`): :func:`control_command`, async on
+trio, for the proxy; and :class:`ControlConnection` / :func:`control_command_sync`, plain
+blocking sockets, for code that runs outside trio (the embedded local cluster). Replies are
+hiredis's RESP2 values: bulk strings are ``bytes``, never decoded.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+import time
+from typing import Any, Self
 
 import hiredis
 import trio
@@ -21,6 +27,27 @@ class ControlError(Exception):
     pass
 
 
+class _OutOfStep(ControlError):
+    """The node closed the connection, or sent bytes that are not RESP: the connection is
+    of no further use (an error reply, a plain ControlError, leaves it in step)."""
+
+
+def _next_reply(reader: hiredis.Reader, data: bytes) -> Any:
+    """Feed what one recv returned (``b""``: the node closed the connection) to ``reader``;
+    the reply once complete, False while more bytes are needed. An error reply or bytes that
+    are not RESP are a ControlError."""
+    if not data:
+        raise _OutOfStep("connection closed")
+    try:
+        reader.feed(data)
+        reply = reader.gets()
+    except hiredis.ProtocolError as exc:
+        raise _OutOfStep(f"bad reply: {exc!r}") from exc
+    if isinstance(reply, hiredis.ReplyError):
+        raise ControlError(str(reply))
+    return reply
+
+
 async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> Any:
     """One command on a short-lived connection (control plane only: topology, COMMAND).
     Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError). A plain
@@ -30,19 +57,70 @@ async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> An
         infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
         family, _, _, _, sockaddr = infos[0]
         with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                await sock.connect(sockaddr)
-                await sock.send(encode_command(argv))  # a few bytes: one send is enough
-                reader = hiredis.Reader()
-                while True:
-                    data = await sock.recv(1 << 20)
-                    if not data:
-                        raise ControlError("connection closed")
-                    reader.feed(data)
-                    reply = reader.gets()
-                    if reply is not False:
-                        if isinstance(reply, hiredis.ReplyError):
-                            raise ControlError(str(reply))
-                        return reply
-            except hiredis.ProtocolError as exc:
-                raise ControlError(f"bad reply: {exc!r}") from exc
+            await sock.connect(sockaddr)
+            await sock.send(encode_command(argv))  # a few bytes: one send is enough
+            reader = hiredis.Reader()
+            while True:
+                reply = _next_reply(reader, await sock.recv(1 << 20))
+                if reply is not False:
+                    return reply
+
+
+def _arg(a: bytes | str | float) -> bytes:
+    return a if isinstance(a, bytes) else str(a).encode()
+
+
+class ControlConnection:
+    """A blocking control connection to one node, for code outside trio (the embedded local
+    cluster's set-up and health checks). ``timeout_s`` bounds the connect and each
+    :meth:`execute` as a whole. An error reply is a ControlError and leaves the connection
+    usable. Trouble on the network is an OSError (TimeoutError for a timeout); the node
+    closing the connection or sending bytes that are not RESP is a ControlError; both close
+    the connection, which would be out of step, and later calls raise OSError."""
+
+    def __init__(self, addr: Addr, timeout_s: float) -> None:
+        self.addr, self.timeout_s = addr, timeout_s
+        self._sock: socket.socket | None = socket.create_connection(addr, timeout=timeout_s)
+        self._reader = hiredis.Reader()
+
+    def execute(self, *argv: bytes | str | float) -> Any:
+        """Send one command and return its reply (``str``/``int`` arguments are encoded)."""
+        if self._sock is None:
+            raise OSError(f"control connection to {self.addr[0]}:{self.addr[1]} is closed")
+        sock, deadline = self._sock, time.monotonic() + self.timeout_s
+        try:
+            sock.settimeout(self.timeout_s)
+            sock.sendall(encode_command([_arg(a) for a in argv]))
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                sock.settimeout(remaining)
+                reply = _next_reply(self._reader, sock.recv(1 << 20))
+                if reply is not False:
+                    return reply
+        except ControlError as exc:
+            if isinstance(exc, _OutOfStep):
+                self.close()
+            raise  # an error reply: the connection stays in step
+        except BaseException:  # OSError, a timeout, an interrupt: a late reply would be
+            self.close()       # taken for the next command's
+            raise
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def control_command_sync(addr: Addr, argv: list[bytes], timeout_s: float) -> Any:
+    """The blocking form of :func:`control_command`: one command on a short-lived
+    connection, ``timeout_s`` for the connect and again for the command."""
+    with ControlConnection(addr, timeout_s) as conn:
+        return conn.execute(*argv)

@@ -57,7 +57,7 @@ from rproxy.core import errors
 from rproxy.localcluster import LocalCluster, Node
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import SLOTS, key_slot
-from tests.support import free_port, wait_until
+from tests.support import free_port, node_client, wait_until
 
 # Figure blocks of the tests that ran, printed again in the terminal summary (conftest.py).
 FIGURES: list[str] = []
@@ -111,7 +111,7 @@ def slot_ranges(cluster: LocalCluster) -> list[tuple[int, int, int]]:
         if node.process is None or node.process.poll() is not None:
             continue
         try:
-            with node.client(socket_timeout=2, socket_connect_timeout=2) as c:
+            with node_client(node, socket_timeout=2, socket_connect_timeout=2) as c:
                 rows = c.execute_command("CLUSTER", "SLOTS")
             return sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in rows)
         except redis.RedisError as exc:
@@ -146,7 +146,7 @@ class ShardMap:
 
 def replica_of(cluster: LocalCluster, master: Node) -> Node:
     """The (first) replica the master reports in ROLE."""
-    with master.client(socket_timeout=2) as c:
+    with node_client(master, socket_timeout=2) as c:
         role = c.execute_command("ROLE")
     assert role[0] == b"master", role
     assert role[2], f"master {master.port} has no replica"
@@ -163,7 +163,7 @@ def wait_rejoined(cluster: LocalCluster, replicas: int, timeout_s: float = 40) -
         if len(reps) != replicas:
             return False
         for n in reps:
-            with n.client(socket_timeout=2) as c:
+            with node_client(n, socket_timeout=2) as c:
                 info = c.info("replication")
             if info.get("master_link_status") != "up" or info.get("master_sync_in_progress"):
                 return False
@@ -192,7 +192,7 @@ class RoleWatch:
         self._thread.join(5)
 
     def _run(self) -> None:
-        client = self.node.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = node_client(self.node, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
             while not self._stop.is_set() and self.promoted_at is None:
                 try:

@@ -63,6 +63,7 @@ from tests.chaos.harness import (
     replica_of,
     wait_rejoined,
 )
+from tests.support import node_client
 
 NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
 CLIENTS = 50
@@ -78,7 +79,7 @@ CONTROL_PER_SHARD = 6  # test 4: direct clients per unaffected shard (the latenc
 
 
 def _myid(node: Node) -> str:
-    with node.client(socket_timeout=5) as c:
+    with node_client(node, socket_timeout=5) as c:
         return c.execute_command("CLUSTER", "MYID").decode()
 
 
@@ -103,7 +104,7 @@ def _assert_nothing_lost(res: Results, fc: FinalCheck) -> None:
 
 
 def _slot_count(node: Node) -> int:
-    with node.client(socket_timeout=5) as c:
+    with node_client(node, socket_timeout=5) as c:
         rows = c.execute_command("CLUSTER", "SLOTS")
     return sum(int(r[1]) - int(r[0]) + 1 for r in rows if int(r[2][1]) == node.port)
 
@@ -299,7 +300,7 @@ def test_manual_failover(chaos_cluster: LocalCluster, start_proxy: Any) -> None:
         heir = replica_of(cluster, master)
         with RoleWatch(heir) as watch:
             t_fo = time.monotonic()
-            with heir.client(socket_timeout=5) as c:
+            with node_client(heir, socket_timeout=5) as c:
                 assert c.execute_command("CLUSTER", "FAILOVER") == b"OK"
             t_elected = watch.wait(6 * NODE_TIMEOUT_S)
         cluster.wait_ok(20)
@@ -590,7 +591,7 @@ def test_failover_loop(chaos_cluster: LocalCluster, start_proxy: Any) -> None:
         rounds.append(sample("warm"))
         for i in range(10):
             node = rng.choice(cluster.nodes)
-            with node.client(socket_timeout=2) as c:
+            with node_client(node, socket_timeout=2) as c:
                 role = c.execute_command("ROLE")[0].decode()
             t0 = time.monotonic()
             cluster.kill(node, signal.SIGKILL)

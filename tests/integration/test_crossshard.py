@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from rproxy.core.slots import key_slot
+from tests.support import node_client
 
 
 def _raw(client: redis.Redis) -> redis.Redis:
@@ -138,7 +139,7 @@ def test_split_writes_land_on_each_owner(prx, cluster) -> None:
     prx.execute_command("MSET", *[x for k in keys for x in (k, k)])
     for k in keys:
         owner = cluster.master_of_slot(key_slot(k.encode()))
-        assert owner.client().get(k) == k.encode()
+        assert node_client(owner).get(k) == k.encode()
 
 
 def test_large_mget_and_mset(prx) -> None:
@@ -151,7 +152,7 @@ def test_large_mget_and_mset(prx) -> None:
 def test_dbsize_keys_randomkey(prx, cluster) -> None:
     keys = _keys("ks", 30)
     prx.execute_command("MSET", *[x for k in keys for x in (k, "1")])
-    total = sum(m.client().dbsize() for m in cluster.masters())
+    total = sum(node_client(m).dbsize() for m in cluster.masters())
     assert prx.execute_command("DBSIZE") == total
     prefix = keys[0].rsplit(":", 1)[0]
     assert sorted(prx.execute_command("KEYS", prefix + ":*")) == sorted(k.encode() for k in keys)
@@ -197,7 +198,7 @@ def test_scan_type_filter_and_bad_cursor(prx, std) -> None:
 def test_scripts_and_functions_on_every_master(prx, cluster) -> None:
     sha = prx.execute_command("SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])")
     for m in cluster.masters():
-        assert m.client().execute_command("SCRIPT", "EXISTS", sha) == [1]
+        assert node_client(m).execute_command("SCRIPT", "EXISTS", sha) == [1]
     assert prx.execute_command("SCRIPT", "EXISTS", sha, "0" * 40) == [1, 0]
     keys = _keys("sha", 12)
     for k in keys:  # EVALSHA works whichever master the key leads to
@@ -212,25 +213,26 @@ def test_scripts_and_functions_on_every_master(prx, cluster) -> None:
         assert prx.execute_command("FCALL", "xsget", 1, k) == k.encode()
     assert prx.execute_command("FUNCTION", "DELETE", "xslib") == b"OK"
     for m in cluster.masters():
-        assert m.client().execute_command("FUNCTION", "LIST") == []
+        assert node_client(m).execute_command("FUNCTION", "LIST") == []
     assert prx.execute_command("SCRIPT", "FLUSH") == b"OK"
     assert prx.execute_command("SCRIPT", "EXISTS", sha) == [0]
 
 
 def test_config_set_reaches_every_node(prx, cluster) -> None:
     nodes = cluster.masters() + cluster.replicas()
-    before = {n.port: n.client().config_get("slowlog-max-len")["slowlog-max-len"] for n in nodes}
+    before = {n.port: node_client(n).config_get("slowlog-max-len")["slowlog-max-len"]
+              for n in nodes}
     try:
         assert prx.execute_command("CONFIG", "SET", "slowlog-max-len", "77") == b"OK"
         for n in nodes:
-            assert n.client().config_get("slowlog-max-len")["slowlog-max-len"] == "77"
+            assert node_client(n).config_get("slowlog-max-len")["slowlog-max-len"] == "77"
         assert prx.execute_command("CONFIG", "GET", "slowlog-max-len") == [b"slowlog-max-len", b"77"]
         err = prx.execute_command  # an invalid value is refused, as by one Redis
         with pytest.raises(redis.ResponseError, match="slowlog-max-len"):
             err("CONFIG", "SET", "slowlog-max-len", "notanumber")
     finally:
         for n in nodes:
-            n.client().config_set("slowlog-max-len", before[n.port])
+            node_client(n).config_set("slowlog-max-len", before[n.port])
 
 
 def test_slowlog_over_every_master(prx, cluster) -> None:
@@ -244,7 +246,7 @@ def test_slowlog_over_every_master(prx, cluster) -> None:
         prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000")
         length = prx.execute_command("SLOWLOG", "LEN")
         assert length >= len(keys)
-        assert length == sum(n.client().execute_command("SLOWLOG", "LEN") for n in nodes)
+        assert length == sum(node_client(n).execute_command("SLOWLOG", "LEN") for n in nodes)
         entries = prx.execute_command("SLOWLOG", "GET", 5)
         assert 0 < len(entries) <= 5
         stamps = [e[1] for e in entries]
@@ -257,7 +259,7 @@ def test_flushall_empties_every_master(prx, cluster) -> None:
     keys = _keys("flush", 30)
     prx.execute_command("MSET", *[x for k in keys for x in (k, "1")])
     assert prx.execute_command("FLUSHALL") == b"OK"
-    assert all(m.client().dbsize() == 0 for m in cluster.masters())
+    assert all(node_client(m).dbsize() == 0 for m in cluster.masters())
     assert prx.execute_command("DBSIZE") == 0
 
 

@@ -27,6 +27,7 @@ import pytest
 import redis
 
 from rproxy.core.slots import key_slot
+from tests.support import node_client
 
 
 RUN = uuid.uuid4().hex[:12]  # keeps this run's keys apart from any other run's
@@ -654,7 +655,7 @@ class Owners:
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
         self.masters = cluster.masters()
-        self.clients = {m.port: _raw(m.client()) for m in self.masters}
+        self.clients = {m.port: _raw(node_client(m)) for m in self.masters}
         self._owner: dict[int, int] = {}
 
     def owner_port(self, slot: int) -> int:

@@ -19,7 +19,7 @@ import redis
 
 from rproxy.localcluster import LocalCluster
 from rproxy.core.slots import key_slot
-from tests.support import ProxyThread, proxy_config, wait_until
+from tests.support import ProxyThread, node_client, proxy_config, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,12 @@ def test_reads_go_to_replicas(cluster, mode: str) -> None:
         key = f"replica-read:{mode}"
         r.set(key, "x")
         master = cluster.master_of_slot(key_slot(key.encode()))
-        master.client().execute_command("WAIT", 1, 2000)
+        node_client(master).execute_command("WAIT", 1, 2000)
         replica = next(n for n in cluster.replicas()
-                       if n.client().info("replication")["master_port"] == master.port)
+                       if node_client(n).info("replication")["master_port"] == master.port)
 
         def gets(node: Any) -> int:
-            return node.client().info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+            return node_client(node).info("commandstats").get("cmdstat_get", {}).get("calls", 0)
 
         before = gets(replica), gets(master)
         for _ in range(20):

@@ -11,7 +11,7 @@ import pytest
 
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import key_slot
-from tests.support import ProxyThread, proxy_config, raw_exchange, wait_until
+from tests.support import ProxyThread, node_client, proxy_config, raw_exchange, wait_until
 
 
 def test_max_clients(cluster) -> None:
@@ -60,7 +60,7 @@ def test_hung_node_times_out_and_others_are_unaffected(cluster) -> None:
         r.set(slow_key, "1")
         r.set(fast_key, "2")
         # Hang the node for 1.5 s (below the 2 s cluster-node-timeout: no failover).
-        hang = threading.Thread(target=lambda: node.client(socket_timeout=10)
+        hang = threading.Thread(target=lambda: node_client(node, socket_timeout=10)
                                 .execute_command("DEBUG", "SLEEP", "1.5"))
         hang.start()
         time.sleep(0.1)  # let DEBUG SLEEP start (no reply comes until it ends)

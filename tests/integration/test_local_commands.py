@@ -6,7 +6,7 @@ import redis
 import pytest
 
 from rproxy.core.slots import key_slot
-from tests.support import raw_exchange
+from tests.support import node_client, raw_exchange
 
 
 def test_ping_echo(proxy, r: redis.Redis) -> None:
@@ -104,14 +104,14 @@ def test_info_sections(r: redis.Redis) -> None:
 def test_info_keyspace_totals_match_the_masters(r: redis.Redis, cluster) -> None:
     for i in range(50):
         r.set(f"lc:ks:{i}", i)  # no tag: spread over every master
-    total = sum(m.client().dbsize() for m in cluster.masters())
+    total = sum(node_client(m).dbsize() for m in cluster.masters())
     assert r.info("keyspace")["db0"]["keys"] == total
     assert r.dbsize() == total
 
 
 def test_info_stats_sum_the_masters(r: redis.Redis, cluster) -> None:
     r.get("lc:stats:missing")  # one more miss somewhere
-    masters = sum(m.client().info("stats")["keyspace_misses"] for m in cluster.masters())
+    masters = sum(node_client(m).info("stats")["keyspace_misses"] for m in cluster.masters())
     stats = r.info("stats")
     assert stats["keyspace_misses"] == masters  # nothing else runs meanwhile
     assert stats["total_commands_processed"] >= 1

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from rproxy.localcluster import LocalCluster
+from tests.support import node_client
 
 
 
@@ -36,11 +37,11 @@ def test_start_failover_restart_stop() -> None:
         assert len(cluster.replicas()) == 3
 
         # a key written to the master of its slot reads back from that master
-        with cluster.nodes[0].client() as c:
+        with node_client(cluster.nodes[0]) as c:
             slot = int(c.execute_command("CLUSTER", "KEYSLOT", "hello"))
         master = cluster.master_of_slot(slot)
         assert master in cluster.masters()
-        with master.client() as c:
+        with node_client(master) as c:
             assert c.set("hello", b"world")
             # Replication is asynchronous: make sure the replica has the write before the
             # kill, as Redis's own failover tests do (03-failover-loop.tcl: WAIT 1 20000).
@@ -56,7 +57,7 @@ def test_start_failover_restart_stop() -> None:
         assert len(cluster.masters()) == 3
         deadline = time.monotonic() + 10
         while True:  # the replica may lose the last ~1 s of writes (async repl)
-            with new_master.client() as c:
+            with node_client(new_master) as c:
                 if c.get("hello") == b"world":
                     break
             assert time.monotonic() < deadline, "key lost after failover"

@@ -14,16 +14,16 @@ import time
 import redis
 
 from rproxy.core.slots import key_slot
-from tests.support import wait_until
+from tests.support import node_client, wait_until
 
 
 def _myid(node) -> str:
-    return node.client().execute_command("CLUSTER", "MYID").decode()
+    return node_client(node).execute_command("CLUSTER", "MYID").decode()
 
 
 def _migrate(cluster, slot: int, source, target, batch: int, pause_s: float) -> None:
     """Redis's resharding procedure (redis-cli --cluster reshard does the same steps)."""
-    src, dst = source.client(), target.client()
+    src, dst = node_client(source), node_client(target)
     dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _myid(source))
     src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _myid(target))
     while True:
@@ -33,7 +33,7 @@ def _migrate(cluster, slot: int, source, target, batch: int, pause_s: float) -> 
         src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
         time.sleep(pause_s)  # let the load hit the half-migrated slot (not a synchronisation)
     for node in [target, source] + [m for m in cluster.masters() if m not in (source, target)]:
-        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
+        node_client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
 
 
 def _other_master(cluster, node):
@@ -88,7 +88,7 @@ def test_live_migration_under_load_is_invisible(proxy, cluster) -> None:
     assert ops[0] > moved_at
     # The data is on the new owner, with every increment counted once.
     assert cluster.master_of_slot(slot).port == target.port
-    direct = target.client()
+    direct = node_client(target)
     for k in keys:
         assert int(direct.get(k)) == expected[k]
     assert r.get(keys[5]) == str(expected[keys[5]]).encode()
@@ -105,7 +105,7 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
     r.mset({a: "1", b: "2"})
     source = cluster.master_of_slot(slot)
     target = _other_master(cluster, source)
-    src, dst = source.client(), target.client()
+    src, dst = node_client(source), node_client(target)
     dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _myid(source))
     src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _myid(target))
     src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", a)
@@ -119,5 +119,5 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
         assert str(source.port) not in str(exc) and str(target.port) not in str(exc)
     src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", b)
     for node in [target, source] + [m for m in cluster.masters() if m not in (source, target)]:
-        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
+        node_client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
     assert r.mget(a, b) == [b"1", b"2"]

@@ -40,7 +40,7 @@ import pytest
 import redis
 
 from rproxy.core.slots import SLOTS, key_slot
-from tests.support import wait_until
+from tests.support import node_client, wait_until
 
 COUNT = 20
 N_KEYS = 3000
@@ -58,14 +58,14 @@ def _raw(client: redis.Redis) -> redis.Redis:
 
 
 def _myid(node) -> str:
-    with closing(node.client()) as c:
+    with closing(node_client(node)) as c:
         return c.execute_command("CLUSTER", "MYID").decode()
 
 
 def _owners(cluster) -> list[int | None]:
     """Slot -> port of its master, per CLUSTER SLOTS of the first master."""
     owner: list[int | None] = [None] * SLOTS
-    with closing(_raw(cluster.masters()[0].client())) as c:
+    with closing(_raw(node_client(cluster.masters()[0]))) as c:
         for row in c.execute_command("CLUSTER", "SLOTS"):
             for slot in range(int(row[0]), int(row[1]) + 1):
                 owner[slot] = int(row[2][1])
@@ -98,7 +98,7 @@ def _migrate(cluster, slot: int, source, target,
              between: Callable[[], None] = lambda: None) -> None:
     """Redis's resharding procedure, ``between()`` after every MIGRATE batch."""
     src_id, dst_id = _myid(source), _myid(target)
-    with closing(source.client()) as src, closing(target.client()) as dst:
+    with closing(node_client(source)) as src, closing(node_client(target)) as dst:
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         while True:
@@ -109,7 +109,7 @@ def _migrate(cluster, slot: int, source, target,
             between()
     others = [m for m in cluster.masters() if m.port not in (source.port, target.port)]
     for node in [target, source, *others]:  # the new owner first
-        with closing(node.client()) as c:
+        with closing(node_client(node)) as c:
             c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
 
