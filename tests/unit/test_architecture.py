@@ -4,6 +4,8 @@ the imports is the code's own (``python -m rproxy.tools.imports --update README.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from importlinter.cli import lint_imports
@@ -31,3 +33,11 @@ def test_drawing_has_no_upward_arrow():
     _, pairs = imports.edges()
     upward = [(a, b) for a, b in pairs if rank[imports._layer(a)] > rank[imports._layer(b)]]
     assert upward == []
+
+
+def test_the_runtime_does_not_import_redis_py():
+    """redis-py is a test and benchmark dependency only: the proxy, its command line and the
+    embedded cluster run without it."""
+    code = ("import sys, rproxy.cli, rproxy.localcluster, rproxy.net.server; "
+            "sys.exit(1 if any(m == 'redis' or m.startswith('redis.') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
