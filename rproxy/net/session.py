@@ -136,6 +136,10 @@ class ClientSession:
         if commands:
             self.stats.total_commands_processed += len(commands)
             self.on_commands(commands)
+            if self.closing:  # QUIT: nothing after it is read or run, not even a protocol
+                # error in the same read (Redis's CLIENT_CLOSE_AFTER_REPLY, processInputBuffer)
+                self._stop_reading(closing=True)
+                return
         if parser.error is not None:
             if parser.error == CLOSE_SILENTLY:
                 log.warning("query_buffer_limit", client_id=self.id)
