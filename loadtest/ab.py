@@ -13,19 +13,17 @@ printed and must be inside DIR).  Scenarios (redis-benchmark, 50 clients): GET/S
 round runs each scenario on every target back to back; before/after order alternates by
 round.  The after/before ratio is the median of the per-round ratios.
 
-Uses bench.py's helpers (redis-benchmark runs and parsing, /proc CPU time, PING) and starts
-its own 3 masters + 3 replicas cluster from redis-server/redis-cli, so it imports no rproxy
-tree itself.
+Uses bench.py's helpers (redis-benchmark runs and parsing, /proc CPU time, PING) and this
+checkout's embedded cluster (rproxy.localcluster: 3 masters + 3 replicas, as bench.py); the
+proxies under test run in their own processes, from their own trees.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +39,7 @@ from bench import (Addr, fanout_argv, fanout_bench_cmd, fanout_key, fanout_popul
                    bench_cmd, fmt, free_port, log, print_grid, run_bench, slot_owners,
                    wait_ping)
 
-# bench.py puts its own repo root first on sys.path; this process imports no rproxy at all,
-# the proxies get their tree through cwd and PYTHONPATH.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != bench.REPO]
+from rproxy.localcluster import LocalCluster  # noqa: E402  (this checkout's, via bench.REPO)
 
 # (name, kind, pipeline); kind "mset" is proxy-only (a cross-slot MSET gets CROSSSLOT directly).
 SCENARIOS: list[tuple[str, str, int]] = [
@@ -54,152 +50,6 @@ MSET_KEYS = 10
 # 10 keys (same keys moved as a GET run); here a run is made longer, for a steadier ratio.
 MSET_DIVISOR = 4
 SIDES = ("before", "after")
-CLUSTER_PORTS = (20000, 22000)  # + 10000 for the cluster bus: stays below 32768
-
-
-# ---------------------------------------------------------------- local cluster
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def pick_cluster_ports(n: int) -> list[int]:
-    """n consecutive ports (random start) with port and port + 10000 (bus) free."""
-    lo, hi = CLUSTER_PORTS
-    start = random.randrange(hi - lo)
-    chosen: list[int] = []
-    for i in range(hi - lo):
-        p = lo + (start + i) % (hi - lo)
-        if not (port_free(p) and port_free(p + 10000)):
-            chosen = []
-            continue
-        chosen = chosen + [p] if chosen and p == chosen[-1] + 1 else [p]
-        if len(chosen) == n:
-            return chosen
-    raise RuntimeError(f"no {n} consecutive free port pairs in {lo}..{hi}")
-
-
-class MiniCluster:
-    """3 masters + 3 replicas of redis-server on 127.0.0.1, configured like
-    rproxy.localcluster.LocalCluster (appendonly everysec, no RDB saves, node timeout 2 s).
-    Owns the processes it starts (stopped by PID) and its temp dir."""
-
-    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
-        self.server = shutil.which("redis-server")
-        self.cli = shutil.which("redis-cli")
-        if not self.server or not self.cli:
-            raise RuntimeError("redis-server and redis-cli must be on PATH (bash tests/run.sh installs them)")
-        self.masters, self.replicas = masters, replicas
-        self.dir: Optional[Path] = None
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    @property
-    def seeds(self) -> list[Addr]:
-        return [("127.0.0.1", p) for p in self.procs]
-
-    def _client(self, port: int) -> Any:
-        import redis
-        return redis.Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=2, socket_connect_timeout=2)
-
-    def _cmd(self, port: int, *argv: str) -> Any:
-        c = self._client(port)
-        try:
-            return c.execute_command(*argv)
-        finally:
-            c.close()
-
-    def start(self, timeout: float = 60) -> None:
-        import redis
-        t0, deadline = time.monotonic(), time.monotonic() + timeout
-        self.dir = Path(tempfile.mkdtemp(prefix="rproxy-ab-cluster-"))
-        ports = pick_cluster_ports(self.masters * (1 + self.replicas))
-        log(f"starting {len(ports)} redis-server nodes on ports {ports[0]}..{ports[-1]} ({self.dir})")
-        for port in ports:
-            d = self.dir / f"node-{port}"
-            d.mkdir()
-            conf = {"port": port, "bind": "127.0.0.1", "protected-mode": "no", "cluster-enabled": "yes",
-                    "cluster-config-file": "nodes.conf", "cluster-node-timeout": 2000, "appendonly": "yes",
-                    "appendfsync": "everysec", "save": '""', "dir": d, "logfile": d / "redis.log",
-                    "daemonize": "no", "repl-diskless-sync-delay": 0}
-            (d / "redis.conf").write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
-            # Own session: a Ctrl-C reaches only this script, which then stops the nodes itself.
-            self.procs[port] = subprocess.Popen([self.server, str(d / "redis.conf")], cwd=d,
-                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL, start_new_session=True)
-        for port, proc in self.procs.items():
-            def check(port: int = port, proc: subprocess.Popen[bytes] = proc) -> None:
-                if proc.poll() is not None:
-                    log_tail = (self.dir / f"node-{port}" / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server on port {port} exited:\n{log_tail}")
-            if not wait_ping(("127.0.0.1", port), max(1.0, deadline - time.monotonic()), check):
-                raise RuntimeError(f"redis-server on port {port} did not answer PING")
-        res = subprocess.run([self.cli, "--cluster", "create", *(f"{h}:{p}" for h, p in self.seeds),
-                              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
-                             timeout=max(1.0, deadline - time.monotonic()))
-        if res.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed:\n{res.stdout}{res.stderr}")
-        last = "?"
-        while True:
-            try:
-                last = self._problem()
-            except (redis.RedisError, KeyError, IndexError, ValueError) as exc:  # while it converges
-                last = repr(exc)
-            if last is None:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not ready within {timeout:.0f} s: {last}")
-            time.sleep(0.1)
-        log(f"cluster ready in {time.monotonic() - t0:.1f} s")
-
-    def _problem(self) -> Optional[str]:
-        """None once every node is ok, all agree on a complete slot map, and every replica
-        is linked to its master and known as a replica by every node."""
-        maps = {}
-        for port in self.procs:
-            if "cluster_state:ok" not in self._cmd(port, "CLUSTER", "INFO").decode():
-                return f"node {port}: cluster_state not ok"
-            maps[port] = sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in self._cmd(port, "CLUSTER", "SLOTS"))
-        first = next(iter(maps.values()))
-        if sum(e - s + 1 for s, e, _ in first) != 16384 or any(m != first for m in maps.values()):
-            return "slot maps incomplete or not agreed"
-        want = self.masters * self.replicas
-        reps = [p for p in self.procs if self._cmd(p, "ROLE")[0] in (b"slave", "slave")]
-        if len(reps) != want:
-            return f"{len(reps)} replicas, expected {want}"
-        for p in reps:
-            info = self._cmd(p, "INFO", "replication")
-            if info.get("master_link_status") != "up":
-                return f"replica {p}: master_link_status not up"
-        for port in self.procs:
-            nodes = self._cmd(port, "CLUSTER", "NODES").decode().splitlines()
-            if sum("slave" in line.split()[2] for line in nodes) != want:
-                return f"node {port} does not see {want} replicas yet"
-        return None
-
-    def stop(self) -> None:
-        running = [p for p in self.procs.values() if p.poll() is None]
-        for p in running:
-            p.send_signal(signal.SIGTERM)
-        end = time.monotonic() + 10
-        for p in running:
-            try:
-                p.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-
-# ---------------------------------------------------------------- the two proxies
-
 def tree_env(tree: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(tree))
 
@@ -443,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         i = info[side]
         log(f"{side:<6}: {i['dir']}  imports {i['rproxy_file']}  "
             f"(git {i['commit'] or '?'}{', modified' if i['dirty'] else ''})")
-    cluster = MiniCluster()
+    cluster = LocalCluster(masters=3, replicas=1, node_timeout_ms=2000, log=log)
     proxies: dict[str, TreeProxy] = {}
     runs: list[dict[str, Any]] = []
     layout: dict[str, Any] = {}
