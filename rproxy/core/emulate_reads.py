@@ -87,8 +87,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rproxy.core import errors, resp
-from rproxy.core.resp import string2ll
 from rproxy.core.merge import first_error
+from rproxy.core.resp import string2ll
 
 LONG_MAX = 2**63 - 1
 

@@ -7,7 +7,6 @@ error code so clients and operators can tell them apart; they never name a backe
 
 from __future__ import annotations
 
-
 # -- request parsing (src/networking.c processInlineBuffer / processMultibulkBuffer) --------------
 PROTO_TOO_BIG_INLINE = b"-ERR Protocol error: too big inline request\r\n"
 PROTO_UNBALANCED_QUOTES = b"-ERR Protocol error: unbalanced quotes in request\r\n"

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from rproxy.core.topology import Addr
 
-
 # Idempotent writes: name -> option words (upper case) that make a call NOT idempotent.
 IDEMPOTENT: dict[bytes, frozenset[bytes]] = {
     b"SET": frozenset({b"NX", b"XX", b"GET"}),

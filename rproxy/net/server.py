@@ -13,7 +13,7 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 import trio
@@ -52,6 +52,18 @@ class _Listener:
         log.error("listener_failed", error=str(exc))
 
 
+GAUGES: dict[str, Callable[[ProxyServer], int]] = {
+    # How each GAUGE of rproxy.core.stats.STATS is read (tests/unit/test_stats.py: all of them).
+    "connected_clients": lambda s: len(s.sessions),
+    "backend_connections": lambda s: len(s.cluster.connections()),
+    "held_requests": lambda s: s.cluster.held(),
+    "slotmap_epoch": lambda s: s.router.map_epoch,
+    "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
+    "unreachable_nodes": lambda s: len(s.cluster.down_since),
+    "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
+}
+
+
 class ProxyView:
     """The read-only view of the proxy and the cluster that the proxy's own commands get
     (``rproxy.core.local_commands.ProxyView``)."""
@@ -86,18 +98,9 @@ class ProxyView:
         return self._server.router.map_epoch
 
     def stat(self, name: str) -> int:
-        gauge = self._gauges.get(name)
+        gauge = GAUGES.get(name)
         return gauge(self._server) if gauge is not None else self._server.stats.get(name)
 
-    _gauges = {  # the GAUGE entries of rproxy.core.stats.STATS (a test checks they match)
-        "connected_clients": lambda s: len(s.sessions),
-        "backend_connections": lambda s: len(s.cluster.connections()),
-        "held_requests": lambda s: s.cluster.held(),
-        "slotmap_epoch": lambda s: s.router.map_epoch,
-        "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
-        "unreachable_nodes": lambda s: len(s.cluster.down_since),
-        "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
-    }
 
     def client(self, client_id: int) -> ClientInfo:
         return self._server.sessions[client_id].info()

@@ -415,7 +415,8 @@ class ClientSession:
                 if not self.wbuf:
                     self.close()
                 return
-        if not self.reading and not self.closing and not self.eof and len(q) <= self.max_pending // 2:
+        if (not self.reading and not self.closing and not self.eof
+                and len(q) <= self.max_pending // 2):
             self._resume_reading()
 
     def _write(self, data: bytes) -> None:

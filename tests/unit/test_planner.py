@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rproxy.core import errors, resp
-from rproxy.core.merge import merge_random_nonnull, split_array
-from rproxy.core.merge import merge_slowlog
+from rproxy.core.merge import merge_random_nonnull, merge_slowlog, split_array
 from rproxy.core.planner import FANOUT_MERGES, SPLIT_RULES, plan_split
 from rproxy.core.resp import NULL_BULK, OK, array, bulk, encode_value, integer
 from rproxy.core.slots import key_slot

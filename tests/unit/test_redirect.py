@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from rproxy.core.resp import encode_command
-from rproxy.core.resp import parse_reply
 from rproxy.core import errors
 from rproxy.core.redirect import (
     ASK,
@@ -27,6 +25,7 @@ from rproxy.core.redirect import (
     parse_redirect,
     resend_after_loss,
 )
+from rproxy.core.resp import encode_command, parse_reply
 
 
 def argv(*words: str) -> list[bytes]:

@@ -16,3 +16,10 @@ def test_names_are_unique_and_sections_known():
     assert len(names) == len(set(names))
     assert {s.section for s in stats.STATS} <= {"clients", "stats", "proxy"}
     assert all(s.kind in (stats.COUNTER, stats.GAUGE) and s.help for s in stats.STATS)
+
+
+def test_every_gauge_is_read_by_the_server():
+    from rproxy.net.server import GAUGES
+
+    gauges = {s.name for s in stats.STATS if s.kind == stats.GAUGE}
+    assert set(GAUGES) == gauges

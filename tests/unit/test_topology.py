@@ -7,9 +7,9 @@ import pytest
 
 from rproxy.core.slots import SLOTS
 from rproxy.core.topology import (
-    carry_over,
     Shard,
     SlotMap,
+    carry_over,
     parse_cluster_shards,
     parse_cluster_slots,
 )
