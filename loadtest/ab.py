@@ -27,7 +27,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,9 +34,8 @@ from typing import Any, Callable, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # loadtest/bench.py
-from bench import (Addr, fanout_argv, fanout_bench_cmd, fanout_key, fanout_populate,
-                   bench_cmd, fmt, free_port, log, print_grid, run_bench, slot_owners,
-                   wait_ping)
+from bench import (Addr, Proxy, fanout_argv, fanout_bench_cmd, fanout_key, fanout_populate,
+                   bench_cmd, fmt, log, print_grid, run_bench, slot_owners)
 
 from rproxy.localcluster import LocalCluster  # noqa: E402  (this checkout's, via bench.REPO)
 
@@ -50,6 +48,10 @@ MSET_KEYS = 10
 # 10 keys (same keys moved as a GET run); here a run is made longer, for a steadier ratio.
 MSET_DIVISOR = 4
 SIDES = ("before", "after")
+
+
+# ---------------------------------------------------------------- the two trees
+
 def tree_env(tree: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(tree))
 
@@ -75,51 +77,6 @@ def tree_info(tree: Path) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
-
-
-class TreeProxy:
-    """``python -m rproxy`` from one source tree, on a free port below 32768."""
-
-    def __init__(self, side: str, tree: Path, seeds: list[Addr], extra: list[str], avoid: set[int]) -> None:
-        self.side, self.tree = side, tree
-        self.port = free_port()
-        while self.port in avoid:
-            self.port = free_port()
-        self.addr: Addr = ("127.0.0.1", self.port)
-        self.log = tempfile.NamedTemporaryFile(prefix=f"rproxy-ab-{side}-", suffix=".log", delete=False)
-        self.cmd = [sys.executable, "-m", "rproxy", "--listen", f"127.0.0.1:{self.port}",
-                    *(a for h, p in seeds for a in ("--seed", f"{h}:{p}")), "--log-level", "warning", *extra]
-        self.proc = subprocess.Popen(self.cmd, cwd=tree, env=tree_env(tree), stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def check() -> None:
-            if not self.alive():
-                raise RuntimeError(f"rproxy ({self.side}) exited with {self.proc.returncode}:\n{self.tail()}")
-        if not wait_ping(self.addr, timeout, check):
-            raise RuntimeError(f"rproxy ({self.side}) did not answer PING within {timeout:.0f} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                log(f"rproxy ({self.side}) did not exit within 10 s of SIGTERM; killing it")
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
 
 
 def mset_layout(seed: Addr) -> dict[str, Any]:
@@ -150,7 +107,7 @@ def scenario_cmd(args: argparse.Namespace, kind: str, pipeline: int, addr: Addr,
     return bench_cmd(args, addr, cluster, kind, pipeline, n), n
 
 
-def run_rounds(args: argparse.Namespace, seeds: list[Addr], proxies: dict[str, TreeProxy]) -> list[dict[str, Any]]:
+def run_rounds(args: argparse.Namespace, seeds: list[Addr], proxies: dict[str, Proxy]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for rnd in range(1, args.rounds + 1):
         pair = list(SIDES) if rnd % 2 == 1 else list(SIDES[::-1])
@@ -294,25 +251,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         log(f"{side:<6}: {i['dir']}  imports {i['rproxy_file']}  "
             f"(git {i['commit'] or '?'}{', modified' if i['dirty'] else ''})")
     cluster = LocalCluster(masters=3, replicas=1, node_timeout_ms=2000, log=log)
-    proxies: dict[str, TreeProxy] = {}
+    proxies: dict[str, Proxy] = {}
     runs: list[dict[str, Any]] = []
     layout: dict[str, Any] = {}
     try:
         cluster.start()
         seeds = cluster.seeds
         for side in SIDES:
-            proxies[side] = TreeProxy(side, trees[side], seeds, args.proxy_arg, {p.port for p in proxies.values()})
+            # ``python -m rproxy`` from the side's source tree (cwd and PYTHONPATH = the tree)
+            proxies[side] = Proxy(seeds, tree=trees[side], extra=args.proxy_arg, label=f"rproxy ({side})",
+                                  avoid_ports=[p.port for p in proxies.values()])
             log(f"starting rproxy ({side}, pid {proxies[side].pid}): cwd={trees[side]} PYTHONPATH={trees[side]} "
                 f"{' '.join(proxies[side].cmd)}")
         for p in proxies.values():
             p.wait_ready()
-            log(f"rproxy ({p.side}) answers PING on port {p.port}")
+            log(f"{p.label} answers PING on port {p.port}")
         layout = mset_layout(seeds[0])
         log(f"MSET keys {fanout_key(0)}..{fanout_key(MSET_KEYS - 1)}: {layout['slots']} slots on "
             f"{layout['masters']} masters")
         for p in proxies.values():
             fanout_populate(p.addr)  # cross-slot SET/MGET through each proxy must work before timing
-        warm = [(p.side, p.addr, False) for p in proxies.values()] + [("direct", seeds[0], True)]
+        warm = [(side, p.addr, False) for side, p in proxies.items()] + [("direct", seeds[0], True)]
         for label, addr, direct in warm if args.warmup else []:
             log(f"warm-up: {args.warmup} SETs (-P 16) {label}")
             res = run_bench(bench_cmd(args, addr, direct, "set", 16, args.warmup), args.run_timeout, None)
@@ -324,7 +283,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         proxy_meta = {s: {"port": p.port, "pid": p.pid, "cmd": p.cmd, "cwd": str(p.tree)} for s, p in proxies.items()}
     finally:
         for p in proxies.values():
-            log(f"stopping rproxy ({p.side}, pid {p.pid})")
+            log(f"stopping {p.label} (pid {p.pid})")
             p.stop()
         log("stopping local cluster")
         cluster.stop()
@@ -354,11 +313,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
-    except RuntimeError as exc:
-        log(f"error: {exc}")
-        sys.exit(2)
+    bench.run_main(main)

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -155,21 +155,34 @@ def wait_ping(addr: Addr, timeout: float, check: Callable[[], None] = lambda: No
 
 
 class Proxy:
-    """rproxy as a subprocess on 127.0.0.1:<free port below 32768>."""
+    """rproxy as a subprocess on 127.0.0.1:<free port below 32768>, from this checkout or from
+    another source ``tree`` (loadtest/ab.py: cwd and PYTHONPATH are the tree). ``label`` names
+    it in errors and logs; ``extra`` are more command-line arguments."""
 
-    def __init__(self, seeds: list[Addr], workers: int = 1, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, seeds: list[Addr], workers: int = 1, env: Optional[dict[str, str]] = None,
+                 tree: Path = REPO, extra: Sequence[str] = (), label: str = "rproxy",
+                 avoid_ports: Sequence[int] = ()) -> None:
         self.workers = workers
+        self.tree = tree
+        self.label = label
         self.port = free_port()
+        while self.port in avoid_ports:
+            self.port = free_port()
         self.addr: Addr = ("127.0.0.1", self.port)
         self.log = tempfile.NamedTemporaryFile(prefix="rproxy-bench-", suffix=".log", delete=False)
         self.cmd = [sys.executable, "-m", "rproxy", "--listen", f"127.0.0.1:{self.port}",
-                    *(a for h, p in seeds for a in ("--seed", f"{h}:{p}")), "--log-level", "warning"]
+                    *(a for h, p in seeds for a in ("--seed", f"{h}:{p}")), "--log-level", "warning",
+                    *extra]
         if workers != 1:
             self.cmd += ["--workers", str(workers)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
                    **(env or {}))
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, cwd=tree, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def tail(self, n: int = 30) -> str:
         try:
@@ -180,9 +193,9 @@ class Proxy:
     def wait_ready(self, timeout: float = 30.0) -> None:
         def check() -> None:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rproxy exited with {self.proc.returncode}:\n{self.tail()}")
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n{self.tail()}")
         if not wait_ping(self.addr, timeout, check):
-            raise RuntimeError(f"rproxy did not answer PING within {timeout:.0f} s:\n{self.tail()}")
+            raise RuntimeError(f"{self.label} did not answer PING within {timeout:.0f} s:\n{self.tail()}")
         if self.workers > 1:  # every worker must listen, or SO_REUSEPORT sends all clients to one
             deadline = time.monotonic() + timeout
             while Path(self.log.name).read_text(errors="replace").count(" ready: ") < self.workers:
@@ -197,7 +210,7 @@ class Proxy:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                log("rproxy did not exit within 10 s of SIGTERM; killing it")
+                log(f"{self.label} did not exit within 10 s of SIGTERM; killing it")
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
@@ -1097,7 +1110,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def run_main(main: Callable[[], int]) -> None:
+    """The command-line entry of bench.py and ab.py: exit 0 (ok), 1 (a run failed),
+    2 (set-up failed: RuntimeError), 130 (interrupted)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
@@ -1106,3 +1121,7 @@ if __name__ == "__main__":
     except RuntimeError as exc:
         log(f"error: {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_main(main)
