@@ -48,16 +48,26 @@ class ProxyView(Protocol):
     """What the proxy's own commands may read of the proxy and the cluster (the server
     implements it). Read-only: a handler changes nothing but the client's own state."""
 
-    proxy_version: str
-    redis_version: str  # the backend's
-    port: int
-    process_id: int
-    os_name: str
-    uptime_s: int
-    max_clients: int
-    read_from: str
-    masters: int  # how many masters serve slots
-    map_epoch: int  # the slot map's version (SCAN cursors carry it)
+    @property
+    def proxy_version(self) -> str: ...
+    @property
+    def redis_version(self) -> str: ...  # the backend's
+    @property
+    def port(self) -> int: ...
+    @property
+    def process_id(self) -> int: ...
+    @property
+    def os_name(self) -> str: ...
+    @property
+    def uptime_s(self) -> int: ...
+    @property
+    def max_clients(self) -> int: ...
+    @property
+    def read_from(self) -> str: ...
+    @property
+    def masters(self) -> int: ...  # how many masters serve slots
+    @property
+    def map_epoch(self) -> int: ...  # the slot map's version (SCAN cursors carry it)
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""

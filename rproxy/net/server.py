@@ -52,18 +52,6 @@ class _Listener:
         log.error("listener_failed", error=str(exc))
 
 
-GAUGES: dict[str, Callable[[ProxyServer], int]] = {
-    # How each GAUGE of rproxy.core.stats.STATS is read (tests/unit/test_stats.py: all of them).
-    "connected_clients": lambda s: len(s.sessions),
-    "backend_connections": lambda s: len(s.cluster.connections()),
-    "held_requests": lambda s: s.cluster.held(),
-    "slotmap_epoch": lambda s: s.router.map_epoch,
-    "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
-    "unreachable_nodes": lambda s: len(s.cluster.down_since),
-    "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
-}
-
-
 class ProxyView:
     """The read-only view of the proxy and the cluster that the proxy's own commands get
     (``rproxy.core.local_commands.ProxyView``)."""
@@ -235,3 +223,15 @@ class ProxyServer:
                 for session in list(self.sessions.values()):
                     if not session.queue and self.now - session.last_active > idle:
                         session.close()
+
+
+GAUGES: dict[str, Callable[[ProxyServer], int]] = {
+    # How each GAUGE of rproxy.core.stats.STATS is read (tests/unit/test_stats.py: all of them).
+    "connected_clients": lambda s: len(s.sessions),
+    "backend_connections": lambda s: len(s.cluster.connections()),
+    "held_requests": lambda s: s.cluster.held(),
+    "slotmap_epoch": lambda s: s.router.map_epoch,
+    "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
+    "unreachable_nodes": lambda s: len(s.cluster.down_since),
+    "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
+}

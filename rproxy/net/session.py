@@ -67,8 +67,10 @@ class SessionHost(Protocol):
     router: Router
     cluster: ClusterManager
     stats: Stats
-    view: ProxyView
     now: float  # a cheap timestamp, at most 0.1 s old
+
+    @property
+    def view(self) -> ProxyView: ...  # for the commands the proxy answers itself
 
     def on_session_closed(self, session: ClientSession) -> None: ...
 
