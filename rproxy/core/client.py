@@ -1,10 +1,10 @@
 """What the proxy knows about one client, apart from its socket: sans-IO.
 
 ``ClientState`` is the part of a client connection that commands read and change: its id, its
-name, whether it asked to be closed (QUIT), the protocol version it speaks. The commands the
+name, whether it asked to be closed (QUIT), the protocol version it speaks, its transaction. The commands the
 proxy answers itself (rproxy/core/local_commands.py) take it as an argument; the session that
 owns the socket (rproxy/net/session.py) acts on what they changed. The per-client modes to come
-(in a transaction, subscribed, blocked, authenticated) belong here too, so that they can be
+(subscribed, blocked, authenticated) belong here too, so that they can be
 tested with plain values.
 
 ``ClientInfo`` is one row of ``CLIENT LIST``: what the session reports about itself.
@@ -14,21 +14,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rproxy.core.transaction import Transaction
+
 
 class ClientState:
-    __slots__ = ("id", "name", "quit", "protocol")
+    __slots__ = ("id", "name", "quit", "protocol", "multi")
 
     def __init__(self, client_id: int) -> None:
         self.id = client_id
         self.name = b""  # CLIENT SETNAME / HELLO SETNAME
         self.quit = False  # QUIT: reply, then close once the replies before it are sent
         self.protocol = 2  # RESP version (HELLO); only 2 is spoken yet
+        self.multi: Transaction | None = None  # between MULTI and EXEC/DISCARD
 
     def reset(self) -> None:
         """RESET (src/networking.c resetCommand): back to a fresh connection's state; the id
         is kept."""
         self.name = b""
         self.protocol = 2
+        self.multi = None
 
 
 @dataclass(frozen=True, slots=True)

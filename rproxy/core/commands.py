@@ -243,11 +243,11 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"SCRIPT|DEBUG": (Route.REFUSED, "script debugging needs a dedicated connection"),
     # refused until the connection-pinning work lands: on a shared connection they would
     # block or capture other clients' commands
-    b"MULTI": (Route.REFUSED, _PINNED),
-    b"EXEC": (Route.REFUSED, _PINNED),
-    b"DISCARD": (Route.REFUSED, _PINNED),
+    b"MULTI": (Route.LOCAL, ""),  # a transaction: rproxy.core.transaction
+    b"EXEC": (Route.LOCAL, ""),
+    b"DISCARD": (Route.LOCAL, ""),
     b"WATCH": (Route.REFUSED, _PINNED),
-    b"UNWATCH": (Route.REFUSED, _PINNED),
+    b"UNWATCH": (Route.LOCAL, ""),
     b"SUBSCRIBE": (Route.REFUSED, _PINNED),
     b"PSUBSCRIBE": (Route.REFUSED, _PINNED),
     b"SSUBSCRIBE": (Route.REFUSED, _PINNED),

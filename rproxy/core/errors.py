@@ -88,6 +88,20 @@ def at_least_one_key(name: bytes) -> bytes:
     return b"-ERR at least 1 input key is needed for '" + name.lower() + b"' command\r\n"
 
 
+# -- transactions (src/multi.c, src/server.c processCommand) -------------------------------------
+MULTI_NESTED = b"-ERR MULTI calls can not be nested\r\n"
+EXEC_WITHOUT_MULTI = b"-ERR EXEC without MULTI\r\n"
+DISCARD_WITHOUT_MULTI = b"-ERR DISCARD without MULTI\r\n"
+WATCH_IN_MULTI = b"-ERR WATCH inside MULTI is not allowed\r\n"
+EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+NOT_IN_TRANSACTION = b"-ERR Command not allowed inside a transaction\r\n"
+CROSSSLOT_TRANSACTION = (
+    b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: the keys of a transaction "
+    b"must all be in one slot; put them under one {hash tag}; cross-slot transactions are not "
+    b"available yet)\r\n"
+)
+
+
 # -- connection and client commands (src/networking.c, src/acl.c) -------------------------------
 AUTH_NO_PASSWORD = (
     b"-ERR AUTH <password> called without any password configured for the default user. "
@@ -123,6 +137,9 @@ NO_HEALTHY_REPLICA = (
 )
 
 NODES_DISAGREE = b"-ERR rproxy: the cluster nodes gave different replies\r\n"
+NOT_SENT = b"-ERR rproxy: not sent (its connection was lost first)\r\n"
+"""The reply a part of a transaction block gets when its connection is lost before it was
+written; the block sees it and is sent again (nothing ran). Never reaches a client."""
 LCS_MAX_CELLS = 1_000_000
 """The dynamic-programming table of a cross-slot LCS is computed in the proxy's event loop: past
 this many cells (len(a) * len(b)) it is refused rather than stall every other client."""

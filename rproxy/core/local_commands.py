@@ -19,6 +19,7 @@ from rproxy.core import errors, merge, resp, stats
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
 from rproxy.core.slots import key_slot
+from rproxy.core.transaction import Transaction
 
 Merge = Callable[[list[bytes]], bytes]
 
@@ -202,6 +203,21 @@ def _ok(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.OK
 
 
+def _multi(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """MULTI (src/multi.c multiCommand). Inside a transaction the session handles MULTI,
+    EXEC and DISCARD itself (rproxy.core.transaction); here the client is not in one."""
+    c.multi = Transaction()
+    return resp.OK
+
+
+def _exec(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    return errors.EXEC_WITHOUT_MULTI
+
+
+def _discard(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    return errors.DISCARD_WITHOUT_MULTI
+
+
 def _client_setname(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if not _valid_name(argv[2]):
         return errors.BAD_CLIENT_NAME
@@ -367,6 +383,10 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"AUTH": _auth,
     b"HELLO": _hello,
     b"RESET": _reset,
+    b"MULTI": _multi,
+    b"EXEC": _exec,
+    b"DISCARD": _discard,
+    b"UNWATCH": _ok,  # no WATCH is ever in force (WATCH is refused): nothing to forget
     b"READONLY": _ok,
     b"READWRITE": _ok,
     b"ASKING": _ok,

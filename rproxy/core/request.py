@@ -55,6 +55,9 @@ class FanOut(list):  # type: ignore[type-arg]
     """A request whose reply is merged from the replies of its children (``child``)."""
 
     __slots__ = ("parts", "pending", "merge")
+    # Parts of a raw request (a transaction's block, rproxy/net/transaction.py) get their
+    # error replies as they are: the shared pool neither redirects nor resends one alone.
+    raw = False
 
     def __init__(self, owner: Any, n: int, merge: Callable[[list[bytes]], bytes]) -> None:
         super().__init__((None, owner, b"", -1, False, 0, None, 0))

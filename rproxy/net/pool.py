@@ -74,6 +74,9 @@ class SharedPool:
 
     # -- Owner ------------------------------------------------------------------------------------
     def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
+        parent = req[6]  # PARENT
+        if parent is not None and parent.raw:  # a transaction's part: its block decides
+            return False
         decision = decide(raw, conn.addr[0], req[HOPS], self.max_redirects, conn.replica,
                           req[SLOT])
         kind = decision.kind
@@ -133,7 +136,11 @@ class SharedPool:
         for req in written:
             if req is DISCARD:
                 continue
-            if isinstance(exc, TimeoutError):
+            parent = req[6]  # PARENT
+            if parent is not None and parent.raw:  # never resent alone: its block decides
+                complete(req, errors.REQUEST_TIMED_OUT if isinstance(exc, TimeoutError)
+                         else errors.OUTCOME_UNKNOWN)
+            elif isinstance(exc, TimeoutError):
                 complete(req, errors.REQUEST_TIMED_OUT)
             elif req[HOPS] < limit and resend_after_loss(
                     [] if req[READONLY] else _argv(req[DATA]), req[READONLY]):
@@ -144,7 +151,12 @@ class SharedPool:
                 stats.outcome_unknown_errors += 1
                 complete(req, errors.OUTCOME_UNKNOWN)
         for req in queued:
-            if req is not DISCARD:  # an ASKING: its command meets the redirect again
+            if req is DISCARD:  # an ASKING: its command meets the redirect again
+                continue
+            parent = req[6]  # PARENT
+            if parent is not None and parent.raw:  # its block is sent again whole
+                complete(req, errors.NOT_SENT)
+            else:
                 route(req)
 
     def retry_later(self, req: Request) -> None:

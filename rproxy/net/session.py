@@ -30,7 +30,7 @@ from typing import Protocol
 
 import structlog
 
-from rproxy.core import errors, local_commands
+from rproxy.core import errors, local_commands, resp
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
@@ -44,10 +44,12 @@ from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import key_slot
 from rproxy.core.stats import Stats
+from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
+from rproxy.net.transaction import TxBlock
 from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
@@ -282,6 +284,69 @@ class ClientSession:
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
         if self.client.quit:
             self.closing = True
+        elif self.client.multi is not None:  # MULTI: the transaction mode from now on
+            self.enter_mode(self.tx_batch)
+
+    # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
+    def tx_batch(self, commands: Batch) -> None:
+        """Queue the commands of a transaction (rproxy/core/transaction.py) until EXEC,
+        DISCARD or RESET ends it; the rest of the batch goes back to the stateless mode."""
+        table = self.router.table
+        batch = iter(commands)
+        for argv, enc in batch:
+            tx = self.client.multi
+            assert tx is not None
+            info = table.lookup(argv)
+            name = info.name
+            if name not in NOT_QUEUED:
+                self.reply_local(tx.queue(info, argv, enc))
+                continue
+            error = command_error(info, argv)
+            if name == b"EXEC":
+                self.client.multi = None
+                if error is not None:  # EXEC itself refused: the transaction is discarded
+                    self.reply_local(exec_aborted_by(error))
+                else:
+                    self.exec_transaction(tx)
+            elif error is not None:  # flags the transaction, as any refused command
+                tx.aborted = True
+                self.reply_local(error)
+            elif name == b"DISCARD":
+                self.client.multi = None
+                self.reply_local(resp.OK)
+            elif name == b"MULTI":
+                self.reply_local(errors.MULTI_NESTED)
+            elif name == b"WATCH":
+                self.reply_local(errors.WATCH_IN_MULTI)
+            else:  # QUIT, RESET: as outside a transaction (RESET discards it)
+                self.dispatch(argv, enc)
+            if self.closing:
+                return
+            if self.client.multi is None:
+                self.leave_mode()
+                rest = list(batch)
+                if rest:
+                    self.on_commands(rest)
+                return
+
+    def exec_transaction(self, tx: Transaction) -> None:
+        """EXEC: the block runs on the master of the transaction's slot (a keyless one on any
+        master), in one piece on its shared connection (rproxy/net/transaction.py)."""
+        reply = tx.exec_reply()
+        router = self.router
+        if reply is None and not router.master_slots:
+            reply = errors.NO_TOPOLOGY
+        if reply is not None:
+            self.reply_local(reply)
+            return
+        slot = tx.slot
+        if slot < 0:  # keyless: spread over the masters by client
+            slot = router.master_slots[self.id % len(router.master_slots)]
+        cfg = self.host.config.cluster
+        block = TxBlock(self, tx.block(), slot, router, self.cluster, self.reactor,
+                        cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s)
+        self.queue.append(block)
+        block.send()
 
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command

@@ -47,6 +47,11 @@ def _multi_key(info: CommandInfo) -> bool:
 _SPECIAL = {
     b"SCAN": ("every master in turn, one integer cursor", "-"),
     b"INFO": ("answered by rproxy; Keyspace summed over every master", "-"),
+    b"MULTI": ("a transaction: queued by rproxy, run as one block on its slot's master",
+               "CROSSSLOT inside a transaction"),
+    b"EXEC": ("a transaction: queued by rproxy, run as one block on its slot's master",
+              "CROSSSLOT inside a transaction"),
+    b"DISCARD": ("answered by rproxy (the transaction is dropped)", "-"),
 }
 
 

@@ -402,10 +402,22 @@ def command_table() -> CommandTable:
 
 
 class StubCluster:
-    """The session's ``cluster``: only ``all_nodes()`` (CONFIG SET fan-outs) is read."""
+    """The session's ``cluster``: ``all_nodes()`` (CONFIG SET fan-outs), and what a
+    transaction's block needs to be sent again (``rproxy.net.transaction.Scheduler``): the
+    fake nodes and the test's nursery."""
+
+    def __init__(self, nodes: FakeNodes, nursery: trio.Nursery | None = None) -> None:
+        self.nodes = nodes
+        self.nursery = nursery
 
     def all_nodes(self) -> list[BackendConnection]:
         return []
+
+    def conn_for_addr(self, addr: Addr) -> BackendConnection:
+        return self.nodes.conn_for_addr(addr)
+
+    def request_refresh(self) -> None:
+        self.nodes.request_refresh()
 
 
 class StubView:
@@ -482,10 +494,10 @@ class Shell:
         self.sockets = sockets
         self.router = Router(config.cluster.read_from)
         self.stats = Stats()
-        self.cluster: Any = StubCluster()
         self.view = StubView()
         self.now = time.monotonic()
         self.nodes = FakeNodes(self)
+        self.cluster: Any = StubCluster(self.nodes)
         self.pool = SharedPool(config, reactor, self.router, self.stats, self.nodes)
         self.backends: list[FakeBackend] = []
         self.sessions: list[ClientSession] = []
@@ -596,6 +608,7 @@ async def open_shell(config: Config | None = None) -> AsyncIterator[Shell]:
     """A ``Shell`` over a running reactor, with the shared pool's retry task."""
     async with running_reactor() as (reactor, sockets, nursery):
         shell = Shell(reactor, sockets, config or Config().validate())
+        shell.cluster.nursery = nursery
         nursery.start_soon(shell.pool.run_retries)
         try:
             yield shell

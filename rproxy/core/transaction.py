@@ -1,0 +1,147 @@
+"""A client's transaction (MULTI ... EXEC), sans-IO: queue-time checks and the EXEC outcome.
+
+Between MULTI and EXEC the proxy queues the client's commands itself and answers ``+QUEUED``,
+or the error one Redis would give at queue time (src/server.c processCommand, src/multi.c):
+an unknown command or subcommand, a wrong number of arguments, a command flagged ``no_multi``.
+Those errors flag the transaction, and EXEC then answers ``-EXECABORT``. Behind the proxy two
+more reasons flag it: keys in a second slot (``-CROSSSLOT``, as a Redis Cluster node refuses
+them) and commands the proxy cannot run inside a transaction (it answers them itself, or sends
+them to every master).
+
+At EXEC the queued commands go to the master of their slot as one block, ``MULTI``, the
+commands, ``EXEC``, appended in one piece to one connection: no other client's command can
+come between them, so a transaction without WATCH needs no connection of its own. The
+backend's replies to the block decide what the client gets (``exec_outcome``): the EXEC reply
+as the node sent it, or -- when the node refused the block because the slot has moved, is
+migrating or the cluster is failing over (nothing ran: ``-EXECABORT`` or a redirect at EXEC)
+-- the block is sent again where the slot is now, so MOVED and ASK never reach the client.
+"""
+
+from __future__ import annotations
+
+from rproxy.core import errors
+from rproxy.core.commands import CommandInfo, Route
+from rproxy.core.redirect import DELIVER, Redirect, decide
+from rproxy.core.resp import encode_command
+from rproxy.core.slots import key_slot
+
+QUEUED = b"+QUEUED\r\n"
+EMPTY_EXEC = b"*0\r\n"
+MULTI = encode_command([b"MULTI"])
+EXEC = encode_command([b"EXEC"])
+
+# Commands the proxy answers itself that a backend answers the same way inside a transaction:
+# they are queued and run by the master with the others.
+_SENT_AS_IS = frozenset({b"PING", b"ECHO", b"SELECT", b"UNWATCH"})
+# Redis runs these at once even inside MULTI (processCommand); the session handles them.
+NOT_QUEUED = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
+
+
+class Transaction:
+    """The commands queued since MULTI, the one slot their keys are in (-1: none yet), and
+    whether a queue-time error flagged the transaction (EXEC will answer EXECABORT)."""
+
+    __slots__ = ("commands", "slot", "aborted")
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []  # encoded, as the client sent them
+        self.slot = -1
+        self.aborted = False
+
+    def queue(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> bytes:
+        """Queue one command; the reply to give now (``+QUEUED`` or an error that flags the
+        transaction)."""
+        error = _queue_error(info, argv)
+        if error is None:
+            error = self._slot_error(info, argv)
+        if error is not None:
+            self.aborted = True
+            return error
+        self.commands.append(enc)
+        return QUEUED
+
+    def _slot_error(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
+        if info.route is not Route.KEYED and info.route is not Route.REFUSED:
+            return None
+        for pos in info.key_positions(argv):
+            slot = key_slot(argv[pos])
+            if self.slot < 0:
+                self.slot = slot
+            elif slot != self.slot:
+                return errors.CROSSSLOT_TRANSACTION
+        return None
+
+    def exec_reply(self) -> bytes | None:
+        """What EXEC answers without asking a backend (EXECABORT, or an empty transaction);
+        None when the block must run."""
+        if self.aborted:
+            return errors.EXECABORT
+        if not self.commands:
+            return EMPTY_EXEC
+        return None
+
+    def block(self) -> list[bytes]:
+        """``MULTI``, the queued commands, ``EXEC``: what runs on the slot's master."""
+        return [MULTI, *self.commands, EXEC]
+
+
+def command_error(info: CommandInfo, argv: list[bytes]) -> bytes | None:
+    """Redis's first checks of any command (processCommand: it exists, it has the right
+    number of arguments); inside MULTI a failure flags the transaction."""
+    if not info.name:  # the table's "unknown" entry
+        return errors.unknown_command(argv)
+    if info.subcommands and len(argv) > 1:  # a container whose subcommand is unknown
+        return errors.unknown_subcommand(info.name, argv[1])
+    arity = info.arity
+    if (arity > 0 and len(argv) != arity) or (arity < 0 and len(argv) < -arity):
+        return errors.wrong_arity(info.name)
+    return None
+
+
+def _queue_error(info: CommandInfo, argv: list[bytes]) -> bytes | None:
+    """The error Redis gives when a command is queued (processCommand's order: existence,
+    arity, no_multi), or the proxy's own refusal; None if it can be queued."""
+    error = command_error(info, argv)
+    if error is not None:
+        return error
+    if b"no_multi" in info.flags:
+        return errors.NOT_IN_TRANSACTION
+    route = info.route
+    if route is Route.KEYED or route is Route.ANY:
+        return None
+    if b"blocking" in info.flags:  # a blocking command does not block inside MULTI: queue it
+        return None
+    if route is Route.LOCAL and info.name in _SENT_AS_IS:
+        return None
+    why = info.why if route is Route.REFUSED else (
+        "inside MULTI the proxy cannot answer it itself or send it to every master")
+    return errors.not_supported(info.name.replace(b"|", b" "), why)
+
+
+def exec_aborted_by(error: bytes) -> bytes:
+    """EXEC itself refused at queue time (a wrong number of arguments): Redis discards the
+    transaction and says why (src/multi.c execCommandAbort), with the reason's text as
+    processCommand made it: without the "-ERR " of an error reply."""
+    text = error[1:].rstrip(b"\r\n")
+    if text.startswith(b"ERR "):
+        text = text[4:]
+    return b"-EXECABORT Transaction discarded because of: " + text + b"\r\n"
+
+
+def exec_outcome(replies: list[bytes], from_host: str, hops: int,
+                 max_redirects: int) -> Redirect:
+    """What to do with the replies to a block (MULTI, the commands, EXEC, in order): deliver
+    the EXEC reply, or follow a redirect / retry / hold / fail as ``rproxy.core.redirect``
+    decides for the first reply that proves the block did not run on the slot's owner. An
+    EXEC that answered an array (or nil) ran; anything else means nothing ran."""
+    if replies[-1][:1] == b"*":
+        return _DELIVER
+    for raw in replies:
+        if raw[:1] == b"-":
+            decision = decide(raw, from_host, hops, max_redirects)
+            if decision.kind != DELIVER:
+                return decision
+    return _DELIVER
+
+
+_DELIVER = Redirect(DELIVER)
