@@ -18,7 +18,7 @@ from rproxy.core.transaction import Transaction
 
 
 class ClientState:
-    __slots__ = ("id", "name", "quit", "protocol", "multi")
+    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot")
 
     def __init__(self, client_id: int) -> None:
         self.id = client_id
@@ -26,6 +26,7 @@ class ClientState:
         self.quit = False  # QUIT: reply, then close once the replies before it are sent
         self.protocol = 2  # RESP version (HELLO); only 2 is spoken yet
         self.multi: Transaction | None = None  # between MULTI and EXEC/DISCARD
+        self.watch_slot = -1  # the slot of the keys WATCHed (until EXEC, DISCARD, UNWATCH)
 
     def reset(self) -> None:
         """RESET (src/networking.c resetCommand): back to a fresh connection's state; the id
@@ -33,6 +34,7 @@ class ClientState:
         self.name = b""
         self.protocol = 2
         self.multi = None
+        self.watch_slot = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"MULTI": (Route.LOCAL, ""),  # a transaction: rproxy.core.transaction
     b"EXEC": (Route.LOCAL, ""),
     b"DISCARD": (Route.LOCAL, ""),
-    b"WATCH": (Route.REFUSED, _PINNED),
+    b"WATCH": (Route.LOCAL, ""),  # on a leased connection: rproxy/net/lease.py
     b"UNWATCH": (Route.LOCAL, ""),
     b"SUBSCRIBE": (Route.REFUSED, _PINNED),
     b"PSUBSCRIBE": (Route.REFUSED, _PINNED),

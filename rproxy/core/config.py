@@ -113,6 +113,7 @@ class ClusterSection:
     max_redirects: int = 5
     retry_backoff_s: float = 0.05
     connections_per_node: int = 1
+    max_leases_per_node: int = 1000
     failover_hold_s: float = 30.0
     read_from: str = "master"
 

@@ -95,6 +95,10 @@ DISCARD_WITHOUT_MULTI = b"-ERR DISCARD without MULTI\r\n"
 WATCH_IN_MULTI = b"-ERR WATCH inside MULTI is not allowed\r\n"
 EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 NOT_IN_TRANSACTION = b"-ERR Command not allowed inside a transaction\r\n"
+LEASES_EXHAUSTED = (
+    b"-ERR rproxy: too many dedicated connections to one node (cluster.max_leases_per_node)\r\n"
+)
+WATCH_NIL = b"*-1\r\n"  # EXEC after a watched key changed (or could not be watched): nil
 CROSSSLOT_TRANSACTION = (
     b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: the keys of a transaction "
     b"must all be in one slot; put them under one {hash tag}; cross-slot transactions are not "

@@ -42,7 +42,16 @@ class ToSlot:
     merge: Merge
 
 
-Reply = bytes | AllMasters | ToSlot
+@dataclass(frozen=True, slots=True)
+class ToLease:
+    """Send ``command`` (encoded) on the client's own connection to the master of ``slot``
+    (leased for it if it has none); the backend's reply answers the client."""
+
+    slot: int
+    command: bytes
+
+
+Reply = bytes | AllMasters | ToSlot | ToLease
 
 
 class ProxyView(Protocol):
@@ -205,8 +214,27 @@ def _ok(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 def _multi(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """MULTI (src/multi.c multiCommand). Inside a transaction the session handles MULTI,
-    EXEC and DISCARD itself (rproxy.core.transaction); here the client is not in one."""
-    c.multi = Transaction()
+    EXEC and DISCARD itself (rproxy.core.transaction); here the client is not in one. After
+    WATCH the transaction must stay in the watched slot."""
+    c.multi = Transaction(c.watch_slot)
+    return resp.OK
+
+
+def _watch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """WATCH key [key ...]: the keys must be in one slot, the slot of any keys watched
+    before (the transaction will run there); the session sends it on a leased connection
+    to that slot's master (``ToLease``)."""
+    slots = {key_slot(key) for key in argv[1:]}  # WATCH key [key ...]
+    slot = slots.pop()
+    if slots or (c.watch_slot >= 0 and slot != c.watch_slot):
+        return errors.CROSSSLOT_TRANSACTION
+    c.watch_slot = slot
+    return ToLease(slot, resp.encode_command(argv))
+
+
+def _unwatch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """UNWATCH: the session gives back the client's lease, if it has one."""
+    c.watch_slot = -1
     return resp.OK
 
 
@@ -386,7 +414,8 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"MULTI": _multi,
     b"EXEC": _exec,
     b"DISCARD": _discard,
-    b"UNWATCH": _ok,  # no WATCH is ever in force (WATCH is refused): nothing to forget
+    b"UNWATCH": _unwatch,
+    b"WATCH": _watch,
     b"READONLY": _ok,
     b"READWRITE": _ok,
     b"ASKING": _ok,

@@ -122,6 +122,12 @@ def parse_redirect(reply: bytes, from_host: str) -> Redirect | None:
     return None
 
 
+def proves_not_run(reply: bytes) -> bool:
+    """An error reply that proves the command did not run (a redirect, TRYAGAIN, or a node
+    that cannot serve): ``parse_redirect`` names them."""
+    return parse_redirect(reply, "") is not None
+
+
 # -- the decision ---------------------------------------------------------------------------------
 DELIVER = 0  # a normal error reply: the client gets it
 FOLLOW_MOVED = MOVED  # the slot has a new owner: send there, point the slot at it, refresh the map

@@ -45,6 +45,10 @@ STATS: tuple[Stat, ...] = (
     Stat("failed_masters", GAUGE, "proxy", "masters the cluster marked failed, not replaced yet"),
     Stat("unreachable_nodes", GAUGE, "proxy", "nodes whose connection is lost"),
     Stat("cluster_reachable", GAUGE, "proxy", "1 if the last topology read found a node"),
+    Stat("leased_connections", GAUGE, "proxy",
+         "dedicated backend connections leased to a client now (a WATCH until its EXEC)"),
+    Stat("leases_refused", COUNTER, "proxy",
+         "leases refused because cluster.max_leases_per_node was reached"),
 )
 
 COUNTERS = tuple(s.name for s in STATS if s.kind == COUNTER)
@@ -62,6 +66,7 @@ class Stats:
     retried_requests: int
     outcome_unknown_errors: int
     slotmap_refreshes: int
+    leases_refused: int
 
     def __init__(self) -> None:
         for name in COUNTERS:

@@ -43,9 +43,9 @@ class Transaction:
 
     __slots__ = ("commands", "slot", "aborted")
 
-    def __init__(self) -> None:
+    def __init__(self, slot: int = -1) -> None:
         self.commands: list[bytes] = []  # encoded, as the client sent them
-        self.slot = -1
+        self.slot = slot  # the WATCHed keys' slot, if any: the transaction must stay in it
         self.aborted = False
 
     def queue(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> bytes:

@@ -36,6 +36,7 @@ from rproxy.core.topology import (
 )
 from rproxy.net.backend import CLOSED, CONNECTING, READY, BackendConnection
 from rproxy.net.control import ControlError, control_command
+from rproxy.net.lease import LeasePool
 from rproxy.net.pool import SharedPool
 from rproxy.net.reactor import Reactor
 from rproxy.net.router import Router
@@ -54,6 +55,7 @@ class ClusterManager:
         self.router = router
         self.stats = stats
         self.pool = SharedPool(config, reactor, router, stats, self)
+        self.leases = LeasePool(self, self.pool, stats, config.cluster.max_leases_per_node)
         self.slotmap: SlotMap | None = None
         self.conns: dict[Addr, list[BackendConnection]] = {}
         self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections
@@ -235,6 +237,14 @@ class ClusterManager:
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s, delay)
         return conn
 
+    def open_connection(self, addr: Addr, owner: LeasePool) -> BackendConnection:
+        """A new connection to ``addr`` owned by ``owner`` (a lease), outside the tables."""
+        conn = BackendConnection(addr, owner, self.reactor,
+                                 self.config.limits.max_pending_per_backend)
+        assert self.nursery is not None
+        self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s)
+        return conn
+
     def conn_for_addr(self, addr: Addr) -> BackendConnection:
         conns = [c for c in self.conns.get(addr, []) if c.state != CLOSED]
         if not conns:
@@ -319,6 +329,7 @@ class ClusterManager:
         """Every live backend connection: masters (and other nodes), then replica reads."""
         out = [c for conns in self.conns.values() for c in conns if c.state != CLOSED]
         out.extend(c for c in self.replica_conns.values() if c.state != CLOSED)
+        out.extend(self.leases.connections())
         return out
 
     def held(self) -> int:
@@ -381,6 +392,7 @@ class ClusterManager:
     def close(self) -> None:
         """Close every backend connection (shutdown); requests still pending get an error."""
         self.closing = True
+        self.leases.close()
         for c in self.connections():
             c.close()
         self.conns.clear()

@@ -234,4 +234,5 @@ GAUGES: dict[str, Callable[[ProxyServer], int]] = {
     "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
     "unreachable_nodes": lambda s: len(s.cluster.down_since),
     "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
+    "leased_connections": lambda s: s.cluster.leases.leased,
 }

@@ -36,7 +36,8 @@ from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.local_commands import AllMasters, ProxyView
+from rproxy.core.local_commands import AllMasters, ProxyView, ToSlot
+from rproxy.core.redirect import proves_not_run
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
@@ -45,11 +46,11 @@ from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import key_slot
 from rproxy.core.stats import Stats
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
-from rproxy.net.backend import CLOSED
+from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
-from rproxy.net.transaction import TxBlock
+from rproxy.net.transaction import RawRequest, TxBlock
 from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
@@ -83,6 +84,7 @@ class ClientSession:
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
+        "slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error",
     )
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -111,6 +113,14 @@ class ClientSession:
         self.output_limit = limits.output_buffer_limit
         # How a parsed batch is handled: the stateless mode's batch loop (see the docstring).
         self.on_commands: Callable[[Batch], None] = self.route_batch
+        # The tables this client's commands are routed by: the router's, except while it holds
+        # a lease (``use_lease``).
+        self.slot_conn = self.router.slot_conn
+        self.read_conn = self.router.read_conn
+        self.lease: BackendConnection | None = None  # its own connection (a WATCH until EXEC)
+        self.watch_broken = False  # the lease was lost, or a WATCH could not be placed
+        self.held: Batch | None = None  # commands waiting for the replies before them (drain)
+        self.held_error: bytes | None = None  # a protocol error that came after them
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -145,7 +155,10 @@ class ClientSession:
                 # error in the same read (Redis's CLIENT_CLOSE_AFTER_REPLY, processInputBuffer)
                 self._stop_reading(closing=True)
                 return
-        if parser.error is not None:
+        if parser.error is not None and self.held is not None:  # after the held commands
+            self.held_error = parser.error
+            self._stop_reading()
+        elif parser.error is not None:
             if parser.error == CLOSE_SILENTLY:
                 log.warning("query_buffer_limit", client_id=self.id)
                 self.close()
@@ -160,10 +173,9 @@ class ClientSession:
         fixed position -- is routed inline: the general ``dispatch`` does the same with a
         function call, a table lookup, a slot function and a send call more per command,
         about a sixth of the proxy's CPU at pipeline 16."""
-        router = self.router
-        fast = router.fast
-        slot_conn = router.slot_conn
-        read_conn = router.read_conn
+        fast = self.router.fast
+        slot_conn = self.slot_conn
+        read_conn = self.read_conn
         queue_append = self.queue.append
         dirty_backends = self.reactor.dirty_backends
         dispatch = self.dispatch
@@ -230,7 +242,7 @@ class ClientSession:
                         self.cross_slot(argv, info)
                         return
             if slot >= 0:
-                conn = (router.read_conn if info.readonly else router.slot_conn)[slot]
+                conn = (self.read_conn if info.readonly else self.slot_conn)[slot]
                 if conn is None:
                     self.reply_local(router.no_conn_error(info.readonly))
                     return
@@ -278,14 +290,124 @@ class ClientSession:
                 self.queue.append(fan)
             else:
                 self.reply_local(fan)
-        else:  # ToSlot
+        elif isinstance(result, ToSlot):
             parent = FanOut(self, 1, result.merge)
             self.queue.append(parent)
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
+        else:  # ToLease: WATCH
+            self.watch(result.slot, result.command)
         if self.client.quit:
             self.closing = True
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
             self.enter_mode(self.tx_batch)
+        elif self.lease is not None and self.client.watch_slot < 0:  # UNWATCH, RESET
+            self.give_back_lease(unwatch=True)
+
+    # -- WATCH: a leased connection (rproxy/net/lease.py) until EXEC ------------------------------
+    def watch(self, slot: int, command: bytes) -> None:
+        """WATCH on the client's own connection to the slot's master. Until it is given back,
+        the client's commands for that master go on it too, so that they run in the order the
+        client sent them relative to the WATCH (its own write after WATCH makes EXEC fail, as
+        on one Redis)."""
+        if self.watch_broken:  # the watch is already lost: EXEC will answer nil anyway
+            self.reply_local(resp.OK)
+            return
+        lease = self.lease
+        if lease is None:
+            master = self.router.slot_conn[slot]
+            if master is None:
+                self.client.watch_slot = -1
+                self.reply_local(self.router.no_conn_error(False))
+                return
+            lease = self.cluster.leases.acquire(master.addr, self)
+            if lease is None:
+                self.client.watch_slot = -1
+                self.reply_local(errors.LEASES_EXHAUSTED)
+                return
+            self.use_lease(lease)
+        request = RawRequest(self, self.watch_reply)
+        self.queue.append(request)
+        lease.send(request.child(0, command, slot), command)
+
+    def watch_reply(self, parts: list[bytes]) -> bytes:
+        """WATCH answers +OK; one that could not be placed on the slot's owner (it moved, the
+        connection was lost) also answers +OK, and the transaction's EXEC answers nil, as
+        after a conflict: the client's optimistic retry loop handles it."""
+        raw = parts[0]
+        if raw == resp.OK or proves_not_run(raw) or raw in (errors.NOT_SENT,
+                                                             errors.OUTCOME_UNKNOWN):
+            if raw != resp.OK:
+                self.watch_broken = True
+            return resp.OK
+        return raw
+
+    def use_lease(self, lease: BackendConnection) -> None:
+        """Route this client's commands for the lease's node on the lease."""
+        self.lease = lease
+        router = self.router
+        addr = lease.addr
+        self.slot_conn = [lease if c is not None and c.addr == addr else c
+                          for c in router.slot_conn]
+        self.read_conn = self.slot_conn if router.read_conn is router.slot_conn \
+            else router.read_conn
+        self._reroute()
+
+    def _reroute(self) -> None:
+        """The client's routing tables changed: the rest of the current batch must be routed
+        by the new ones. The batch loop holds the old ones, and hands the rest of its batch
+        over when ``on_commands`` is another object: a fresh bound ``route_batch`` is one."""
+        if self.on_commands == self.route_batch:  # the stateless mode (equal, not identical)
+            self.on_commands = self.route_batch
+
+    def give_back_lease(self, unwatch: bool) -> None:
+        """The watch is over (EXEC, DISCARD, UNWATCH, RESET, the client left)."""
+        lease = self.lease
+        self.lease = None
+        self.watch_broken = False
+        self.slot_conn = self.router.slot_conn
+        self.read_conn = self.router.read_conn
+        if self.queue and not self.closed:
+            # Replies are still due, some maybe from the lease: the client's next commands
+            # for that node must not overtake them on a shared connection. They wait.
+            self.held = []
+            self.enter_mode(self.drain_batch)
+        else:
+            self._reroute()
+        if lease is not None:
+            self.cluster.leases.release(lease, unwatch)
+
+    def drain_batch(self, commands: Batch) -> None:
+        """The draining mode: commands wait until every reply before them is in (``flush``
+        then routes them), so that none overtakes a request still on the former lease."""
+        assert self.held is not None
+        self.held.extend(commands)
+        if len(self.held) >= self.max_pending:
+            self._stop_reading()
+
+    def _end_drain(self) -> None:
+        """Every reply before the held commands is out: route them now."""
+        held, error = self.held or [], self.held_error
+        self.held = self.held_error = None
+        self.leave_mode()
+        if held:
+            self.on_commands(held)
+        if error == CLOSE_SILENTLY:
+            self.close()
+        elif error is not None:
+            self.reply_local(error)
+            self._stop_reading(closing=True)
+        elif self.closing:
+            self._stop_reading(closing=True)
+        elif not self.reading and not self.eof:
+            self._resume_reading()
+
+    def on_lease_lost(self) -> None:
+        """``Holder``: the leased connection is gone, and the watches on it."""
+        self.lease = None
+        self.watch_broken = True
+        self.slot_conn = self.router.slot_conn
+        self.read_conn = self.router.read_conn
+        self._reroute()
 
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
     def tx_batch(self, commands: Batch) -> None:
@@ -304,16 +426,20 @@ class ClientSession:
             error = command_error(info, argv)
             if name == b"EXEC":
                 self.client.multi = None
+                self.client.watch_slot = -1
                 if error is not None:  # EXEC itself refused: the transaction is discarded
                     self.reply_local(exec_aborted_by(error))
+                    self.end_watch(unwatch=True)
                 else:
                     self.exec_transaction(tx)
             elif error is not None:  # flags the transaction, as any refused command
                 tx.aborted = True
                 self.reply_local(error)
-            elif name == b"DISCARD":
+            elif name == b"DISCARD":  # drops the watches too
                 self.client.multi = None
+                self.client.watch_slot = -1
                 self.reply_local(resp.OK)
+                self.end_watch(unwatch=True)
             elif name == b"MULTI":
                 self.reply_local(errors.MULTI_NESTED)
             elif name == b"WATCH":
@@ -323,15 +449,40 @@ class ClientSession:
             if self.closing:
                 return
             if self.client.multi is None:
-                self.leave_mode()
+                if self.on_commands == self.tx_batch:  # (not if a drain follows)
+                    self.leave_mode()
                 rest = list(batch)
                 if rest:
                     self.on_commands(rest)
                 return
 
+    def end_watch(self, unwatch: bool) -> None:
+        """The transaction is over: give back the lease, if any (its watches are dropped)."""
+        self.watch_broken = False
+        if self.lease is not None:
+            self.give_back_lease(unwatch)
+
     def exec_transaction(self, tx: Transaction) -> None:
         """EXEC: the block runs on the master of the transaction's slot (a keyless one on any
-        master), in one piece on its shared connection (rproxy/net/transaction.py)."""
+        master), in one piece on its shared connection (rproxy/net/transaction.py) -- or on
+        the client's lease after WATCH, where a block the node refused answers nil."""
+        if tx.aborted or self.watch_broken:
+            self.reply_local(errors.EXECABORT if tx.aborted else errors.WATCH_NIL)
+            self.end_watch(unwatch=True)
+            return
+        lease = self.lease
+        if lease is not None:  # even an empty transaction: a watched key may have changed
+            cfg = self.host.config.cluster
+            block = TxBlock(self, tx.block(), tx.slot, self.router, self.cluster, self.reactor,
+                            cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s,
+                            watched=True)
+            self.queue.append(block)
+            block.send(lease)
+            # Given back at once: whatever the node answers to the block (the EXEC array, or
+            # a refusal that discards the transaction) drops the watches, and the block is
+            # ahead of anything a later holder sends on the connection.
+            self.give_back_lease(unwatch=False)
+            return
         reply = tx.exec_reply()
         router = self.router
         if reply is None and not router.master_slots:
@@ -478,6 +629,10 @@ class ClientSession:
                 self._write(first)  # type: ignore[arg-type]
             if self.closed:
                 return
+        if not q and self.held is not None:
+            self._end_drain()
+            if self.closed or q:
+                return
         if not q:
             if self.closing or self.eof:
                 if not self.wbuf:
@@ -562,4 +717,6 @@ class ClientSession:
             pass
         self.queue.clear()
         self.wbuf = bytearray()
+        if self.lease is not None:  # nobody is left to EXEC: the watches go, the lease back
+            self.give_back_lease(unwatch=True)
         self.host.on_session_closed(self)

@@ -15,12 +15,13 @@ EXEC was written, the outcome is unknown and the client is told so.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
 from rproxy.core import errors
-from rproxy.core.redirect import FAIL, FOLLOW_ASK, FOLLOW_MOVED, HOLD, TRY_AGAIN
+from rproxy.core.redirect import DELIVER, FAIL, FOLLOW_ASK, FOLLOW_MOVED, HOLD, TRY_AGAIN
 from rproxy.core.request import DISCARD, REPLY, FanOut, finish
 from rproxy.core.resp import encode_command
 from rproxy.core.topology import Addr
@@ -41,16 +42,27 @@ class Scheduler(Protocol):
     def request_refresh(self) -> None: ...
 
 
+class RawRequest(FanOut):
+    """A request of one raw part (a WATCH on the client's lease): ``merge`` sees the node's
+    reply as it is, and the shared pool neither redirects nor resends it."""
+
+    __slots__ = ()
+    raw = True
+
+    def __init__(self, owner: object, merge: Callable[[list[bytes]], bytes]) -> None:
+        super().__init__(owner, 1, merge)
+
+
 class TxBlock(FanOut):
     """The client's EXEC request; its children are the block's parts, in order."""
 
     __slots__ = ("block", "slot", "hops", "since", "host", "router", "cluster", "reactor",
-                 "max_redirects", "hold_s", "backoff_s")
+                 "max_redirects", "hold_s", "backoff_s", "watched")
     raw = True
 
     def __init__(self, owner: object, block: list[bytes], slot: int, router: Router,
                  cluster: Scheduler, reactor: Reactor, max_redirects: int, hold_s: float,
-                 backoff_s: float) -> None:
+                 backoff_s: float, watched: bool = False) -> None:
         super().__init__(owner, len(block), _never)
         self.block = block
         self.slot = slot  # the transaction's slot, or a master's lowest slot if keyless
@@ -63,6 +75,7 @@ class TxBlock(FanOut):
         self.max_redirects = max_redirects
         self.hold_s = hold_s
         self.backoff_s = backoff_s
+        self.watched = watched  # on the client's lease after WATCH: never sent again
 
     def send(self, conn: BackendConnection | None = None, asking: bool = False) -> None:
         """Append the whole block to ``conn`` (default: the slot's master now)."""
@@ -90,7 +103,11 @@ class TxBlock(FanOut):
             return
         decision = exec_outcome(self.parts, self.host, self.hops, self.max_redirects)
         kind = decision.kind
-        if kind == FOLLOW_MOVED or kind == FOLLOW_ASK:
+        if self.watched and (kind != DELIVER or self.parts[-1] == errors.NOT_SENT):
+            # The watches were on the node that refused the block (or on a connection that is
+            # gone): nothing ran, and it cannot run elsewhere with them. Nil, as a conflict.
+            self._answer(errors.WATCH_NIL)
+        elif kind == FOLLOW_MOVED or kind == FOLLOW_ASK:
             self.hops += 1
             assert decision.addr is not None
             target = self.cluster.conn_for_addr(decision.addr)

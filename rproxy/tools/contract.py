@@ -52,6 +52,8 @@ _SPECIAL = {
     b"EXEC": ("a transaction: queued by rproxy, run as one block on its slot's master",
               "CROSSSLOT inside a transaction"),
     b"DISCARD": ("answered by rproxy (the transaction is dropped)", "-"),
+    b"WATCH": ("a leased connection to its keys' master, until EXEC", "CROSSSLOT"),
+    b"UNWATCH": ("answered by rproxy (gives the leased connection back)", "-"),
 }
 
 

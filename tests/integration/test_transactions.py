@@ -18,7 +18,7 @@ import pytest
 
 from rproxy.core import errors
 from rproxy.core.slots import key_slot
-from tests.support import RawConnection, node_client
+from tests.support import RawConnection, node_client, wait_until
 
 RUN = uuid.uuid4().hex[:10]
 
@@ -174,3 +174,160 @@ def test_a_slot_moved_before_exec_is_followed(proxy, cluster) -> None:
         conn.close()
     with closing(node_client(target)) as c:
         assert c.get(k2) == b"2"  # it ran on the new owner
+
+
+# -- WATCH ------------------------------------------------------------------------------------
+WATCH_CASES: dict[str, list[list[bytes]]] = {
+    "watch_no_conflict": [
+        A("SET", key("w1"), "1"), A("WATCH", key("w1")), A("GET", key("w1")), A("MULTI"),
+        A("INCR", key("w1")), A("EXEC"), A("GET", key("w1"))],
+    "own_write_after_watch_makes_exec_nil": [
+        A("WATCH", key("w2")), A("SET", key("w2"), "mine"), A("MULTI"), A("SET", key("w2"), "tx"),
+        A("EXEC"), A("GET", key("w2"))],
+    "unwatch_forgets": [
+        A("WATCH", key("w3")), A("SET", key("w3"), "1"), A("UNWATCH"), A("MULTI"),
+        A("INCR", key("w3")), A("EXEC")],
+    "discard_forgets": [
+        A("WATCH", key("w4")), A("MULTI"), A("DISCARD"), A("SET", key("w4"), "1"), A("MULTI"),
+        A("INCR", key("w4")), A("EXEC")],
+    "watch_twice_and_empty_exec": [
+        A("WATCH", key("w5")), A("WATCH", key("w6")), A("MULTI"), A("EXEC")],
+    "exec_abort_after_watch": [
+        A("WATCH", key("w7")), A("MULTI"), A("NOSUCH"), A("EXEC"), A("SET", key("w7"), "1"),
+        A("MULTI"), A("GET", key("w7")), A("EXEC")],
+    "watch_wrong_arity": [A("WATCH")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WATCH_CASES))
+def test_watch_same_bytes_as_one_redis(name: str, proxy, standalone) -> None:
+    commands = WATCH_CASES[name]
+    want = run(standalone.port, commands)
+    got = run(proxy.port, commands)
+    assert got == want
+
+
+@pytest.mark.parametrize("target", ["standalone", "proxy"])
+def test_another_clients_write_between_watch_and_exec_gives_nil(target: str, proxy,
+                                                                standalone) -> None:
+    port = standalone.port if target == "standalone" else proxy.port
+    k = key(f"conflict-{target}")
+    watcher, other = RawConnection(port), RawConnection(port)
+    try:
+        assert watcher(b"SET", k, b"1") == b"+OK\r\n"
+        assert watcher(b"WATCH", k) == b"+OK\r\n"
+        assert other(b"INCR", k) == b":2\r\n"
+        assert watcher.pipeline([A("MULTI"), A("SET", k, "tx"), A("EXEC")]) == [
+            b"+OK\r\n", b"+QUEUED\r\n", b"*-1\r\n"]
+        assert watcher(b"GET", k) == b"$1\r\n2\r\n"
+    finally:
+        watcher.close()
+        other.close()
+
+
+def test_watch_of_keys_in_two_slots_is_refused(proxy) -> None:
+    got = run(proxy.port, [A("WATCH", key("a", "one"), key("b", "two")),
+                           A("WATCH", key("a", "one")), A("WATCH", key("b", "two"))])
+    assert got == [errors.CROSSSLOT_TRANSACTION, b"+OK\r\n", errors.CROSSSLOT_TRANSACTION]
+
+
+def test_a_redis_py_watch_retry_loop_under_contention(proxy) -> None:
+    """The optimistic-locking loop of redis-py's documentation, 8 clients x 25 increments
+    of one counter: every increment lands once, conflicts are retried."""
+    import threading
+
+    counter = key("counter", "loop")
+    r = proxy.client()
+    r.set(counter, 0)
+    conflicts = [0]
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        c = proxy.client()
+        try:
+            for _ in range(25):
+                while True:
+                    with c.pipeline() as p:
+                        try:
+                            p.watch(counter)
+                            value = int(p.get(counter))
+                            p.multi()
+                            p.set(counter, value + 1)
+                            p.execute()
+                            break
+                        except redis_watch_error():
+                            conflicts[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures
+    assert int(r.get(counter)) == 200
+    r.close()
+
+
+def redis_watch_error() -> type[Exception]:
+    import redis
+
+    return redis.WatchError
+
+
+def test_leases_are_given_back(proxy, cluster) -> None:
+    """Many clients WATCH, EXEC, DISCARD, or just leave: no backend connection is leaked."""
+    def connections() -> int:
+        total = 0
+        for node in cluster.masters():
+            with closing(node_client(node)) as c:
+                total += len(c.client_list())
+        return total
+
+    for _ in range(3):  # leases opened by earlier tests are reused, not counted twice
+        before = connections()
+        conns = [RawConnection(proxy.port) for _ in range(30)]
+        try:
+            for i, conn in enumerate(conns):
+                k = key(f"lease{i}", f"lease{i % 7}")
+                assert conn(b"WATCH", k) == b"+OK\r\n"
+                if i % 3 == 0:
+                    assert conn.pipeline([A("MULTI"), A("SET", k, "1"), A("EXEC")])[-1] == (
+                        b"*1\r\n+OK\r\n")
+                elif i % 3 == 1:
+                    assert conn.pipeline([A("MULTI"), A("DISCARD")])[-1] == b"+OK\r\n"
+        finally:
+            for conn in conns:
+                conn.close()
+    info = RawConnection(proxy.port)
+    try:
+        wait_until(lambda: b"leased_connections:0\r\n" in info(b"INFO", b"proxy"), 5,
+                   "every lease given back")
+    finally:
+        info.close()
+    assert connections() <= before
+
+
+def test_the_lease_limit_is_a_clear_error(cluster) -> None:
+    from tests.support import ProxyThread, proxy_config
+
+    p = ProxyThread(proxy_config(cluster.seeds, cluster={"max_leases_per_node": 2}))
+    p.start()
+    conns = [RawConnection(p.port) for _ in range(3)]
+    try:
+        k = key("limited", "limit")
+        assert conns[0](b"WATCH", k) == b"+OK\r\n"
+        assert conns[1](b"WATCH", k) == b"+OK\r\n"
+        assert conns[2](b"WATCH", k) == errors.LEASES_EXHAUSTED
+        assert conns[2](b"GET", k) == b"$-1\r\n"  # the client goes on without a watch
+        assert conns[0].pipeline([A("MULTI"), A("EXEC")])[-1] == b"*0\r\n"  # gives it back
+        assert conns[2](b"WATCH", k) == b"+OK\r\n"
+        stats = conns[2](b"INFO", b"proxy")
+        assert b"leases_refused:1\r\n" in stats and b"leased_connections:2\r\n" in stats
+    finally:
+        for c in conns:
+            c.close()
+        p.stop()

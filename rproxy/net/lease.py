@@ -1,0 +1,113 @@
+"""Dedicated backend connections: leased to one client while it needs a connection's state.
+
+A client that WATCHes keys needs the node to remember the watch on *its* connection until EXEC,
+so it gets a connection of its own to the master of the watched slot: a lease. The lease pool
+keeps, per node, the connections leased now and the idle ones ready for the next client, at
+most ``cluster.max_leases_per_node`` in use per node (past it the client gets
+``LEASES_EXHAUSTED``; it is not made to wait). A lease comes back clean -- its watches dropped by
+EXEC, or by an ``UNWATCH`` the pool sends -- and is reused; a lost one is closed.
+
+The pool is the owner (rproxy/net/backend.py) of every leased connection. Ordinary
+requests on it are settled as on a shared connection (the shared pool's rules: redirects
+followed, idempotent ones resent); a transaction's parts are raw (rproxy/net/transaction.py);
+what is lost with the connection is the holder's watch, which it is told (``Holder``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rproxy.core.request import DISCARD, Request
+from rproxy.core.resp import encode_command
+from rproxy.core.stats import Stats
+from rproxy.core.topology import Addr
+from rproxy.net.backend import CLOSED, BackendConnection
+from rproxy.net.pool import SharedPool
+
+UNWATCH = encode_command([b"UNWATCH"])
+
+
+class Holder(Protocol):
+    def on_lease_lost(self) -> None:
+        """The leased connection is gone, and the watches on it."""
+        ...
+
+
+class Opener(Protocol):
+    def open_connection(self, addr: Addr, owner: LeasePool) -> BackendConnection: ...
+
+
+class LeasePool:
+    """Implements ``rproxy.net.backend.Owner`` for the leased connections."""
+
+    def __init__(self, opener: Opener, shared: SharedPool, stats: Stats,
+                 max_per_node: int) -> None:
+        self.opener = opener
+        self.shared = shared
+        self.holders: dict[BackendConnection, Holder] = {}
+        self.stats = stats
+        self.max_per_node = max_per_node
+        self.in_use: dict[Addr, int] = {}
+        self.idle: dict[Addr, list[BackendConnection]] = {}
+        self.closing = False
+
+    def acquire(self, addr: Addr, holder: Holder) -> BackendConnection | None:
+        """A connection to ``addr`` for ``holder`` alone, or None at the limit."""
+        if self.in_use.get(addr, 0) >= self.max_per_node:
+            self.stats.leases_refused += 1
+            return None
+        idle = self.idle.get(addr)
+        conn = None
+        while idle and conn is None:
+            candidate = idle.pop()
+            if candidate.state != CLOSED:
+                conn = candidate
+        if conn is None:
+            conn = self.opener.open_connection(addr, self)
+        self.in_use[addr] = self.in_use.get(addr, 0) + 1
+        self.holders[conn] = holder
+        return conn
+
+    def release(self, conn: BackendConnection, unwatch: bool) -> None:
+        """``conn`` comes back: after ``UNWATCH`` (sent here when ``unwatch``) it is clean and
+        waits for the next client; a closed one is dropped."""
+        if self.holders.pop(conn, None) is None:
+            return  # already lost (and counted out then)
+        addr = conn.addr
+        self.in_use[addr] -= 1
+        if conn.state == CLOSED or self.closing:
+            conn.close()
+            return
+        if unwatch:
+            conn.send(DISCARD, UNWATCH)
+        self.idle.setdefault(addr, []).append(conn)
+
+    # -- Owner ------------------------------------------------------------------------------------
+    def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
+        return self.shared.on_error_reply(conn, req, raw)  # raw parts are delivered as is
+
+    def on_connected(self, conn: BackendConnection) -> None:
+        pass
+
+    def on_lost(self, conn: BackendConnection, written: list[Request], queued: list[Request],
+                exc: BaseException, connect_failed: bool) -> None:
+        holder = self.holders.pop(conn, None)
+        if holder is not None:
+            self.in_use[conn.addr] -= 1
+            holder.on_lease_lost()
+        self.shared.requeue(written, queued, exc)
+
+    def connections(self) -> list[BackendConnection]:
+        out = [c for c in self.holders if c.state != CLOSED]
+        out.extend(c for conns in self.idle.values() for c in conns if c.state != CLOSED)
+        return out
+
+    @property
+    def leased(self) -> int:
+        return sum(self.in_use.values())
+
+    def close(self) -> None:
+        self.closing = True
+        for conn in self.connections():
+            conn.close()
+        self.idle.clear()
