@@ -57,6 +57,7 @@ from rproxy.core.slots import SLOTS, key_slot
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.net.backend import CLOSED, BackendConnection, Owner
+from rproxy.net.lease import LeasePool
 from rproxy.net.pool import SharedPool
 from rproxy.net.reactor import EPOLLIN, Reactor
 from rproxy.net.router import Router
@@ -409,6 +410,14 @@ class StubCluster:
     def __init__(self, nodes: FakeNodes, nursery: trio.Nursery | None = None) -> None:
         self.nodes = nodes
         self.nursery = nursery
+        self.leases: LeasePool | None = None  # set by the Shell
+        self.opened: list[FakeBackend] = []  # leased connections, in the order opened
+
+    def open_connection(self, addr: Addr, owner: LeasePool) -> BackendConnection:
+        """``rproxy.net.lease.Opener``: a new fake node connection owned by the lease pool."""
+        fb = self.nodes.shell.backend(addr, owner=owner, register=False)
+        self.opened.append(fb)
+        return fb.conn
 
     def all_nodes(self) -> list[BackendConnection]:
         return []
@@ -499,6 +508,8 @@ class Shell:
         self.nodes = FakeNodes(self)
         self.cluster: Any = StubCluster(self.nodes)
         self.pool = SharedPool(config, reactor, self.router, self.stats, self.nodes)
+        self.cluster.leases = LeasePool(self.cluster, self.pool, self.stats,
+                                        config.cluster.max_leases_per_node)
         self.backends: list[FakeBackend] = []
         self.sessions: list[ClientSession] = []
         self.closed_sessions: list[ClientSession] = []
@@ -510,14 +521,17 @@ class Shell:
         self.closed_sessions.append(session)
 
     # -- building ------------------------------------------------------------------------------
-    def backend(self, addr: Addr, attach: bool = True) -> FakeBackend:
-        """A fake node at ``addr`` (the newest one is ``nodes.by_addr[addr]``)."""
+    def backend(self, addr: Addr, attach: bool = True, owner: Owner | None = None,
+                register: bool = True) -> FakeBackend:
+        """A fake node at ``addr`` (the newest one is ``nodes.by_addr[addr]``, unless not
+        ``register``: a leased connection)."""
         mine, theirs = self.sockets.pair()
-        conn = BackendConnection(addr, self.pool, self.reactor,
+        conn = BackendConnection(addr, owner or self.pool, self.reactor,
                                  self.config.limits.max_pending_per_backend)
         fb = FakeBackend(mine, theirs, conn)
         self.backends.append(fb)
-        self.nodes.by_addr[addr] = fb
+        if register:
+            self.nodes.by_addr[addr] = fb
         if attach:
             fb.attach()
         return fb

@@ -197,3 +197,75 @@ async def test_exec_answered_by_the_proxy_needs_no_backend() -> None:
                             + EXECABORT + errors.EXEC_WITHOUT_MULTI)
         a.assert_nothing()
         assert cmd("MULTI") == b"*1\r\n$5\r\nMULTI\r\n"
+
+
+async def test_watch_runs_on_a_lease_with_the_clients_commands_for_that_node() -> None:
+    async with open_shell() as shell:
+        a, b = shell.two_shards()
+        client = shell.client()
+        client.send_commands(["WATCH", "b"], ["SET", "b", "mine"], ["GET", "a"], ["MULTI"],
+                             ["INCR", "b"], ["EXEC"], ["GET", "b"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        lease = shell.cluster.opened[0]
+        assert lease.conn is not a.conn and len(shell.cluster.opened) == 1
+        # everything for A's slots goes on the lease, in order; B's read rides B
+        await lease.expect_commands(["WATCH", "b"], ["SET", "b", "mine"], ["MULTI"],
+                                    ["INCR", "b"], ["EXEC"])
+        await b.expect_commands(["GET", "a"])
+        a.assert_nothing()
+        await b.send(b"$1\r\nA\r\n")
+        await lease.send(b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n")
+        # the lease is back in the pool; the GET after EXEC waited for the EXEC reply
+        await a.expect_commands(["GET", "b"])
+        await a.send(b"$4\r\nmine\r\n")
+        await client.expect(b"+OK\r\n+OK\r\n$1\r\nA\r\n+OK\r\n+QUEUED\r\n*-1\r\n$4\r\nmine\r\n")
+        assert shell.cluster.leases.leased == 0
+
+
+async def test_a_lost_lease_makes_exec_answer_nil() -> None:
+    async with open_shell() as shell:
+        shell.two_shards()
+        client = shell.client()
+        client.send_commands(["WATCH", "b"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        lease = shell.cluster.opened[0]
+        await lease.expect_commands(["WATCH", "b"])
+        await lease.send(b"+OK\r\n")
+        await client.expect(b"+OK\r\n")
+        lease.close()  # the node's connection is gone, and the watch with it
+        await wait_until(lambda: lease.conn.state == CLOSED, "the lease seen lost")
+        client.send_commands(["MULTI"], ["SET", "b", "1"], ["EXEC"])
+        await client.expect(QUEUED_REPLIES[:5] + b"+QUEUED\r\n" + b"*-1\r\n")
+        assert shell.cluster.leases.leased == 0
+
+
+async def test_a_watch_refused_by_a_moved_slot_answers_ok_then_exec_nil() -> None:
+    async with open_shell() as shell:
+        shell.two_shards()
+        client = shell.client()
+        client.send_commands(["WATCH", "b"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        lease = shell.cluster.opened[0]
+        await lease.expect_commands(["WATCH", "b"])
+        moved = b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b")
+        await lease.send(moved)
+        await client.expect(b"+OK\r\n")  # as if watched: its EXEC answers nil
+        client.send_commands(["MULTI"], ["SET", "b", "1"], ["EXEC"])
+        await client.expect(b"+OK\r\n+QUEUED\r\n*-1\r\n")
+        # the block was never sent (nil without asking); the lease goes back clean
+        await lease.expect_commands(["UNWATCH"])
+        assert shell.cluster.leases.leased == 0
+
+
+async def test_a_watched_block_refused_by_the_node_answers_nil() -> None:
+    async with open_shell() as shell:
+        shell.two_shards()
+        client = shell.client()
+        client.send_commands(["WATCH", "b"], ["MULTI"], ["SET", "b", "1"], ["EXEC"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        lease = shell.cluster.opened[0]
+        await lease.expect_commands(["WATCH", "b"], ["MULTI"], ["SET", "b", "1"], ["EXEC"])
+        moved = b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b")
+        await lease.send(b"+OK\r\n+OK\r\n" + moved + EXECABORT)
+        await client.expect(b"+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n")
+        assert shell.nodes.by_addr.get(C) is None  # never sent again elsewhere
