@@ -222,14 +222,20 @@ async def test_watch_runs_on_a_lease_with_the_clients_commands_for_that_node() -
         assert shell.cluster.leases.leased == 0
 
 
+async def watched(shell: Shell) -> tuple[FakeBackend, Client]:
+    """Backends A and B; a client that sent WATCH b, and the leased connection it went on."""
+    shell.two_shards()
+    client = shell.client()
+    client.send_commands(["WATCH", "b"])
+    await wait_until(lambda: shell.cluster.opened, "a leased connection")
+    lease = shell.cluster.opened[0]
+    await lease.expect_commands(["WATCH", "b"])
+    return lease, client
+
+
 async def test_a_lost_lease_makes_exec_answer_nil() -> None:
     async with open_shell() as shell:
-        shell.two_shards()
-        client = shell.client()
-        client.send_commands(["WATCH", "b"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        lease = shell.cluster.opened[0]
-        await lease.expect_commands(["WATCH", "b"])
+        lease, client = await watched(shell)
         await lease.send(b"+OK\r\n")
         await client.expect(b"+OK\r\n")
         lease.close()  # the node's connection is gone, and the watch with it
@@ -241,12 +247,7 @@ async def test_a_lost_lease_makes_exec_answer_nil() -> None:
 
 async def test_a_watch_refused_by_a_moved_slot_answers_ok_then_exec_nil() -> None:
     async with open_shell() as shell:
-        shell.two_shards()
-        client = shell.client()
-        client.send_commands(["WATCH", "b"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        lease = shell.cluster.opened[0]
-        await lease.expect_commands(["WATCH", "b"])
+        lease, client = await watched(shell)
         moved = b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b")
         await lease.send(moved)
         await client.expect(b"+OK\r\n")  # as if watched: its EXEC answers nil
