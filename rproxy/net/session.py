@@ -300,8 +300,8 @@ class ClientSession:
             self.closing = True
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
             self.enter_mode(self.tx_batch)
-        elif self.lease is not None and self.client.watch_slot < 0:  # UNWATCH, RESET
-            self.give_back_lease(unwatch=True)
+        elif self.client.watch_slot < 0 and (self.lease is not None or self.watch_broken):
+            self.end_watch(unwatch=True)  # UNWATCH, RESET
 
     # -- WATCH: a leased connection (rproxy/net/lease.py) until EXEC ------------------------------
     def watch(self, slot: int, command: bytes) -> None:

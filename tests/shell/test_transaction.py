@@ -270,3 +270,23 @@ async def test_a_watched_block_refused_by_the_node_answers_nil() -> None:
         await lease.send(b"+OK\r\n+OK\r\n" + moved + EXECABORT)
         await client.expect(b"+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n")
         assert shell.nodes.by_addr.get(C) is None  # never sent again elsewhere
+
+
+async def test_unwatch_after_a_lost_lease_starts_afresh() -> None:
+    async with open_shell() as shell:
+        lease, client = await watched(shell)
+        await lease.send(b"+OK\r\n")
+        await client.expect(b"+OK\r\n")
+        lease.close()
+        await wait_until(lambda: lease.conn.state == CLOSED, "the lease seen lost")
+        client.send_commands(["UNWATCH"], ["WATCH", "b"])
+        await client.expect(b"+OK\r\n")  # UNWATCH
+        await wait_until(lambda: len(shell.cluster.opened) == 2, "a new leased connection")
+        second = shell.cluster.opened[1]
+        await second.expect_commands(["WATCH", "b"])
+        await second.send(b"+OK\r\n")
+        await client.expect(b"+OK\r\n")
+        client.send_commands(["MULTI"], ["EXEC"])
+        await second.expect_commands(["MULTI"], ["EXEC"])
+        await second.send(b"+OK\r\n*0\r\n")
+        await client.expect(b"+OK\r\n*0\r\n")
