@@ -236,6 +236,20 @@ class RawConnection:
         self.sock.close()
 
 
+def argv(*words: object) -> list[bytes]:
+    """A command as bytes: ``argv("SET", key, 1)``."""
+    return [w if isinstance(w, bytes) else str(w).encode() for w in words]
+
+
+def raw_pipeline(port: int, commands: list[list[bytes]]) -> list[bytes]:
+    """``commands`` pipelined on a fresh raw connection; the raw replies."""
+    conn = RawConnection(port)
+    try:
+        return conn.pipeline(commands)
+    finally:
+        conn.close()
+
+
 @contextlib.contextmanager
 def private_redis_7_0() -> Iterator[RawConnection]:
     """A private standalone redis-server 7.0 (stopped by its PID) and a raw connection to it.

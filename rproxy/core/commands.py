@@ -21,6 +21,7 @@ class Route(enum.IntEnum):
     ALL_MASTERS = 3  # sent to every master, replies merged
     REFUSED = 4  # not supported behind this proxy; ``why`` says so
     ALL_NODES = 5  # sent to every node, replicas included (CONFIG SET), replies merged
+    LEASED = 6  # a blocking command: on a connection of its own (rproxy/net/blocking.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +313,8 @@ class CommandTable:
                 info.route, info.why = rule
             elif not info.key_specs and info.keys_proc is None:
                 info.route = Route.ANY
-            if b"blocking" in info.flags and info.name not in _BLOCKING_OPTION:
-                info.route, info.why = Route.REFUSED, _PINNED
+            if b"blocking" in info.flags and info.name not in _BLOCKING_OPTION and rule is None:
+                info.route, info.why = Route.LEASED, ""
             for sub in info.subcommands.values():
                 sub_rule = PROXY_RULES.get(sub.name)
                 if sub_rule is not None:

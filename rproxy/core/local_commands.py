@@ -18,7 +18,7 @@ from typing import Protocol
 from rproxy.core import errors, merge, resp, stats
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
-from rproxy.core.slots import key_slot
+from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.transaction import Transaction
 
 Merge = Callable[[list[bytes]], bytes]
@@ -224,9 +224,8 @@ def _watch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """WATCH key [key ...]: the keys must be in one slot, the slot of any keys watched
     before (the transaction will run there); the session sends it on a leased connection
     to that slot's master (``ToLease``)."""
-    slots = {key_slot(key) for key in argv[1:]}  # WATCH key [key ...]
-    slot = slots.pop()
-    if slots or (c.watch_slot >= 0 and slot != c.watch_slot):
+    slot = common_slot(argv[1:])  # WATCH key [key ...]
+    if slot == SEVERAL_SLOTS or (c.watch_slot >= 0 and slot != c.watch_slot):
         return errors.CROSSSLOT_TRANSACTION
     c.watch_slot = slot
     return ToLease(slot, resp.encode_command(argv))

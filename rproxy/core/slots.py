@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import crcmod
@@ -55,3 +56,20 @@ def key_slot(key: bytes, _crc: Any = _cfun, _table: Any = _table) -> int:
 def crc16(data: bytes) -> int:
     """CRC16/XMODEM of ``data`` (exposed for tests: CRC16 of b"123456789" is 0x31C3)."""
     return int(_cfun(data, 0, _table))
+
+
+NO_KEYS = -1
+SEVERAL_SLOTS = -2
+
+
+def common_slot(keys: Iterable[bytes]) -> int:
+    """The one slot all of ``keys`` hash to; ``NO_KEYS`` when there are none,
+    ``SEVERAL_SLOTS`` when they span slots."""
+    slot = NO_KEYS
+    for key in keys:
+        s = key_slot(key)
+        if slot < 0:
+            slot = s
+        elif s != slot:
+            return SEVERAL_SLOTS
+    return slot

@@ -23,7 +23,7 @@ from rproxy.core import errors
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.redirect import DELIVER, Redirect, decide
 from rproxy.core.resp import encode_command
-from rproxy.core.slots import key_slot
+from rproxy.core.slots import SEVERAL_SLOTS, common_slot
 
 QUEUED = b"+QUEUED\r\n"
 EMPTY_EXEC = b"*0\r\n"
@@ -61,14 +61,13 @@ class Transaction:
         return QUEUED
 
     def _slot_error(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
-        if info.route is not Route.KEYED and info.route is not Route.REFUSED:
+        if info.route not in (Route.KEYED, Route.LEASED, Route.REFUSED):
             return None
-        for pos in info.key_positions(argv):
-            slot = key_slot(argv[pos])
-            if self.slot < 0:
-                self.slot = slot
-            elif slot != self.slot:
-                return errors.CROSSSLOT_TRANSACTION
+        slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
+        if slot == SEVERAL_SLOTS or (slot >= 0 and self.slot >= 0 and slot != self.slot):
+            return errors.CROSSSLOT_TRANSACTION
+        if slot >= 0:
+            self.slot = slot
         return None
 
     def exec_reply(self) -> bytes | None:

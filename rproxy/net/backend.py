@@ -73,7 +73,7 @@ class BackendConnection:
     __slots__ = (
         "addr", "owner", "reactor", "transport", "fd", "state", "out", "fifo", "framer",
         "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
-        "__weakref__",
+        "blocking", "__weakref__",
     )
 
     def __init__(self, addr: tuple[str, int], owner: Owner, reactor: Reactor,
@@ -94,6 +94,7 @@ class BackendConnection:
         self.retiring = False  # no longer in the slot map: close once the FIFO is empty
         self.max_pending = max_pending  # limits.max_pending_per_backend
         self.replica = replica  # a READONLY connection for replica reads
+        self.blocking = False  # a blocking command is waiting on it: no op-timeout
 
     def __repr__(self) -> str:
         return f"<BackendConnection {self.addr[0]}:{self.addr[1]} state={self.state}>"

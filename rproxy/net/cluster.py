@@ -368,7 +368,7 @@ class ClusterManager:
             failed = self._expire_holds(now)
             suspect = False
             for conn in self.connections():
-                if not conn.fifo or conn.state != READY:
+                if not conn.fifo or conn.state != READY or conn.blocking:
                     conn.stalled_since = 0.0
                     continue
                 if seen.get(id(conn)) != conn.replies or not conn.stalled_since:

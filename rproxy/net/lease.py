@@ -68,14 +68,17 @@ class LeasePool:
         self.holders[conn] = holder
         return conn
 
-    def release(self, conn: BackendConnection, unwatch: bool) -> None:
+    def release(self, conn: BackendConnection, unwatch: bool, discard: bool = False) -> None:
         """``conn`` comes back: after ``UNWATCH`` (sent here when ``unwatch``) it is clean and
-        waits for the next client; a closed one is dropped."""
+        waits for the next client; a closed one is dropped, and so is one whose state is not
+        known (``discard``: a client left while blocked on it -- closing the connection ends
+        the block on the node)."""
         if self.holders.pop(conn, None) is None:
             return  # already lost (and counted out then)
         addr = conn.addr
         self.in_use[addr] -= 1
-        if conn.state == CLOSED or self.closing:
+        conn.blocking = False
+        if conn.state == CLOSED or self.closing or discard:
             conn.close()
             return
         if unwatch:

@@ -43,10 +43,11 @@ from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
-from rproxy.core.slots import key_slot
+from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.stats import Stats
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED, BackendConnection
+from rproxy.net.blocking import BlockingCall
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
@@ -59,7 +60,7 @@ RECV_SIZE = 64 * 1024
 
 # Route members as module globals: an enum attribute lookup per command is measurable.
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
-_ALL_MASTERS, _ALL_NODES = Route.ALL_MASTERS, Route.ALL_NODES
+_ALL_MASTERS, _ALL_NODES, _LEASED = Route.ALL_MASTERS, Route.ALL_NODES, Route.LEASED
 Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
 
 
@@ -84,7 +85,7 @@ class ClientSession:
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
-        "slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error",
+        "slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error", "blocked",
     )
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -121,6 +122,7 @@ class ClientSession:
         self.watch_broken = False  # the lease was lost, or a WATCH could not be placed
         self.held: Batch | None = None  # commands waiting for the replies before them (drain)
         self.held_error: bytes | None = None  # a protocol error that came after them
+        self.blocked: BlockingCall | None = None  # its latest blocking command
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -229,18 +231,13 @@ class ClientSession:
             if ki:
                 slot = key_slot(argv[ki]) if len(argv) > ki else -1
             else:
-                if router.table.blocks(info, argv):
-                    self.reply_local(errors.not_supported(
-                        argv[0] + b" BLOCK", "blocking reads need a dedicated backend connection"))
+                if router.table.blocks(info, argv):  # XREAD ... BLOCK
+                    self.call_blocking(info, argv, enc)
                     return
-                slot = -1
-                for pos in info.key_positions(argv):
-                    s = key_slot(argv[pos])
-                    if slot < 0:
-                        slot = s
-                    elif s != slot:
-                        self.cross_slot(argv, info)
-                        return
+                slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
+                if slot == SEVERAL_SLOTS:
+                    self.cross_slot(argv, info)
+                    return
             if slot >= 0:
                 conn = (self.read_conn if info.readonly else self.slot_conn)[slot]
                 if conn is None:
@@ -267,6 +264,8 @@ class ClientSession:
             conn.send(req, enc)
         elif route is _LOCAL:
             self.answer_locally(info, argv)
+        elif route is _LEASED:
+            self.call_blocking(info, argv, enc)
         elif route is _ALL_MASTERS or route is _ALL_NODES:
             result = self.fan_out(enc, fanout_merge(info.name, argv), info.readonly,
                                   route is _ALL_NODES)
@@ -369,12 +368,16 @@ class ClientSession:
         if self.queue and not self.closed:
             # Replies are still due, some maybe from the lease: the client's next commands
             # for that node must not overtake them on a shared connection. They wait.
-            self.held = []
-            self.enter_mode(self.drain_batch)
+            self.start_drain([])
         else:
             self._reroute()
         if lease is not None:
             self.cluster.leases.release(lease, unwatch)
+
+    def start_drain(self, held: Batch) -> None:
+        """From now on commands wait (``held`` first) until every reply before them is in."""
+        self.held = held
+        self.enter_mode(self.drain_batch)
 
     def drain_batch(self, commands: Batch) -> None:
         """The draining mode: commands wait until every reply before them is in (``flush``
@@ -391,6 +394,9 @@ class ClientSession:
         self.leave_mode()
         if held:
             self.on_commands(held)
+        if self.held is not None:  # a blocking command among them started a new drain
+            self.held_error = error
+            return
         if error == CLOSE_SILENTLY:
             self.close()
         elif error is not None:
@@ -408,6 +414,33 @@ class ClientSession:
         self.slot_conn = self.router.slot_conn
         self.read_conn = self.router.read_conn
         self._reroute()
+
+    # -- blocking commands: on a leased connection (rproxy/net/blocking.py) -----------------------
+    def call_blocking(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> None:
+        """A blocking command, on a connection of its own. As on one Redis, it runs after the
+        client's earlier commands and before its later ones: it waits for the replies before
+        it, and what follows waits for its reply (the draining mode)."""
+        if self.queue:
+            self.start_drain([(argv, enc)])
+            return
+        slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
+        if slot == SEVERAL_SLOTS:  # as a Redis Cluster node answers
+            self.reply_local(errors.CROSSSLOT)
+            return
+        router = self.router
+        if slot < 0:
+            if not router.master_slots:
+                self.reply_local(errors.NO_TOPOLOGY)
+                return
+            slot = router.master_slots[self.id % len(router.master_slots)]
+        cfg = self.host.config.cluster
+        call = BlockingCall(self, enc, slot, self.cluster.leases, router, self.cluster,
+                            self.reactor, cfg.max_redirects, cfg.failover_hold_s,
+                            cfg.retry_backoff_s)
+        self.queue.append(call)
+        self.blocked = call
+        call.start()
+        self.start_drain([])
 
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
     def tx_batch(self, commands: Batch) -> None:
@@ -696,10 +729,13 @@ class ClientSession:
         self._update_events()
 
     def _on_eof(self) -> None:
-        """The client shut down its side: answer what it already sent, then close."""
+        """The client shut down its side: answer what it already sent, then close -- unless
+        it is blocked: a block may last for ever, and Redis frees a client at EOF, ending its
+        block (the lease is closed, the node pops nothing for it)."""
         self.eof = True
         self._stop_reading()
-        if not self.queue and not self.wbuf:
+        if (not self.queue and not self.wbuf) or (
+                self.blocked is not None and self.blocked[REPLY] is None):
             self.close()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -719,4 +755,6 @@ class ClientSession:
         self.wbuf = bytearray()
         if self.lease is not None:  # nobody is left to EXEC: the watches go, the lease back
             self.give_back_lease(unwatch=True)
+        if self.blocked is not None and self.blocked[REPLY] is None:
+            self.blocked.abandon()  # the node ends the block: nothing is popped for nobody
         self.host.on_session_closed(self)

@@ -54,13 +54,17 @@ _SPECIAL = {
     b"DISCARD": ("answered by rproxy (the transaction is dropped)", "-"),
     b"WATCH": ("a leased connection to its keys' master, until EXEC", "CROSSSLOT"),
     b"UNWATCH": ("answered by rproxy (gives the leased connection back)", "-"),
+    b"XREAD": ("its keys' slot; with BLOCK on a leased connection of its own",
+               "split per slot, merged in order (without BLOCK)"),
+    b"XREADGROUP": ("its keys' slot; with BLOCK on a leased connection of its own",
+                    "CROSSSLOT"),
 }
 
 
 def describe(info: CommandInfo) -> tuple[str, str]:
     """(routing, across slots) for one command or subcommand."""
     r = info.route
-    if info.name in _SPECIAL and r == Route.LOCAL:
+    if info.name in _SPECIAL and r != Route.REFUSED:
         return _SPECIAL[info.name]
     if r == Route.LOCAL:
         if local_commands.handled(info.name):
@@ -68,6 +72,8 @@ def describe(info: CommandInfo) -> tuple[str, str]:
         if info.subcommands:
             return "answered by rproxy (see its subcommands)", "-"
         return f"refused: {local_commands.refusal(info.name)}", "-"
+    if r == Route.LEASED:
+        return "its keys' slot, on a leased connection of its own", "CROSSSLOT"
     if r == Route.REFUSED:
         return f"refused: {info.why}", "-"
     if r in (Route.ALL_MASTERS, Route.ALL_NODES):

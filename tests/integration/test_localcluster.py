@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from rproxy.localcluster import LocalCluster
 from tests.support import node_client

@@ -19,24 +19,14 @@ import pytest
 from rproxy.core import errors
 from rproxy.core.slots import key_slot
 from tests.support import RawConnection, node_client, wait_until
+from tests.support import argv as A
+from tests.support import raw_pipeline as run
 
 RUN = uuid.uuid4().hex[:10]
 
 
-def A(*words: object) -> list[bytes]:
-    return [w if isinstance(w, bytes) else str(w).encode() for w in words]
-
-
 def key(name: str, tag: str = "t") -> str:
     return f"{{tx:{RUN}:{tag}}}:{name}"
-
-
-def run(port: int, commands: list[list[bytes]]) -> list[bytes]:
-    conn = RawConnection(port)
-    try:
-        return conn.pipeline(commands)
-    finally:
-        conn.close()
 
 
 CASES: dict[str, list[list[bytes]]] = {

@@ -393,6 +393,9 @@ COMMAND_REPLY: list[object] = [
      [], [_key_spec([b"RW", b"access", b"update"])], []],
     [b"mget", -2, [b"readonly", b"fast"], 1, -1, 1, [b"@read", b"@string", b"@fast"],
      [b"request_policy:multi_shard"], [_key_spec([b"RO", b"access"], lastkey=-1)], []],
+    [b"blpop", -3, [b"write", b"noscript", b"blocking"], 1, -2, 1,
+     [b"@write", b"@list", b"@slow", b"@blocking"], [],
+     [_key_spec([b"RW", b"access", b"delete"], lastkey=-2)], []],
     [b"dbsize", 1, [b"readonly", b"fast"], 0, 0, 0, [b"@keyspace", b"@read", b"@fast"],
      [b"request_policy:all_shards", b"response_policy:agg_sum"], [], []],
 ]

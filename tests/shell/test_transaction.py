@@ -290,3 +290,39 @@ async def test_unwatch_after_a_lost_lease_starts_afresh() -> None:
         await second.expect_commands(["MULTI"], ["EXEC"])
         await second.send(b"+OK\r\n*0\r\n")
         await client.expect(b"+OK\r\n*0\r\n")
+
+
+# -- blocking commands on a lease ----------------------------------------------------------
+async def test_a_blocking_command_on_a_moved_slot_is_sent_to_the_new_owner() -> None:
+    async with open_shell() as shell:
+        a, _b = shell.two_shards()
+        client = shell.client()
+        client.send_commands(["BLPOP", "b", "0"], ["GET", "b"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        first = shell.cluster.opened[0]
+        await first.expect_commands(["BLPOP", "b", "0"])
+        await first.send(b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b"))
+        await wait_until(lambda: len(shell.cluster.opened) == 2, "a lease on the new owner")
+        second = shell.cluster.opened[1]
+        assert second.conn.addr == C
+        await second.expect_commands(["BLPOP", "b", "0"])
+        a.assert_nothing()  # the GET waits for the blocking command's reply
+        await second.send(b"*2\r\n$1\r\nb\r\n$1\r\nx\r\n")
+        c = shell.nodes.by_addr[C]
+        await c.expect_commands(["GET", "b"])  # the map followed the MOVED
+        await c.send(b"$-1\r\n")
+        await client.expect(b"*2\r\n$1\r\nb\r\n$1\r\nx\r\n$-1\r\n")
+        assert shell.cluster.leases.leased == 0
+
+
+async def test_a_lease_lost_while_blocked_is_an_unknown_outcome() -> None:
+    async with open_shell() as shell:
+        shell.two_shards()
+        client = shell.client()
+        client.send_commands(["BLPOP", "b", "0"])
+        await wait_until(lambda: shell.cluster.opened, "a leased connection")
+        lease = shell.cluster.opened[0]
+        await lease.expect_commands(["BLPOP", "b", "0"])
+        lease.close()
+        await client.expect(errors.OUTCOME_UNKNOWN)
+        assert shell.cluster.leases.leased == 0

@@ -334,7 +334,7 @@ def test_command_policy_allow_and_deny():
         (b"ping", Route.LOCAL),
         (b"MULTI", Route.LOCAL),
         (b"DBSIZE", Route.ALL_MASTERS),
-        (b"BLPOP", Route.REFUSED),  # flagged "blocking": would hold a shared connection
+        (b"BLPOP", Route.LEASED),  # flagged "blocking": on a connection of its own
         (b"XREAD", Route.KEYED),  # blocking only with BLOCK, decided per call
         (b"XREADGROUP", Route.KEYED),
         (b"GET", Route.KEYED),
@@ -359,9 +359,9 @@ def test_routes(table: CommandTable, name: bytes, route: Route):
         assert info.why == ""
 
 
-def test_blocking_flag_refusal_explains_why(table: CommandTable):
-    why = table.lookup([b"BLPOP"]).why
-    assert "connection" in why
+def test_blocking_commands_are_leased_unless_a_rule_says_otherwise(table: CommandTable):
+    assert table.lookup([b"BLPOP"]).route == Route.LEASED
+    assert table.lookup([b"BLPOP"]).why == ""
 
 
 def test_unknown_command_routes_to_any(table: CommandTable):
