@@ -44,6 +44,13 @@ def unknown_subcommand(container: bytes, sub: bytes) -> bytes:
     return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
 
 
+def subcommand_syntax(container: bytes, sub: bytes) -> bytes:
+    """src/networking.c addReplySubcommandSyntaxError."""
+    text = (b"ERR unknown subcommand or wrong number of arguments for '" + sub[:128]
+            + b"'. Try " + container.upper() + b" HELP.")
+    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+
+
 def wrong_arity(name: bytes) -> bytes:
     return b"-ERR wrong number of arguments for '" + name.lower() + b"' command\r\n"
 
@@ -82,6 +89,7 @@ XREAD_UNBALANCED = (
     b"specified.\r\n"
 )
 INVALID_CURSOR = b"-ERR invalid cursor\r\n"
+UNBLOCK_REASON = b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n"
 
 
 def at_least_one_key(name: bytes) -> bytes:

@@ -51,7 +51,16 @@ class ToLease:
     command: bytes
 
 
-Reply = bytes | AllMasters | ToSlot | ToLease
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """CLIENT UNBLOCK: end the block of the proxy's client ``client_id`` (with an error, or
+    as a timeout); the session knows where it is blocked."""
+
+    client_id: int
+    error: bool
+
+
+Reply = bytes | AllMasters | ToSlot | ToLease | Unblock
 
 
 class ProxyView(Protocol):
@@ -286,6 +295,23 @@ def _client_setinfo(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply
     return resp.OK
 
 
+def _client_unblock(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR] (src/networking.c clientCommand: the reason is
+    checked before the id)."""
+    if len(argv) not in (3, 4):
+        return errors.subcommand_syntax(argv[0], argv[1])
+    error = False
+    if len(argv) == 4:
+        reason = argv[3].lower()
+        if reason not in (b"timeout", b"error"):
+            return errors.UNBLOCK_REASON
+        error = reason == b"error"
+    client_id = resp.string2ll(argv[2])
+    if client_id is None:
+        return errors.NOT_INTEGER
+    return Unblock(client_id, error)
+
+
 def _cluster_keyslot(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.integer(key_slot(argv[2]))
 
@@ -425,5 +451,6 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"CLIENT|INFO": _client_info,
     b"CLIENT|LIST": _client_list,
     b"CLIENT|SETINFO": _client_setinfo,
+    b"CLIENT|UNBLOCK": _client_unblock,
     b"CLUSTER|KEYSLOT": _cluster_keyslot,
 }

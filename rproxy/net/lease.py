@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rproxy.core.request import DISCARD, Request
+from rproxy.core.request import DISCARD, FanOut, Request
 from rproxy.core.resp import encode_command
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
@@ -25,6 +25,7 @@ from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.pool import SharedPool
 
 UNWATCH = encode_command([b"UNWATCH"])
+CLIENT_ID = encode_command([b"CLIENT", b"ID"])
 
 
 class Holder(Protocol):
@@ -45,6 +46,9 @@ class LeasePool:
         self.opener = opener
         self.shared = shared
         self.holders: dict[BackendConnection, Holder] = {}
+        # Each leased connection's own id on its node (CLIENT ID, asked when it is opened):
+        # CLIENT UNBLOCK of a proxy client names the connection it is blocked on.
+        self.backend_ids: dict[BackendConnection, int] = {}
         self.stats = stats
         self.max_per_node = max_per_node
         self.in_use: dict[Addr, int] = {}
@@ -64,6 +68,7 @@ class LeasePool:
                 conn = candidate
         if conn is None:
             conn = self.opener.open_connection(addr, self)
+            self._ask_id(conn)
         self.in_use[addr] = self.in_use.get(addr, 0) + 1
         self.holders[conn] = holder
         return conn
@@ -85,6 +90,18 @@ class LeasePool:
             conn.send(DISCARD, UNWATCH)
         self.idle.setdefault(addr, []).append(conn)
 
+    def _ask_id(self, conn: BackendConnection) -> None:
+        def remember(parts: list[bytes]) -> bytes:
+            if parts[0][:1] == b":":
+                self.backend_ids[conn] = int(parts[0][1:-2])
+            return b""
+
+        ask = FanOut(None, 1, remember)
+        conn.send(ask.child(0, CLIENT_ID), CLIENT_ID)
+
+    def backend_id(self, conn: BackendConnection) -> int | None:
+        return self.backend_ids.get(conn)
+
     # -- Owner ------------------------------------------------------------------------------------
     def on_error_reply(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
         return self.shared.on_error_reply(conn, req, raw)  # raw parts are delivered as is
@@ -94,6 +111,7 @@ class LeasePool:
 
     def on_lost(self, conn: BackendConnection, written: list[Request], queued: list[Request],
                 exc: BaseException, connect_failed: bool) -> None:
+        self.backend_ids.pop(conn, None)
         holder = self.holders.pop(conn, None)
         if holder is not None:
             self.in_use[conn.addr] -= 1

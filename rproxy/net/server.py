@@ -139,6 +139,9 @@ class ProxyServer:
         self.sessions[client_id] = session
         self.reactor.register(session.fd, EPOLLIN, session)
 
+    def session_by_id(self, client_id: int) -> ClientSession | None:
+        return self.sessions.get(client_id)
+
     def on_session_closed(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)
 

@@ -36,7 +36,7 @@ from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.local_commands import AllMasters, ProxyView, ToSlot
+from rproxy.core.local_commands import AllMasters, ProxyView, ToLease, ToSlot
 from rproxy.core.redirect import proves_not_run
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
@@ -78,6 +78,8 @@ class SessionHost(Protocol):
     def view(self) -> ProxyView: ...  # for the commands the proxy answers itself
 
     def on_session_closed(self, session: ClientSession) -> None: ...
+
+    def session_by_id(self, client_id: int) -> ClientSession | None: ...
 
 
 class ClientSession:
@@ -293,8 +295,10 @@ class ClientSession:
             parent = FanOut(self, 1, result.merge)
             self.queue.append(parent)
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
-        else:  # ToLease: WATCH
+        elif isinstance(result, ToLease):  # WATCH
             self.watch(result.slot, result.command)
+        else:
+            self.unblock(result.client_id, result.error)
         if self.client.quit:
             self.closing = True
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
@@ -416,6 +420,24 @@ class ClientSession:
         self._reroute()
 
     # -- blocking commands: on a leased connection (rproxy/net/blocking.py) -----------------------
+    def unblock(self, client_id: int, error: bool) -> None:
+        """CLIENT UNBLOCK of a proxy client: ``CLIENT UNBLOCK <its lease's id on the node>``
+        to that node (the node answers :1 and ends the block, as one Redis would), or :0 when
+        that client is not blocked. Never sent again elsewhere: on another node the id names
+        another connection."""
+        target = self.host.session_by_id(client_id)
+        call = target.blocked if target is not None else None
+        lease = call.lease if call is not None and call[REPLY] is None else None
+        backend_id = self.cluster.leases.backend_id(lease) if lease is not None else None
+        if lease is None or backend_id is None:
+            self.reply_local(b":0\r\n")
+            return
+        command = encode_command([b"CLIENT", b"UNBLOCK", b"%d" % backend_id,
+                                  b"ERROR" if error else b"TIMEOUT"])
+        request = RawRequest(self, _first)
+        self.queue.append(request)
+        self.cluster.conn_for_addr(lease.addr).send(request.child(0, command), command)
+
     def call_blocking(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> None:
         """A blocking command, on a connection of its own. As on one Redis, it runs after the
         client's earlier commands and before its later ones: it waits for the replies before
@@ -758,3 +780,7 @@ class ClientSession:
         if self.blocked is not None and self.blocked[REPLY] is None:
             self.blocked.abandon()  # the node ends the block: nothing is popped for nobody
         self.host.on_session_closed(self)
+
+
+def _first(parts: list[bytes]) -> bytes:
+    return parts[0]

@@ -165,3 +165,34 @@ def test_a_worker_queue_with_several_producers(proxy) -> None:
     for t in threads:
         t.join(60)
     assert sorted(got) == sorted(f"{n}:{i}".encode() for n in range(4) for i in range(50))
+
+
+@pytest.mark.parametrize("reason", [None, "TIMEOUT", "ERROR"])
+def test_client_unblock_as_one_redis(reason: str | None, proxy, standalone) -> None:
+    """CLIENT UNBLOCK <id of a client blocked through the proxy>: the same replies as on one
+    Redis, for the unblocker and for the unblocked client."""
+    outcomes = []
+    for port in (standalone.port, proxy.port):
+        k = key(f"unblock-{reason}-{port}")
+        blocked, other = RawConnection(port), RawConnection(port)
+        try:
+            client_id = int(blocked(b"CLIENT", b"ID")[1:-2])
+            assert other(b"CLIENT", b"UNBLOCK", str(client_id)) == b":0\r\n"  # not blocked
+            blocked.sock.sendall(b"*3\r\n$5\r\nBLPOP\r\n$%d\r\n%s\r\n$1\r\n0\r\n"
+                                 % (len(k), k.encode()))
+            extra = [reason] if reason else []
+            got = wait_until(lambda: other(b"CLIENT", b"UNBLOCK", str(client_id), *extra)
+                             == b":1\r\n", 5, "the block to start")
+            assert got
+            outcomes.append(blocked.framer.feed(blocked.sock.recv(4096)))
+        finally:
+            blocked.close()
+            other.close()
+    assert outcomes[0] == outcomes[1]
+
+
+def test_client_unblock_errors_as_one_redis(proxy, standalone) -> None:
+    commands = [A("CLIENT", "UNBLOCK", "1", "SOON"), A("CLIENT", "UNBLOCK", "x"),
+                A("CLIENT", "UNBLOCK", "x", "SOON"), A("CLIENT", "UNBLOCK", "1", "ERROR", "y"),
+                A("CLIENT", "UNBLOCK"), A("CLIENT", "UNBLOCK", "999999")]
+    assert run(proxy.port, commands) == run(standalone.port, commands)

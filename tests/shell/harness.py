@@ -523,6 +523,9 @@ class Shell:
     def on_session_closed(self, session: ClientSession) -> None:
         self.closed_sessions.append(session)
 
+    def session_by_id(self, client_id: int) -> ClientSession | None:
+        return next((s for s in self.sessions if s.id == client_id and not s.closed), None)
+
     # -- building ------------------------------------------------------------------------------
     def backend(self, addr: Addr, attach: bool = True, owner: Owner | None = None,
                 register: bool = True) -> FakeBackend:
@@ -584,6 +587,17 @@ class Client(Peer):
     def send_commands(self, *commands: Sequence[bytes | str | int]) -> None:
         """Pipeline ``commands`` in one write: the session parses them in one read."""
         self.send_now(b"".join(cmd(*c) for c in commands))
+
+
+async def leased(shell: Shell, n: int = 0) -> FakeBackend:
+    """The ``n``-th leased connection opened, once it has answered the lease pool's
+    ``CLIENT ID`` (its id on the node: ``100 + n``)."""
+    await wait_until(lambda: len(shell.cluster.opened) > n, f"leased connection {n}")
+    fb = shell.cluster.opened[n]
+    ask = cmd("CLIENT", "ID")
+    assert await fb.recv_exactly(len(ask)) == ask  # what follows it is the test's to read
+    await fb.send(b":%d\r\n" % (100 + n))
+    return fb
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from tests.shell.harness import (
     FakeBackend,
     Shell,
     cmd,
+    leased,
     open_shell,
     slot_of,
     wait_until,
@@ -205,8 +206,7 @@ async def test_watch_runs_on_a_lease_with_the_clients_commands_for_that_node() -
         client = shell.client()
         client.send_commands(["WATCH", "b"], ["SET", "b", "mine"], ["GET", "a"], ["MULTI"],
                              ["INCR", "b"], ["EXEC"], ["GET", "b"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        lease = shell.cluster.opened[0]
+        lease = await leased(shell)
         assert lease.conn is not a.conn and len(shell.cluster.opened) == 1
         # everything for A's slots goes on the lease, in order; B's read rides B
         await lease.expect_commands(["WATCH", "b"], ["SET", "b", "mine"], ["MULTI"],
@@ -227,8 +227,7 @@ async def watched(shell: Shell) -> tuple[FakeBackend, Client]:
     shell.two_shards()
     client = shell.client()
     client.send_commands(["WATCH", "b"])
-    await wait_until(lambda: shell.cluster.opened, "a leased connection")
-    lease = shell.cluster.opened[0]
+    lease = await leased(shell)
     await lease.expect_commands(["WATCH", "b"])
     return lease, client
 
@@ -263,8 +262,7 @@ async def test_a_watched_block_refused_by_the_node_answers_nil() -> None:
         shell.two_shards()
         client = shell.client()
         client.send_commands(["WATCH", "b"], ["MULTI"], ["SET", "b", "1"], ["EXEC"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        lease = shell.cluster.opened[0]
+        lease = await leased(shell)
         await lease.expect_commands(["WATCH", "b"], ["MULTI"], ["SET", "b", "1"], ["EXEC"])
         moved = b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b")
         await lease.send(b"+OK\r\n+OK\r\n" + moved + EXECABORT)
@@ -281,8 +279,7 @@ async def test_unwatch_after_a_lost_lease_starts_afresh() -> None:
         await wait_until(lambda: lease.conn.state == CLOSED, "the lease seen lost")
         client.send_commands(["UNWATCH"], ["WATCH", "b"])
         await client.expect(b"+OK\r\n")  # UNWATCH
-        await wait_until(lambda: len(shell.cluster.opened) == 2, "a new leased connection")
-        second = shell.cluster.opened[1]
+        second = await leased(shell, 1)
         await second.expect_commands(["WATCH", "b"])
         await second.send(b"+OK\r\n")
         await client.expect(b"+OK\r\n")
@@ -298,12 +295,10 @@ async def test_a_blocking_command_on_a_moved_slot_is_sent_to_the_new_owner() -> 
         a, _b = shell.two_shards()
         client = shell.client()
         client.send_commands(["BLPOP", "b", "0"], ["GET", "b"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        first = shell.cluster.opened[0]
+        first = await leased(shell)
         await first.expect_commands(["BLPOP", "b", "0"])
         await first.send(b"-MOVED %d 127.0.0.1:7003\r\n" % slot_of("b"))
-        await wait_until(lambda: len(shell.cluster.opened) == 2, "a lease on the new owner")
-        second = shell.cluster.opened[1]
+        second = await leased(shell, 1)
         assert second.conn.addr == C
         await second.expect_commands(["BLPOP", "b", "0"])
         a.assert_nothing()  # the GET waits for the blocking command's reply
@@ -320,8 +315,7 @@ async def test_a_lease_lost_while_blocked_is_an_unknown_outcome() -> None:
         shell.two_shards()
         client = shell.client()
         client.send_commands(["BLPOP", "b", "0"])
-        await wait_until(lambda: shell.cluster.opened, "a leased connection")
-        lease = shell.cluster.opened[0]
+        lease = await leased(shell)
         await lease.expect_commands(["BLPOP", "b", "0"])
         lease.close()
         await client.expect(errors.OUTCOME_UNKNOWN)
