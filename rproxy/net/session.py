@@ -11,8 +11,8 @@ reading; a client that does not read its replies is disconnected once its unsent
 
 Modes: ``on_commands`` is the handler of a parsed batch for the mode the client is in. The
 stateless mode's handler is ``route_batch``; a command that puts the client in another mode
-(a transaction, a subscription: the issues to come) swaps ``on_commands`` with ``enter_mode``,
-and the rest of the same batch goes to the new handler. The stateless path pays one call
+(a transaction, a WATCH, a blocking command: rproxy/net/stateful.py) swaps ``on_commands``
+with ``enter_mode``, and the rest of the same batch goes to the new handler. The stateless path pays one call
 through the attribute per batch for this, and one identity check per command that leaves the
 inline fast path.
 
@@ -30,14 +30,13 @@ from typing import Protocol
 
 import structlog
 
-from rproxy.core import errors, local_commands, resp
+from rproxy.core import errors, local_commands
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
 from rproxy.core.local_commands import AllMasters, ProxyView, ToLease, ToSlot
-from rproxy.core.redirect import proves_not_run
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
@@ -45,13 +44,12 @@ from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.stats import Stats
-from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.blocking import BlockingCall
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
-from rproxy.net.transaction import RawRequest, TxBlock
+from rproxy.net.stateful import Batch, StatefulModes
 from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
@@ -61,7 +59,6 @@ RECV_SIZE = 64 * 1024
 # Route members as module globals: an enum attribute lookup per command is measurable.
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
 _ALL_MASTERS, _ALL_NODES, _LEASED = Route.ALL_MASTERS, Route.ALL_NODES, Route.LEASED
-Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
 
 
 class SessionHost(Protocol):
@@ -82,13 +79,12 @@ class SessionHost(Protocol):
     def session_by_id(self, client_id: int) -> ClientSession | None: ...
 
 
-class ClientSession:
+class ClientSession(StatefulModes):
     __slots__ = (
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
-        "slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error", "blocked",
-    )
+    )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
         self.host = host
@@ -305,254 +301,6 @@ class ClientSession:
             self.enter_mode(self.tx_batch)
         elif self.client.watch_slot < 0 and (self.lease is not None or self.watch_broken):
             self.end_watch(unwatch=True)  # UNWATCH, RESET
-
-    # -- WATCH: a leased connection (rproxy/net/lease.py) until EXEC ------------------------------
-    def watch(self, slot: int, command: bytes) -> None:
-        """WATCH on the client's own connection to the slot's master. Until it is given back,
-        the client's commands for that master go on it too, so that they run in the order the
-        client sent them relative to the WATCH (its own write after WATCH makes EXEC fail, as
-        on one Redis)."""
-        if self.watch_broken:  # the watch is already lost: EXEC will answer nil anyway
-            self.reply_local(resp.OK)
-            return
-        lease = self.lease
-        if lease is None:
-            master = self.router.slot_conn[slot]
-            if master is None:
-                self.client.watch_slot = -1
-                self.reply_local(self.router.no_conn_error(False))
-                return
-            lease = self.cluster.leases.acquire(master.addr, self)
-            if lease is None:
-                self.client.watch_slot = -1
-                self.reply_local(errors.LEASES_EXHAUSTED)
-                return
-            self.use_lease(lease)
-        request = RawRequest(self, self.watch_reply)
-        self.queue.append(request)
-        lease.send(request.child(0, command, slot), command)
-
-    def watch_reply(self, parts: list[bytes]) -> bytes:
-        """WATCH answers +OK; one that could not be placed on the slot's owner (it moved, the
-        connection was lost) also answers +OK, and the transaction's EXEC answers nil, as
-        after a conflict: the client's optimistic retry loop handles it."""
-        raw = parts[0]
-        if raw == resp.OK or proves_not_run(raw) or raw in (errors.NOT_SENT,
-                                                             errors.OUTCOME_UNKNOWN):
-            if raw != resp.OK:
-                self.watch_broken = True
-            return resp.OK
-        return raw
-
-    def use_lease(self, lease: BackendConnection) -> None:
-        """Route this client's commands for the lease's node on the lease."""
-        self.lease = lease
-        router = self.router
-        addr = lease.addr
-        self.slot_conn = [lease if c is not None and c.addr == addr else c
-                          for c in router.slot_conn]
-        self.read_conn = self.slot_conn if router.read_conn is router.slot_conn \
-            else router.read_conn
-        self._reroute()
-
-    def _reroute(self) -> None:
-        """The client's routing tables changed: the rest of the current batch must be routed
-        by the new ones. The batch loop holds the old ones, and hands the rest of its batch
-        over when ``on_commands`` is another object: a fresh bound ``route_batch`` is one."""
-        if self.on_commands == self.route_batch:  # the stateless mode (equal, not identical)
-            self.on_commands = self.route_batch
-
-    def give_back_lease(self, unwatch: bool) -> None:
-        """The watch is over (EXEC, DISCARD, UNWATCH, RESET, the client left)."""
-        lease = self.lease
-        self.lease = None
-        self.watch_broken = False
-        self.slot_conn = self.router.slot_conn
-        self.read_conn = self.router.read_conn
-        if self.queue and not self.closed:
-            # Replies are still due, some maybe from the lease: the client's next commands
-            # for that node must not overtake them on a shared connection. They wait.
-            self.start_drain([])
-        else:
-            self._reroute()
-        if lease is not None:
-            self.cluster.leases.release(lease, unwatch)
-
-    def start_drain(self, held: Batch) -> None:
-        """From now on commands wait (``held`` first) until every reply before them is in."""
-        self.held = held
-        self.enter_mode(self.drain_batch)
-
-    def drain_batch(self, commands: Batch) -> None:
-        """The draining mode: commands wait until every reply before them is in (``flush``
-        then routes them), so that none overtakes a request still on the former lease."""
-        assert self.held is not None
-        self.held.extend(commands)
-        if len(self.held) >= self.max_pending:
-            self._stop_reading()
-
-    def _end_drain(self) -> None:
-        """Every reply before the held commands is out: route them now."""
-        held, error = self.held or [], self.held_error
-        self.held = self.held_error = None
-        self.leave_mode()
-        if held:
-            self.on_commands(held)
-        if self.held is not None:  # a blocking command among them started a new drain
-            self.held_error = error
-            return
-        if error == CLOSE_SILENTLY:
-            self.close()
-        elif error is not None:
-            self.reply_local(error)
-            self._stop_reading(closing=True)
-        elif self.closing:
-            self._stop_reading(closing=True)
-        elif not self.reading and not self.eof:
-            self._resume_reading()
-
-    def on_lease_lost(self) -> None:
-        """``Holder``: the leased connection is gone, and the watches on it."""
-        self.lease = None
-        self.watch_broken = True
-        self.slot_conn = self.router.slot_conn
-        self.read_conn = self.router.read_conn
-        self._reroute()
-
-    # -- blocking commands: on a leased connection (rproxy/net/blocking.py) -----------------------
-    def unblock(self, client_id: int, error: bool) -> None:
-        """CLIENT UNBLOCK of a proxy client: ``CLIENT UNBLOCK <its lease's id on the node>``
-        to that node (the node answers :1 and ends the block, as one Redis would), or :0 when
-        that client is not blocked. Never sent again elsewhere: on another node the id names
-        another connection."""
-        target = self.host.session_by_id(client_id)
-        call = target.blocked if target is not None else None
-        lease = call.lease if call is not None and call[REPLY] is None else None
-        backend_id = self.cluster.leases.backend_id(lease) if lease is not None else None
-        if lease is None or backend_id is None:
-            self.reply_local(b":0\r\n")
-            return
-        command = encode_command([b"CLIENT", b"UNBLOCK", b"%d" % backend_id,
-                                  b"ERROR" if error else b"TIMEOUT"])
-        request = RawRequest(self, _first)
-        self.queue.append(request)
-        self.cluster.conn_for_addr(lease.addr).send(request.child(0, command), command)
-
-    def call_blocking(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> None:
-        """A blocking command, on a connection of its own. As on one Redis, it runs after the
-        client's earlier commands and before its later ones: it waits for the replies before
-        it, and what follows waits for its reply (the draining mode)."""
-        if self.queue:
-            self.start_drain([(argv, enc)])
-            return
-        slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
-        if slot == SEVERAL_SLOTS:  # as a Redis Cluster node answers
-            self.reply_local(errors.CROSSSLOT)
-            return
-        router = self.router
-        if slot < 0:
-            if not router.master_slots:
-                self.reply_local(errors.NO_TOPOLOGY)
-                return
-            slot = router.master_slots[self.id % len(router.master_slots)]
-        cfg = self.host.config.cluster
-        call = BlockingCall(self, enc, slot, self.cluster.leases, router, self.cluster,
-                            self.reactor, cfg.max_redirects, cfg.failover_hold_s,
-                            cfg.retry_backoff_s)
-        self.queue.append(call)
-        self.blocked = call
-        call.start()
-        self.start_drain([])
-
-    # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
-    def tx_batch(self, commands: Batch) -> None:
-        """Queue the commands of a transaction (rproxy/core/transaction.py) until EXEC,
-        DISCARD or RESET ends it; the rest of the batch goes back to the stateless mode."""
-        table = self.router.table
-        batch = iter(commands)
-        for argv, enc in batch:
-            tx = self.client.multi
-            assert tx is not None
-            info = table.lookup(argv)
-            name = info.name
-            if name not in NOT_QUEUED:
-                self.reply_local(tx.queue(info, argv, enc))
-                continue
-            error = command_error(info, argv)
-            if name == b"EXEC":
-                self.client.multi = None
-                self.client.watch_slot = -1
-                if error is not None:  # EXEC itself refused: the transaction is discarded
-                    self.reply_local(exec_aborted_by(error))
-                    self.end_watch(unwatch=True)
-                else:
-                    self.exec_transaction(tx)
-            elif error is not None:  # flags the transaction, as any refused command
-                tx.aborted = True
-                self.reply_local(error)
-            elif name == b"DISCARD":  # drops the watches too
-                self.client.multi = None
-                self.client.watch_slot = -1
-                self.reply_local(resp.OK)
-                self.end_watch(unwatch=True)
-            elif name == b"MULTI":
-                self.reply_local(errors.MULTI_NESTED)
-            elif name == b"WATCH":
-                self.reply_local(errors.WATCH_IN_MULTI)
-            else:  # QUIT, RESET: as outside a transaction (RESET discards it)
-                self.dispatch(argv, enc)
-            if self.closing:
-                return
-            if self.client.multi is None:
-                if self.on_commands == self.tx_batch:  # (not if a drain follows)
-                    self.leave_mode()
-                rest = list(batch)
-                if rest:
-                    self.on_commands(rest)
-                return
-
-    def end_watch(self, unwatch: bool) -> None:
-        """The transaction is over: give back the lease, if any (its watches are dropped)."""
-        self.watch_broken = False
-        if self.lease is not None:
-            self.give_back_lease(unwatch)
-
-    def exec_transaction(self, tx: Transaction) -> None:
-        """EXEC: the block runs on the master of the transaction's slot (a keyless one on any
-        master), in one piece on its shared connection (rproxy/net/transaction.py) -- or on
-        the client's lease after WATCH, where a block the node refused answers nil."""
-        if tx.aborted or self.watch_broken:
-            self.reply_local(errors.EXECABORT if tx.aborted else errors.WATCH_NIL)
-            self.end_watch(unwatch=True)
-            return
-        lease = self.lease
-        if lease is not None:  # even an empty transaction: a watched key may have changed
-            cfg = self.host.config.cluster
-            block = TxBlock(self, tx.block(), tx.slot, self.router, self.cluster, self.reactor,
-                            cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s,
-                            watched=True)
-            self.queue.append(block)
-            block.send(lease)
-            # Given back at once: whatever the node answers to the block (the EXEC array, or
-            # a refusal that discards the transaction) drops the watches, and the block is
-            # ahead of anything a later holder sends on the connection.
-            self.give_back_lease(unwatch=False)
-            return
-        reply = tx.exec_reply()
-        router = self.router
-        if reply is None and not router.master_slots:
-            reply = errors.NO_TOPOLOGY
-        if reply is not None:
-            self.reply_local(reply)
-            return
-        slot = tx.slot
-        if slot < 0:  # keyless: spread over the masters by client
-            slot = router.master_slots[self.id % len(router.master_slots)]
-        cfg = self.host.config.cluster
-        block = TxBlock(self, tx.block(), slot, router, self.cluster, self.reactor,
-                        cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s)
-        self.queue.append(block)
-        block.send()
 
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
@@ -780,7 +528,3 @@ class ClientSession:
         if self.blocked is not None and self.blocked[REPLY] is None:
             self.blocked.abandon()  # the node ends the block: nothing is popped for nobody
         self.host.on_session_closed(self)
-
-
-def _first(parts: list[bytes]) -> bytes:
-    return parts[0]
