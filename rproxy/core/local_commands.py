@@ -76,6 +76,10 @@ class ProxyView(Protocol):
     @property
     def process_id(self) -> int: ...
     @property
+    def run_id(self) -> str: ...  # 40 hex digits, new at every start (as Redis's)
+    @property
+    def arch_bits(self) -> int: ...
+    @property
     def os_name(self) -> str: ...
     @property
     def uptime_s(self) -> int: ...
@@ -322,7 +326,7 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     master; Keyspace with the totals over every master (one ``INFO stats keyspace`` each)."""
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
-    names = ["server", "clients", "proxy", "stats", "keyspace"]
+    names = ["server", "clients", "proxy", "stats", "replication", "cluster", "keyspace"]
     chosen = [n for n in names if every or n in wanted]
 
     def figures(section: str) -> list[tuple[str, object]]:
@@ -338,7 +342,10 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                     ("cluster_enabled", 0),
                     ("rproxy_version", view.proxy_version),
                     ("os", view.os_name),
+                    ("arch_bits", view.arch_bits),
+                    ("multiplexing_api", "epoll"),
                     ("process_id", view.process_id),
+                    ("run_id", view.run_id),
                     ("tcp_port", view.port),
                     ("uptime_in_seconds", view.uptime_s),
                     ("uptime_in_days", view.uptime_s // 86400),
@@ -359,6 +366,10 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                     ("slotmap_refreshes", view.stat("slotmap_refreshes")),
                     ("outcome_unknown_errors", view.stat("outcome_unknown_errors")),
                 ]))
+            elif name == "replication":  # one standalone master, as the client sees it
+                sections.append(("Replication", [("role", "master"), ("connected_slaves", 0)]))
+            elif name == "cluster":
+                sections.append(("Cluster", [("cluster_enabled", 0)]))
             elif name == "keyspace":
                 rows = merge.sum_keyspace(parts or [])
                 sections.append(("Keyspace", [

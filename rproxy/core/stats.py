@@ -26,6 +26,7 @@ class Stat:
 STATS: tuple[Stat, ...] = (
     # -- clients (the server) ------------------------------------------------------------------
     Stat("connected_clients", GAUGE, "clients", "client connections open now"),
+    Stat("blocked_clients", GAUGE, "clients", "clients waiting in a blocking command"),
     Stat("total_connections_received", COUNTER, "stats", "client connections accepted"),
     Stat("total_commands_processed", COUNTER, "stats", "commands received from clients"),
     Stat("rejected_connections", COUNTER, "stats",

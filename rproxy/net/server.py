@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -58,10 +60,12 @@ class ProxyView:
 
     proxy_version = __version__
     os_name = os.uname().sysname
+    arch_bits = struct.calcsize("P") * 8
 
     def __init__(self, server: ProxyServer) -> None:
         self._server = server
         self.process_id = os.getpid()
+        self.run_id = secrets.token_hex(20)
         self.max_clients = server.config.limits.max_clients
         self.read_from = server.router.read_from
 
@@ -231,6 +235,8 @@ class ProxyServer:
 GAUGES: dict[str, Callable[[ProxyServer], int]] = {
     # How each GAUGE of rproxy.core.stats.STATS is read (tests/unit/test_stats.py: all of them).
     "connected_clients": lambda s: len(s.sessions),
+    "blocked_clients": lambda s: sum(1 for c in s.sessions.values()
+                                     if c.blocked is not None and c.blocked[0] is None),  # REPLY
     "backend_connections": lambda s: len(s.cluster.connections()),
     "held_requests": lambda s: s.cluster.held(),
     "slotmap_epoch": lambda s: s.router.map_epoch,

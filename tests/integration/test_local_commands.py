@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import redis
 import pytest
 
 from rproxy.core.slots import key_slot
-from tests.support import node_client, raw_exchange
+from tests.support import node_client, raw_exchange, wait_until
 
 
 def test_ping_echo(proxy, r: redis.Redis) -> None:
@@ -158,3 +160,25 @@ def test_refused_commands_say_why(r: redis.Redis, cmd: list[str]) -> None:
 def test_unknown_command_is_redis_text(proxy) -> None:
     got, _ = raw_exchange(proxy.port, b"NOSUCH a b\r\n", until=b"\r\n")
     assert got == b"-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n"
+
+
+def test_info_has_the_fields_clients_read_at_connect(proxy) -> None:
+    """redis-py's own test suite reads arch_bits at start-up; clients read role and
+    redis_mode to know they talk to a standalone master; blocked_clients counts blocks."""
+    r = redis.Redis(port=proxy.port, protocol=2)
+    blocker = redis.Redis(port=proxy.port, protocol=2)
+    try:
+        info = r.info()
+        assert info["arch_bits"] in (32, 64) and len(info["run_id"]) == 40
+        assert info["role"] == "master" and info["connected_slaves"] == 0
+        assert info["redis_mode"] == "standalone" and info["cluster_enabled"] == 0
+        assert r.info("clients")["blocked_clients"] == 0
+        done = threading.Thread(target=lambda: blocker.blpop(["{info}:nothing"], timeout=3))
+        done.start()
+        wait_until(lambda: r.info("clients")["blocked_clients"] == 1, 5, "one blocked client")
+        r.rpush("{info}:nothing", "x")
+        done.join(5)
+        assert r.info("clients")["blocked_clients"] == 0
+    finally:
+        r.close()
+        blocker.close()

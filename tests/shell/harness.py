@@ -436,6 +436,8 @@ class StubView:
     """A ``rproxy.core.local_commands.ProxyView`` with fixed values."""
 
     proxy_version = "0.0.0-test"
+    run_id = "0" * 40
+    arch_bits = 64
     redis_version = "7.0.0"
     port = 0
     os_name = "Linux"

@@ -37,6 +37,8 @@ class View:
     redis_version: str = "7.0.15"
     port: int = 7777
     process_id: int = 42
+    run_id: str = "ab" * 20
+    arch_bits: int = 64
     os_name: str = "Linux"
     uptime_s: int = 90061
     max_clients: int = 10000
