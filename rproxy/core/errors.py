@@ -20,6 +20,12 @@ def proto_expected_dollar(got: int) -> bytes:
     return b"-ERR Protocol error: expected '$', got '" + bytes([got]) + b"'\r\n"
 
 
+def error_reply(text: bytes) -> bytes:
+    """``-<text>\r\n``, with CR and LF in the text turned into spaces (as Redis's
+    addReplyErrorLength does), so that a name or argument can never break the framing."""
+    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+
+
 # -- commands (src/server.c processCommand) ------------------------------------------------------
 def unknown_command(argv: list[bytes]) -> bytes:
     """``-ERR unknown command '<name>', with args beginning with: '<a>' '<b>' ``.
@@ -34,21 +40,21 @@ def unknown_command(argv: list[bytes]) -> bytes:
             break
         args += b"'" + arg.split(b"\0", 1)[0][: 128 - len(args)] + b"' "
     text = b"ERR unknown command '" + name + b"', with args beginning with: " + args
-    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+    return error_reply(text)
 
 
 def unknown_subcommand(container: bytes, sub: bytes) -> bytes:
     text = (
         b"ERR unknown subcommand '" + sub[:128] + b"'. Try " + container.upper() + b" HELP."
     )
-    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+    return error_reply(text)
 
 
 def subcommand_syntax(container: bytes, sub: bytes) -> bytes:
     """src/networking.c addReplySubcommandSyntaxError."""
     text = (b"ERR unknown subcommand or wrong number of arguments for '" + sub[:128]
             + b"'. Try " + container.upper() + b" HELP.")
-    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+    return error_reply(text)
 
 
 def wrong_arity(name: bytes) -> bytes:
@@ -168,4 +174,4 @@ def merge_failed(exc: BaseException) -> bytes:
 def not_supported(name: bytes, why: str) -> bytes:
     """A command the proxy refuses by policy; ``why`` says the reason in plain words."""
     text = b"ERR rproxy: '" + name.lower()[:64] + b"' is not supported: " + why.encode()
-    return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+    return error_reply(text)

@@ -16,6 +16,7 @@ from tests.shell.harness import (
     BackendBench,
     FakeBackend,
     RecordingOwner,
+    ReplySink,
     backend_bench,
     wait_until,
 )
@@ -51,6 +52,19 @@ async def send_batch(bench: BackendBench, fb: FakeBackend, tag: int) -> list[lis
     bench.send(fb, reqs)
     await fb.expect(b"".join(r[DATA] for r in reqs))
     return reqs
+
+
+async def two_gets_sent(bench: BackendBench
+                        ) -> tuple[RecordingOwner, FakeBackend, ReplySink, list[list[object]]]:
+    """A connection with a recording owner, and ``GET a``, ``GET b`` sent and received by its
+    fake backend."""
+    owner = RecordingOwner()
+    fb = bench.backend(owner)
+    sink = bench.sink()
+    reqs = [sink.request("GET", "a"), sink.request("GET", "b")]
+    bench.send(fb, reqs)
+    await fb.expect(b"".join(r[DATA] for r in reqs))
+    return owner, fb, sink, reqs
 
 
 async def test_requests_go_out_concatenated_in_order() -> None:
@@ -250,12 +264,7 @@ async def test_reply_with_no_request_fails_the_connection() -> None:
 
 async def test_more_replies_than_requests_fails_the_connection() -> None:
     async with backend_bench() as bench:
-        owner = RecordingOwner()
-        fb = bench.backend(owner)
-        sink = bench.sink()
-        reqs = [sink.request("GET", "a"), sink.request("GET", "b")]
-        bench.send(fb, reqs)
-        await fb.expect(b"".join(r[DATA] for r in reqs))
+        owner, fb, sink, reqs = await two_gets_sent(bench)
         await fb.send(b":1\r\n:2\r\n:3\r\n")
         await wait_until(lambda: owner.lost, "on_lost")
         lost = owner.lost[0]
@@ -279,12 +288,7 @@ async def test_more_replies_than_requests_fails_the_connection() -> None:
 ], ids=lambda g: repr(g)[2:-1])
 async def test_garbage_fails_the_connection_not_the_reactor(garbage: bytes) -> None:
     async with backend_bench() as bench:
-        owner = RecordingOwner()
-        fb = bench.backend(owner)
-        sink = bench.sink()
-        reqs = [sink.request("GET", "a"), sink.request("GET", "b")]
-        bench.send(fb, reqs)
-        await fb.expect(b"".join(r[DATA] for r in reqs))
+        owner, fb, sink, reqs = await two_gets_sent(bench)
         await fb.send(garbage)
         await wait_until(lambda: owner.lost, "on_lost")
         assert len(owner.lost) == 1
@@ -311,12 +315,7 @@ async def test_backend_busy_past_max_pending() -> None:
 
 async def test_reply_then_close_delivers_the_reply_first() -> None:
     async with backend_bench() as bench:
-        owner = RecordingOwner()
-        fb = bench.backend(owner)
-        sink = bench.sink()
-        reqs = [sink.request("GET", "a"), sink.request("GET", "b")]
-        bench.send(fb, reqs)
-        await fb.expect(b"".join(r[DATA] for r in reqs))
+        owner, fb, sink, reqs = await two_gets_sent(bench)
         await fb.send(b"$1\r\n1\r\n", settle=False)
         fb.close()  # the reply and the end, before the proxy reads either
         await wait_until(lambda: owner.lost, "on_lost")
