@@ -24,11 +24,18 @@ def test_two_workers_share_the_port_and_stop_cleanly(cluster) -> None:
         wait_until(lambda: redis.Redis(port=port, protocol=2).ping(), 30, "workers up")
         pids: set[int] = set()
         clients = []
-        for i in range(40):  # the kernel spreads new connections over the workers
+
+        def connect_once() -> bool:
+            """One more client; the kernel spreads new connections over the workers that
+            listen (the second may still be starting when the first answers)."""
+            i = len(clients)
             c = redis.Redis(port=port, protocol=2, single_connection_client=True)
             clients.append(c)
             pids.add(int(c.info("server")["process_id"]))
             assert c.set(f"wk:{i}", i) and c.get(f"wk:{i}") == str(i).encode()
+            return len(clients) >= 40 and len(pids) == 2
+
+        wait_until(connect_once, 30, "40 clients served by both workers")
         assert len(pids) == 2, pids
         assert p.pid not in pids  # the supervisor itself serves nobody
         for c in clients:
