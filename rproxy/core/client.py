@@ -3,9 +3,9 @@
 ``ClientState`` is the part of a client connection that commands read and change: its id, its
 name, whether it asked to be closed (QUIT), the protocol version it speaks, its transaction. The commands the
 proxy answers itself (rproxy/core/local_commands.py) take it as an argument; the session that
-owns the socket (rproxy/net/session.py) acts on what they changed. The per-client modes to come
-(subscribed, blocked, authenticated) belong here too, so that they can be
-tested with plain values.
+owns the socket (rproxy/net/session.py) acts on what they changed. Its pub/sub subscriptions
+are here (rproxy.core.pubsub); the modes to come (authenticated) belong here too, so that they
+can be tested with plain values.
 
 ``ClientInfo`` is one row of ``CLIENT LIST``: what the session reports about itself.
 """
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rproxy.core.pubsub import Subscriptions
 from rproxy.core.transaction import Transaction
 
 
 class ClientState:
-    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot")
+    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs")
 
     def __init__(self, client_id: int) -> None:
         self.id = client_id
@@ -27,6 +28,12 @@ class ClientState:
         self.protocol = 2  # RESP version (HELLO); only 2 is spoken yet
         self.multi: Transaction | None = None  # between MULTI and EXEC/DISCARD
         self.watch_slot = -1  # the slot of the keys WATCHed (until EXEC, DISCARD, UNWATCH)
+        self.subs: Subscriptions | None = None  # its pub/sub subscriptions, once it has any
+
+    @property
+    def subscribed(self) -> bool:
+        """In the subscribed mode (rproxy.core.pubsub): it has a subscription."""
+        return self.subs is not None and self.subs.total > 0
 
     def reset(self) -> None:
         """RESET (src/networking.c resetCommand): back to a fresh connection's state; the id
@@ -35,6 +42,7 @@ class ClientState:
         self.protocol = 2
         self.multi = None
         self.watch_slot = -1
+        self.subs = None
 
 
 @dataclass(frozen=True, slots=True)

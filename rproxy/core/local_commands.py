@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rproxy.core import errors, merge, resp, stats
+from rproxy.core import errors, merge, pubsub, resp, stats
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
@@ -26,11 +26,13 @@ Merge = Callable[[list[bytes]], bytes]
 
 @dataclass(frozen=True, slots=True)
 class AllMasters:
-    """Send ``command`` (encoded) to every master; ``merge`` builds the reply."""
+    """Send ``command`` (encoded) to every master (or every node, replicas included);
+    ``merge`` builds the reply."""
 
     command: bytes
     merge: Merge
     readonly: bool
+    every_node: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,20 @@ class Unblock:
     error: bool
 
 
-Reply = bytes | AllMasters | ToSlot | ToLease | Unblock
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """(P|S)(UN)SUBSCRIBE changed the client's subscriptions: ``names`` of ``kind`` are new
+    for it (``subscribe``) or dropped. The session tells the proxy's shared subscriptions
+    (rproxy/net/pubsub.py); ``reply`` answers the client -- after a new subscription is
+    confirmed by the node."""
+
+    kind: int
+    subscribe: bool
+    names: list[bytes]
+    reply: bytes
+
+
+Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe
 
 
 class ProxyView(Protocol):
@@ -91,6 +106,8 @@ class ProxyView(Protocol):
     def masters(self) -> int: ...  # how many masters serve slots
     @property
     def map_epoch(self) -> int: ...  # the slot map's version (SCAN cursors carry it)
+    @property
+    def pubsub(self) -> pubsub.PubSubView: ...  # the proxy's shared subscriptions
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -141,6 +158,8 @@ def _why(container: bytes) -> str:
 def _ping(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.wrong_arity(b"ping")
+    if c.subscribed:
+        return pubsub.subscribed_pong(argv)
     return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
 
 
@@ -438,7 +457,123 @@ def _scan(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return ToSlot(anchor, resp.encode_command(argv2), rewrite)
 
 
+# -- Pub/Sub (rproxy.core.pubsub; the shared subscriptions: rproxy/net/pubsub.py) ----------------
+def _subscription(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms. Shard channels must share a
+    slot, as on a Redis Cluster node."""
+    kind, sub = pubsub.SUBSCRIBE_COMMANDS[argv[0].upper()]
+    names = argv[1:]
+    if kind == pubsub.SHARD and names and common_slot(names) == SEVERAL_SLOTS:
+        return errors.CROSSSLOT
+    if c.subs is None:
+        c.subs = pubsub.Subscriptions()
+    if sub:
+        reply, changed = pubsub.subscribe(c.subs, kind, names)
+    else:
+        reply, changed = pubsub.unsubscribe(c.subs, kind, names)
+    return Subscribe(kind, sub, changed, reply)
+
+
+def _publish(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """PUBLISH on the master of slot 0 (where the proxy's subscriptions to channels and
+    patterns are), SPUBLISH on the master of the channel's slot: the node counts each of the
+    proxy's own subscriptions there as one receiver; the reply counts the proxy's clients
+    instead, as one Redis would (plus whoever subscribed on that node directly)."""
+    channel = argv[1]
+    shard = argv[0].upper() == b"SPUBLISH"
+    slot = key_slot(channel) if shard else pubsub.PUBLISH_SLOT
+
+    def count(parts: list[bytes]) -> bytes:
+        raw = parts[0]
+        n = resp.string2ll(raw[1:-2]) if raw[:1] == b":" else None
+        if n is None:
+            return raw
+        ps = view.pubsub
+        n += ps.receivers(channel, shard) - ps.carried_at(slot, channel, shard)
+        return resp.integer(max(n, 0))
+
+    return ToSlot(slot, resp.encode_command(argv), count)
+
+
+def _pubsub_channels(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """PUBSUB CHANNELS / SHARDCHANNELS [pattern]: what every node knows, with the proxy's
+    own clients' channels."""
+    kind = pubsub.SHARD if argv[1].upper() == b"SHARDCHANNELS" else pubsub.CHANNEL
+    pattern = argv[2] if len(argv) > 2 else None
+
+    def union(parts: list[bytes]) -> bytes:
+        error = merge.first_error(parts)
+        if error is not None:
+            return error
+        seen: dict[bytes, None] = {}
+        for raw in parts:
+            for name in resp.parse_reply(raw):  # type: ignore[attr-defined]
+                seen[name] = None
+        for name in view.pubsub.names(kind):
+            if pattern is None or pubsub.matches(pattern, name):
+                seen[name] = None
+        ps = view.pubsub
+        out = [n for n in seen if ps.count(kind, n) or not ps.is_placed(kind, n)]
+        return resp.array([resp.bulk(n) for n in out])
+
+    return AllMasters(resp.encode_command(argv), union, True, every_node=True)
+
+
+def _pubsub_numsub(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """PUBSUB NUMSUB / SHARDNUMSUB [channel ...]: summed over the nodes, each proxy client
+    counted instead of the proxy's one subscription."""
+    kind = pubsub.SHARD if argv[1].upper() == b"SHARDNUMSUB" else pubsub.CHANNEL
+    channels = argv[2:]
+
+    def total(parts: list[bytes]) -> bytes:
+        error = merge.first_error(parts)
+        if error is not None:
+            return error
+        sums = [0] * len(channels)
+        for raw in parts:
+            flat = resp.parse_reply(raw)
+            for i in range(len(channels)):
+                sums[i] += flat[2 * i + 1]  # type: ignore[index]
+        ps = view.pubsub
+        out = []
+        for name, n in zip(channels, sums):
+            n += ps.count(kind, name) - (1 if ps.is_placed(kind, name) else 0)
+            out += [resp.bulk(name), resp.integer(max(n, 0))]
+        return resp.array(out)
+
+    return AllMasters(resp.encode_command(argv), total, True, every_node=True)
+
+
+def _pubsub_numpat(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """PUBSUB NUMPAT: the nodes' patterns, the proxy's counted once each (as one Redis
+    counts a pattern however many clients use it)."""
+
+    def total(parts: list[bytes]) -> bytes:
+        error = merge.first_error(parts)
+        if error is not None:
+            return error
+        n = sum(resp.parse_reply(raw) for raw in parts)  # type: ignore[misc]
+        ps = view.pubsub
+        return resp.integer(max(n - ps.placed(pubsub.PATTERN) + len(ps.names(pubsub.PATTERN)),
+                                0))
+
+    return AllMasters(resp.encode_command(argv), total, True, every_node=True)
+
+
 _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] = {
+    b"SUBSCRIBE": _subscription,
+    b"UNSUBSCRIBE": _subscription,
+    b"PSUBSCRIBE": _subscription,
+    b"PUNSUBSCRIBE": _subscription,
+    b"SSUBSCRIBE": _subscription,
+    b"SUNSUBSCRIBE": _subscription,
+    b"PUBLISH": _publish,
+    b"SPUBLISH": _publish,
+    b"PUBSUB|CHANNELS": _pubsub_channels,
+    b"PUBSUB|SHARDCHANNELS": _pubsub_channels,
+    b"PUBSUB|NUMSUB": _pubsub_numsub,
+    b"PUBSUB|SHARDNUMSUB": _pubsub_numsub,
+    b"PUBSUB|NUMPAT": _pubsub_numpat,
     b"SCAN": _scan,
     b"PING": _ping,
     b"ECHO": _echo,

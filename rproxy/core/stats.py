@@ -27,10 +27,14 @@ STATS: tuple[Stat, ...] = (
     # -- clients (the server) ------------------------------------------------------------------
     Stat("connected_clients", GAUGE, "clients", "client connections open now"),
     Stat("blocked_clients", GAUGE, "clients", "clients waiting in a blocking command"),
+    Stat("pubsub_clients", GAUGE, "clients", "clients in the subscribed mode"),
     Stat("total_connections_received", COUNTER, "stats", "client connections accepted"),
     Stat("total_commands_processed", COUNTER, "stats", "commands received from clients"),
     Stat("rejected_connections", COUNTER, "stats",
          "client connections refused because max_clients was reached"),
+    Stat("pubsub_channels", GAUGE, "stats", "channels with a subscribed client"),
+    Stat("pubsub_patterns", GAUGE, "stats", "patterns with a subscribed client"),
+    Stat("pubsubshard_channels", GAUGE, "stats", "shard channels with a subscribed client"),
     # -- backends and failover (the cluster manager and the shared pool) ----------------------
     Stat("backend_connections", GAUGE, "proxy", "backend connections open or opening"),
     Stat("held_requests", GAUGE, "proxy",
@@ -50,6 +54,10 @@ STATS: tuple[Stat, ...] = (
          "dedicated backend connections leased to a client now (a WATCH until its EXEC)"),
     Stat("leases_refused", COUNTER, "proxy",
          "leases refused because cluster.max_leases_per_node was reached"),
+    Stat("subscriber_connections", GAUGE, "proxy",
+         "backend connections carrying the proxy's pub/sub subscriptions (one per node)"),
+    Stat("pubsub_messages", COUNTER, "proxy",
+         "pub/sub messages received from the nodes for subscribed clients"),
 )
 
 COUNTERS = tuple(s.name for s in STATS if s.kind == COUNTER)
@@ -68,6 +76,7 @@ class Stats:
     outcome_unknown_errors: int
     slotmap_refreshes: int
     leases_refused: int
+    pubsub_messages: int
 
     def __init__(self) -> None:
         for name in COUNTERS:

@@ -32,7 +32,8 @@ EXEC = encode_command([b"EXEC"])
 
 # Commands the proxy answers itself that a backend answers the same way inside a transaction:
 # they are queued and run by the master with the others.
-_SENT_AS_IS = frozenset({b"PING", b"ECHO", b"SELECT", b"UNWATCH"})
+# (PUBLISH inside MULTI answers the node's count: the proxy's subscription counts as one.)
+_SENT_AS_IS = frozenset({b"PING", b"ECHO", b"SELECT", b"UNWATCH", b"PUBLISH", b"SPUBLISH"})
 # Redis runs these at once even inside MULTI (processCommand); the session handles them.
 NOT_QUEUED = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
 
@@ -61,7 +62,8 @@ class Transaction:
         return QUEUED
 
     def _slot_error(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
-        if info.route not in (Route.KEYED, Route.LEASED, Route.REFUSED):
+        if info.route not in (Route.KEYED, Route.LEASED, Route.REFUSED) \
+                and info.name != b"SPUBLISH":  # (its channel is routed as a key)
             return None
         slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
         if slot == SEVERAL_SLOTS or (slot >= 0 and self.slot >= 0 and slot != self.slot):

@@ -34,10 +34,11 @@ from rproxy.core.topology import (
     parse_cluster_shards,
     parse_cluster_slots,
 )
-from rproxy.net.backend import CLOSED, CONNECTING, READY, BackendConnection
+from rproxy.net.backend import CLOSED, CONNECTING, READY, BackendConnection, Owner
 from rproxy.net.control import ControlError, control_command
 from rproxy.net.lease import LeasePool
 from rproxy.net.pool import SharedPool
+from rproxy.net.pubsub import PubSubHub
 from rproxy.net.reactor import Reactor
 from rproxy.net.router import Router
 
@@ -56,6 +57,7 @@ class ClusterManager:
         self.stats = stats
         self.pool = SharedPool(config, reactor, router, stats, self)
         self.leases = LeasePool(self, self.pool, stats, config.cluster.max_leases_per_node)
+        self.pubsub = PubSubHub(self, router, reactor, stats, config.cluster.retry_backoff_s)
         self.slotmap: SlotMap | None = None
         self.conns: dict[Addr, list[BackendConnection]] = {}
         self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections
@@ -237,10 +239,11 @@ class ClusterManager:
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s, delay)
         return conn
 
-    def open_connection(self, addr: Addr, owner: LeasePool) -> BackendConnection:
-        """A new connection to ``addr`` owned by ``owner`` (a lease), outside the tables."""
-        conn = BackendConnection(addr, owner, self.reactor,
-                                 self.config.limits.max_pending_per_backend)
+    def open_connection(self, addr: Addr, owner: Owner,
+                        cls: type[BackendConnection] = BackendConnection) -> BackendConnection:
+        """A new connection to ``addr`` owned by ``owner`` (a lease, the pub/sub hub),
+        outside the tables."""
+        conn = cls(addr, owner, self.reactor, self.config.limits.max_pending_per_backend)
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s)
         return conn
@@ -330,6 +333,7 @@ class ClusterManager:
         out = [c for conns in self.conns.values() for c in conns if c.state != CLOSED]
         out.extend(c for c in self.replica_conns.values() if c.state != CLOSED)
         out.extend(self.leases.connections())
+        out.extend(self.pubsub.connections())
         return out
 
     def held(self) -> int:
@@ -393,6 +397,7 @@ class ClusterManager:
         """Close every backend connection (shutdown); requests still pending get an error."""
         self.closing = True
         self.leases.close()
+        self.pubsub.close()
         for c in self.connections():
             c.close()
         self.conns.clear()

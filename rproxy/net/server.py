@@ -23,6 +23,7 @@ import trio
 from rproxy import __version__
 from rproxy.core import errors
 from rproxy.core.client import ClientInfo
+from rproxy.core.pubsub import PubSubView
 from rproxy.core.config import Config
 from rproxy.core.stats import Stats
 from rproxy.net.cluster import ClusterManager
@@ -88,6 +89,10 @@ class ProxyView:
     @property
     def map_epoch(self) -> int:
         return self._server.router.map_epoch
+
+    @property
+    def pubsub(self) -> PubSubView:
+        return self._server.cluster.pubsub
 
     def stat(self, name: str) -> int:
         gauge = GAUGES.get(name)
@@ -228,7 +233,8 @@ class ProxyServer:
             self.now = time.monotonic()
             if idle:
                 for session in list(self.sessions.values()):
-                    if not session.queue and self.now - session.last_active > idle:
+                    if (not session.queue and self.now - session.last_active > idle
+                            and not session.client.subscribed):  # (as Redis: subscribers stay)
                         session.close()
 
 
@@ -244,4 +250,9 @@ GAUGES: dict[str, Callable[[ProxyServer], int]] = {
     "unreachable_nodes": lambda s: len(s.cluster.down_since),
     "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
     "leased_connections": lambda s: s.cluster.leases.leased,
+    "pubsub_clients": lambda s: sum(1 for c in s.sessions.values() if c.client.subscribed),
+    "pubsub_channels": lambda s: len(s.cluster.pubsub.subscribers[0]),
+    "pubsub_patterns": lambda s: len(s.cluster.pubsub.subscribers[1]),
+    "pubsubshard_channels": lambda s: len(s.cluster.pubsub.subscribers[2]),
+    "subscriber_connections": lambda s: len(s.cluster.pubsub.connections()),
 }

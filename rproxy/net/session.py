@@ -36,7 +36,8 @@ from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.local_commands import AllMasters, ProxyView, ToLease, ToSlot
+from rproxy.core.local_commands import AllMasters, ProxyView, Subscribe, ToLease, ToSlot
+from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
@@ -44,6 +45,7 @@ from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.stats import Stats
+from rproxy.core.transaction import command_error
 from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.blocking import BlockingCall
 from rproxy.net.cluster import ClusterManager
@@ -278,11 +280,15 @@ class ClientSession(StatefulModes):
         """A command the proxy answers itself (rproxy/core/local_commands.py): a function of
         the client's state, the arguments and a read-only view of the proxy; the session
         carries out what it returns."""
+        subs = self.client.subs
         result = local_commands.run(self.client, info, argv, self.host.view)
         if isinstance(result, bytes):
             self.reply_local(result)
+        elif isinstance(result, Subscribe):
+            self.subscription(result)
         elif isinstance(result, AllMasters):
-            fan = self.fan_out(result.command, result.merge, result.readonly)
+            fan = self.fan_out(result.command, result.merge, result.readonly,
+                               result.every_node)
             if isinstance(fan, list):  # a request (FanOut)
                 self.queue.append(fan)
             else:
@@ -295,12 +301,62 @@ class ClientSession(StatefulModes):
             self.watch(result.slot, result.command)
         else:
             self.unblock(result.client_id, result.error)
+        if subs is not None and self.client.subs is None:  # RESET: every subscription goes
+            self.cluster.pubsub.remove_all(self, subs)
         if self.client.quit:
             self.closing = True
+        elif self.client.subscribed != (self.on_commands == self.pubsub_batch):
+            if self.client.subscribed:
+                self.enter_mode(self.pubsub_batch)
+                self.output_limit = self.host.config.limits.pubsub_output_buffer_limit
+            else:
+                self.leave_mode()
+                self.output_limit = self.host.config.limits.output_buffer_limit
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
             self.enter_mode(self.tx_batch)
         elif self.client.watch_slot < 0 and (self.lease is not None or self.watch_broken):
             self.end_watch(unwatch=True)  # UNWATCH, RESET
+
+    # -- pub/sub: the subscribed mode (rproxy/core/pubsub.py, rproxy/net/pubsub.py) ----------
+    def subscription(self, change: Subscribe) -> None:
+        """(P|S)(UN)SUBSCRIBE: tell the proxy's shared subscriptions what changed. A new
+        subscription is answered once the node confirmed it; the rest at once."""
+        hub = self.cluster.pubsub
+        if not change.subscribe:
+            if change.names:
+                hub.remove(self, change.kind, change.names)
+            self.reply_local(change.reply)
+            return
+        req = new_request(self, b"")
+        self.queue.append(req)
+        hub.add(self, change.kind, change.names, lambda: complete(req, change.reply))
+
+    def pubsub_batch(self, commands: Batch) -> None:
+        """The subscribed mode: only (P|S)(UN)SUBSCRIBE, PING, QUIT and RESET run; the rest
+        of the batch goes back to the stateless mode once the last subscription is gone."""
+        table = self.router.table
+        batch = iter(commands)
+        for argv, enc in batch:
+            info = table.lookup(argv)
+            error = command_error(info, argv)
+            if error is None and info.name not in ALLOWED_SUBSCRIBED:
+                error = subscribed_mode_error(info.name)
+            if error is not None:
+                self.reply_local(error)
+                continue
+            self.dispatch(argv, enc)
+            if self.closing:
+                return
+            if self.on_commands != self.pubsub_batch:
+                rest = list(batch)
+                if rest:
+                    self.on_commands(rest)
+                return
+
+    def push(self, frame: bytes) -> None:
+        """``Subscriber``: a message for this client, after the replies before it."""
+        if not self.closed:
+            self.reply_local(frame)
 
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
@@ -527,4 +583,6 @@ class ClientSession(StatefulModes):
             self.give_back_lease(unwatch=True)
         if self.blocked is not None and self.blocked[REPLY] is None:
             self.blocked.abandon()  # the node ends the block: nothing is popped for nobody
+        if self.client.subs is not None:
+            self.cluster.pubsub.remove_all(self, self.client.subs)
         self.host.on_session_closed(self)
