@@ -347,7 +347,7 @@ def test_command_policy_allow_and_deny():
         (b"CLUSTER", Route.LOCAL),
         (b"KEYS", Route.ALL_MASTERS),
         (b"EXEC", Route.LOCAL),
-        (b"SUBSCRIBE", Route.REFUSED),
+        (b"SUBSCRIBE", Route.LOCAL),
     ],
 )
 def test_routes(table: CommandTable, name: bytes, route: Route):
