@@ -76,6 +76,7 @@ class LimitsSection:
     query_buffer_limit: int = 256 * 1024 * 1024
     output_buffer_limit: int = 256 * 1024 * 1024
     pubsub_output_buffer_limit: int = 32 * 1024 * 1024  # Redis's pubsub hard limit
+    max_remembered_scripts: int = 10000  # scripts (and libraries) kept to reload: scripts.py
     max_pending_per_client: int = 10000
     max_pending_per_backend: int = 100000
 

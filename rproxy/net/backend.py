@@ -264,7 +264,10 @@ class BackendConnection:
                 raise ConnectionResetError("closed during the handshake")
             replies += framer.feed(data)
         for raw in replies:
-            if raw[:1] != b"+":  # -LOADING, -MASTERDOWN, ...: not serving yet
+            # -LOADING, -MASTERDOWN, ...: not serving yet. -BUSY: serving, but running a
+            # script (or a function) for longer than its busy-reply-threshold; it answers
+            # -BUSY to every command until the script ends, as it would to a client of its own.
+            if raw[:1] != b"+" and not raw.startswith(b"-BUSY"):
                 raise ConnectionRefusedError(raw.rstrip().decode(errors="replace"))
 
     def drop_queued(self, error: bytes) -> int:

@@ -18,6 +18,7 @@ are not involved, so they are not slowed down.
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import structlog
@@ -47,6 +48,19 @@ log = structlog.get_logger("rproxy.net.cluster")
 # A connection with requests out and no reply for this long makes the proxy re-read the slot
 # map at the fast pace: a hung master is marked failed, and replaced, by the cluster.
 SUSPECT_S = 0.5
+
+
+_SCRIPT_HEAD = re.compile(rb"\*\d+\r\n\$\d+\r\n(EVAL|EVALSHA|EVAL_RO|EVALSHA_RO|FCALL|FCALL_RO)\r\n",
+                          re.IGNORECASE)
+
+
+def _runs_script(conn: BackendConnection) -> bool:
+    """Is the oldest request on ``conn`` a script or a function call?"""
+    for req in conn.fifo:
+        data = req[2]  # DATA
+        if data:  # (an ASKING's placeholder has none)
+            return _SCRIPT_HEAD.match(data, 0, 64) is not None
+    return False
 
 
 class ClusterManager:
@@ -378,6 +392,8 @@ class ClusterManager:
                 if seen.get(id(conn)) != conn.replies or not conn.stalled_since:
                     seen[id(conn)] = conn.replies
                     conn.stalled_since = now
+                elif now - conn.stalled_since > SUSPECT_S and _runs_script(conn):
+                    self._busy(conn)
                 elif now - conn.stalled_since > timeout:
                     conn.fail(TimeoutError("no reply within op_timeout_s"))
                     failed = True
@@ -392,6 +408,23 @@ class ClusterManager:
                     self.config.cluster.connections_per_node:
                 live = {id(c) for c in self.connections()}
                 seen = {k: v for k, v in seen.items() if k in live}
+
+    def _busy(self, conn: BackendConnection) -> None:
+        """The oldest request on ``conn`` is a script that has been running for a while: the
+        node is busy, not failed. Nothing more goes on ``conn`` -- a new connection takes its
+        place in the tables, where the node answers ``-BUSY`` as to any client of its own
+        until the script ends (SCRIPT KILL reaches it on a connection of its own) -- and
+        ``conn`` is left to finish: the script's reply, then what was queued behind it."""
+        log.warning("node_busy", node=f"{conn.addr[0]}:{conn.addr[1]}",
+                    waiting=len(conn.fifo))
+        conn.blocking = True  # no op-timeout: a script may run as long as it likes
+        if conn.replica:
+            if self.replica_conns.get(conn.addr) is conn:
+                self.replica_conns[conn.addr] = self._new_conn(conn.addr, replica=True)
+                self._assign_reads()
+        else:
+            self._replace(conn)
+        conn.retiring = True
 
     def close(self) -> None:
         """Close every backend connection (shutdown); requests still pending get an error."""

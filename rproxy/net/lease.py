@@ -15,8 +15,10 @@ what is lost with the connection is the holder's watch, which it is told (``Hold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
+from rproxy.core import errors
 from rproxy.core.request import DISCARD, FanOut, Request
 from rproxy.core.resp import encode_command
 from rproxy.core.stats import Stats
@@ -123,6 +125,21 @@ class LeasePool:
         out.extend(c for conns in self.idle.values() for c in conns if c.state != CLOSED)
         return out
 
+    def on_own_connections(self, owner: object, command: bytes, addrs: list[Addr],
+                           merge: Callable[[list[bytes]], bytes]) -> FanOut:
+        """Send ``command`` to each node of ``addrs``, each on a connection of its own (not
+        behind anything queued on the shared ones: SCRIPT KILL reaches a node busy with a
+        script at once); ``merge`` builds the reply of the request returned."""
+        fan = _LeasedFanOut(owner, len(addrs), merge, self)
+        for i, addr in enumerate(addrs):
+            conn = self.acquire(addr, fan)
+            if conn is None:
+                fan.child_done(i, errors.LEASES_EXHAUSTED)
+                continue
+            fan.conns[i] = conn
+            conn.send(fan.child(i, command), command)
+        return fan
+
     @property
     def leased(self) -> int:
         return sum(self.in_use.values())
@@ -132,3 +149,24 @@ class LeasePool:
         for conn in self.connections():
             conn.close()
         self.idle.clear()
+
+
+class _LeasedFanOut(FanOut):
+    """A fan-out whose parts each ride a lease, given back when its reply is in."""
+
+    __slots__ = ("conns", "pool")
+
+    def __init__(self, owner: object, n: int, merge: Callable[[list[bytes]], bytes],
+                 pool: LeasePool) -> None:
+        super().__init__(owner, n, merge)
+        self.conns: list[BackendConnection | None] = [None] * n
+        self.pool = pool
+
+    def child_done(self, index: int, raw: bytes) -> None:
+        conn, self.conns[index] = self.conns[index], None
+        if conn is not None:
+            self.pool.release(conn, unwatch=False)
+        super().child_done(index, raw)
+
+    def on_lease_lost(self) -> None:
+        """``Holder``: the part's reply comes by the shared pool's rules (resent or failed)."""

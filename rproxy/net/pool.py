@@ -31,6 +31,7 @@ from rproxy.core.redirect import (
 )
 from rproxy.core.request import DATA, DISCARD, HOPS, READONLY, SINCE, SLOT, Request, complete
 from rproxy.core.resp import encode_command, parse_reply
+from rproxy.core.scripts import ScriptCache
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.net.backend import BackendConnection
@@ -40,6 +41,7 @@ from rproxy.net.router import Router
 log = structlog.get_logger("rproxy.net.pool")
 
 ASKING = encode_command([b"ASKING"])
+_MISSING = (b"-NOSCRIPT", b"-ERR Function not found")
 
 
 class Nodes(Protocol):
@@ -69,6 +71,7 @@ class SharedPool:
         self.max_redirects = config.cluster.max_redirects
         self.failover_hold_s = config.cluster.failover_hold_s
         self.retry_backoff_s = config.cluster.retry_backoff_s
+        self.scripts = ScriptCache(config.limits.max_remembered_scripts)
         self._retries: deque[Request] = deque()
         self._retry_wakeup = trio.Event()
 
@@ -109,8 +112,34 @@ class SharedPool:
         elif kind == FAIL:
             log.warning("too_many_redirects", slot=req[SLOT])
             complete(req, errors.TOO_MANY_REDIRECTS)
+        elif raw.startswith(_MISSING) and req[HOPS] < 2:
+            return self._load_missing(conn, req, raw)
         else:  # DELIVER
             return False
+        return True
+
+    def _load_missing(self, conn: BackendConnection, req: Request, raw: bytes) -> bool:
+        """``NOSCRIPT`` for an EVALSHA, ``Function not found`` for an FCALL: the node lacks
+        what the proxy saw loaded (rproxy/core/scripts.py). Load it there, then send the
+        command again behind it, once; True if that was done."""
+        argv = _argv(req[DATA])
+        name = argv[0].upper() if argv else b""
+        loads = []
+        if name in (b"EVALSHA", b"EVALSHA_RO") and raw.startswith(b"-NOSCRIPT"):
+            body = self.scripts.script(argv[1]) if len(argv) > 1 else None
+            if body is not None:
+                loads.append(encode_command([b"SCRIPT", b"LOAD", body]))
+        elif name in (b"FCALL", b"FCALL_RO") and raw.startswith(b"-ERR Function not found"):
+            loads = [encode_command([b"FUNCTION", b"LOAD", b"REPLACE", code])
+                     for code in self.scripts.libraries.values()]
+        if not loads:
+            return False
+        log.info("script_reloaded", node=f"{conn.addr[0]}:{conn.addr[1]}",
+                 command=name.decode(errors="replace"))
+        req[HOPS] += 1
+        for load in loads:
+            conn.send(DISCARD, load)
+        conn.send(req, req[DATA])
         return True
 
     def on_connected(self, conn: BackendConnection) -> None:

@@ -44,6 +44,7 @@ from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
+from rproxy.core.scripts import LEARNS
 from rproxy.core.stats import Stats
 from rproxy.core.transaction import command_error
 from rproxy.net.backend import CLOSED, BackendConnection
@@ -61,6 +62,7 @@ RECV_SIZE = 64 * 1024
 # Route members as module globals: an enum attribute lookup per command is measurable.
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
 _ALL_MASTERS, _ALL_NODES, _LEASED = Route.ALL_MASTERS, Route.ALL_NODES, Route.LEASED
+_KILLS = frozenset({b"SCRIPT|KILL", b"FUNCTION|KILL"})  # on connections of their own
 
 
 class SessionHost(Protocol):
@@ -234,6 +236,8 @@ class ClientSession(StatefulModes):
                 if router.table.blocks(info, argv):  # XREAD ... BLOCK
                     self.call_blocking(info, argv, enc)
                     return
+                if info.name in LEARNS:  # EVAL: remembered, to load where a node lacks it
+                    self.cluster.pool.scripts.learn(info.name, argv)
                 slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
                 if slot == SEVERAL_SLOTS:
                     self.cross_slot(argv, info)
@@ -267,7 +271,18 @@ class ClientSession(StatefulModes):
         elif route is _LEASED:
             self.call_blocking(info, argv, enc)
         elif route is _ALL_MASTERS or route is _ALL_NODES:
-            result = self.fan_out(enc, fanout_merge(info.name, argv), info.readonly,
+            name = info.name
+            if name in LEARNS:  # SCRIPT LOAD / FLUSH, FUNCTION LOAD / DELETE / FLUSH
+                self.cluster.pool.scripts.learn(name, argv)
+            if name in _KILLS:  # past a script running on a shared connection
+                masters = router.masters
+                if not masters:
+                    self.reply_local(errors.NO_TOPOLOGY)
+                    return
+                self.queue.append(self.cluster.leases.on_own_connections(
+                    self, enc, [m.addr for m in masters], fanout_merge(name, argv)))
+                return
+            result = self.fan_out(enc, fanout_merge(name, argv), info.readonly,
                                   route is _ALL_NODES)
             if isinstance(result, list):  # a request (FanOut)
                 self.queue.append(result)
