@@ -264,7 +264,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"PUBSUB|SHARDNUMSUB": (Route.LOCAL, ""),
     b"PUBSUB|NUMPAT": (Route.LOCAL, ""),
     b"MONITOR": (Route.REFUSED, _PINNED),
-    b"WAIT": (Route.REFUSED, "WAIT counts replicas per backend connection, which clients share"),
+    b"WAIT": (Route.LOCAL, ""),  # off the data path: rproxy/net/wait.py
     # meaningless or dangerous behind a proxy
     b"SWAPDB": (Route.REFUSED, "a Redis Cluster has only database 0"),
     b"MOVE": (Route.REFUSED, "a Redis Cluster has only database 0"),

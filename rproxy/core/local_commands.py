@@ -75,7 +75,15 @@ class Subscribe:
     reply: bytes
 
 
-Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """WAIT: answer how many replicas acknowledged the client's writes (rproxy/net/wait.py)."""
+
+    numreplicas: int
+    timeout_ms: int  # 0: for ever
+
+
+Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait
 
 
 class ProxyView(Protocol):
@@ -457,6 +465,19 @@ def _scan(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return ToSlot(anchor, resp.encode_command(argv2), rewrite)
 
 
+def _wait(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """WAIT numreplicas timeout: Redis's argument checks (src/replication.c waitCommand)."""
+    numreplicas = resp.string2ll(argv[1])
+    if numreplicas is None:
+        return errors.NOT_INTEGER
+    timeout = resp.string2ll(argv[2])
+    if timeout is None:
+        return errors.error_reply(b"ERR timeout is not an integer or out of range")
+    if timeout < 0:
+        return errors.error_reply(b"ERR timeout is negative")
+    return Wait(numreplicas, timeout)
+
+
 # -- Pub/Sub (rproxy.core.pubsub; the shared subscriptions: rproxy/net/pubsub.py) ----------------
 def _subscription(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UN- forms. Shard channels must share a
@@ -567,6 +588,7 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"PUNSUBSCRIBE": _subscription,
     b"SSUBSCRIBE": _subscription,
     b"SUNSUBSCRIBE": _subscription,
+    b"WAIT": _wait,
     b"PUBLISH": _publish,
     b"SPUBLISH": _publish,
     b"PUBSUB|CHANNELS": _pubsub_channels,

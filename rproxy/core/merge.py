@@ -46,10 +46,14 @@ def parse_info(raw: bytes) -> dict[str, dict[str, str]]:
     """An INFO bulk reply -> {section: {field: value}} (section names lower-cased)."""
     reader = hiredis.Reader()
     reader.feed(raw)
-    text = reader.gets()
+    return parse_info_text(bytes(reader.gets()))
+
+
+def parse_info_text(text: bytes) -> dict[str, dict[str, str]]:
+    """INFO's text (the bulk's content) -> {section: {field: value}}."""
     out: dict[str, dict[str, str]] = {}
     section: dict[str, str] = {}
-    for line in bytes(text).decode(errors="replace").splitlines():
+    for line in text.decode(errors="replace").splitlines():
         if line.startswith("# "):
             section = out.setdefault(line[2:].strip().lower(), {})
         elif ":" in line:

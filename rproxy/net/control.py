@@ -66,6 +66,17 @@ async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> An
                     return reply
 
 
+async def control_send(addr: Addr, argv: list[bytes], timeout_s: float) -> None:
+    """Send one command on a short-lived connection and close it without waiting for the
+    reply (a command whose effect is all that matters)."""
+    with trio.fail_after(timeout_s):
+        infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+        with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
+            await sock.connect(sockaddr)
+            await sock.send(encode_command(argv))
+
+
 def _arg(a: bytes | str | float) -> bytes:
     return a if isinstance(a, bytes) else str(a).encode()
 

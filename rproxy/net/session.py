@@ -36,7 +36,7 @@ from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.local_commands import AllMasters, ProxyView, Subscribe, ToLease, ToSlot
+from rproxy.core.local_commands import AllMasters, ProxyView, Subscribe, ToLease, ToSlot, Wait
 from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
@@ -301,6 +301,8 @@ class ClientSession(StatefulModes):
             self.reply_local(result)
         elif isinstance(result, Subscribe):
             self.subscription(result)
+        elif isinstance(result, Wait):
+            self.call_wait(result, argv)
         elif isinstance(result, AllMasters):
             fan = self.fan_out(result.command, result.merge, result.readonly,
                                result.every_node)

@@ -25,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from rproxy.core import errors, resp
 from rproxy.core.commands import CommandInfo
+from rproxy.core.local_commands import Wait
 from rproxy.core.redirect import proves_not_run
-from rproxy.core.request import REPLY
+from rproxy.core.request import REPLY, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, encode_command
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot
+from rproxy.core.topology import Addr
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import BackendConnection
 from rproxy.net.blocking import BlockingCall
 from rproxy.net.transaction import RawRequest, TxBlock
+from rproxy.net.wait import replicas_acked
 
 Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
 
@@ -234,6 +237,31 @@ class StatefulModes:
         self.blocked = call
         call.start()
         self.start_drain([])
+
+    # -- WAIT: off the data path (rproxy/net/wait.py) ---------------------------------------------
+    def call_wait(self, wait: Wait, argv: list[bytes]) -> None:
+        """WAIT numreplicas timeout. Like a blocking command it runs after the replies before
+        it are in (the client's writes are on their masters) and holds the client's later
+        commands until it answers."""
+        if self.queue:
+            self.start_drain([(argv, encode_command(argv))])
+            return
+        masters = [m.addr for m in self.router.masters]
+        nursery = self.cluster.nursery
+        if not masters or nursery is None:
+            self.reply_local(errors.NO_TOPOLOGY)
+            return
+        req = new_request(self, b"")
+        self.queue.append(req)
+        nursery.start_soon(self._wait, req, masters, wait.numreplicas, wait.timeout_ms)
+        self.start_drain([])
+
+    async def _wait(self, req: list[Any], masters: list[Addr], numreplicas: int,
+                    timeout_ms: int) -> None:
+        n = await replicas_acked(masters, numreplicas, timeout_ms,
+                                 self.host.config.timeouts.connect_timeout_s)
+        complete(req, resp.integer(n))
+        self.reactor.flush()
 
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
     def tx_batch(self, commands: Batch) -> None:
