@@ -18,8 +18,11 @@ from rproxy.core.pubsub import Subscriptions
 from rproxy.core.transaction import Transaction
 
 
+REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT = 0, 1, 2  # CLIENT REPLY
+
+
 class ClientState:
-    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs")
+    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs", "reply")
 
     def __init__(self, client_id: int) -> None:
         self.id = client_id
@@ -29,6 +32,8 @@ class ClientState:
         self.multi: Transaction | None = None  # between MULTI and EXEC/DISCARD
         self.watch_slot = -1  # the slot of the keys WATCHed (until EXEC, DISCARD, UNWATCH)
         self.subs: Subscriptions | None = None  # its pub/sub subscriptions, once it has any
+        # CLIENT REPLY: ON; OFF; SKIP (the next command's reply is dropped)
+        self.reply = REPLY_ON
 
     @property
     def subscribed(self) -> bool:
@@ -43,6 +48,7 @@ class ClientState:
         self.multi = None
         self.watch_slot = -1
         self.subs = None
+        self.reply = REPLY_ON
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +62,9 @@ class ClientInfo:
     query_buffer: int  # bytes of an incomplete command held by the parser
     pending: int  # replies not yet sent, in order
     output_buffer: int  # bytes written but not yet taken by the socket
+    laddr: str = ""  # the proxy's address the client connected to
+    flags: bytes = b"N"  # as Redis's: N (none), P (subscribed), x (in MULTI), b (blocked)
+    sub: int = 0
+    psub: int = 0
+    ssub: int = 0
+    multi: int = -1  # commands queued in its MULTI, -1 outside one

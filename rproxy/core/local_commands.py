@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rproxy.core import errors, merge, pubsub, resp, stats
-from rproxy.core.client import ClientInfo, ClientState
+from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.transaction import Transaction
@@ -83,7 +83,20 @@ class Wait:
     timeout_ms: int  # 0: for ever
 
 
-Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """CLIENT KILL: close the proxy's clients that match every filter given (None: any);
+    ``old_form`` (CLIENT KILL ip:port) answers +OK or an error instead of a count."""
+
+    addr: bytes | None = None
+    laddr: bytes | None = None
+    kind: bytes | None = None  # normal, pubsub (the others match no proxy client)
+    client_id: int = 0
+    skipme: bool = True
+    old_form: bool = False
+
+
+Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait | Kill
 
 
 class ProxyView(Protocol):
@@ -116,6 +129,8 @@ class ProxyView(Protocol):
     def map_epoch(self) -> int: ...  # the slot map's version (SCAN cursors carry it)
     @property
     def pubsub(self) -> pubsub.PubSubView: ...  # the proxy's shared subscriptions
+    @property
+    def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -302,11 +317,78 @@ def _client_id(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 def _client_line(c: ClientInfo) -> bytes:
     return (
-        b"id=%d addr=%s fd=%d name=%s age=%d idle=%d flags=N db=0 sub=0 psub=0 multi=-1 "
-        b"qbuf=%d obl=0 oll=%d omem=%d cmd=NULL user=default"
-        % (c.id, c.addr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.query_buffer,
-           c.pending, c.output_buffer)
+        b"id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d "
+        b"ssub=%d multi=%d qbuf=%d obl=0 oll=%d omem=%d cmd=NULL user=default"
+        % (c.id, c.addr.encode(), c.laddr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.flags,
+           c.sub, c.psub, c.ssub, c.multi, c.query_buffer, c.pending, c.output_buffer)
     )
+
+
+_CLIENT_TYPES = {b"normal": b"normal", b"pubsub": b"pubsub", b"master": b"master",
+                 b"slave": b"replica", b"replica": b"replica"}
+
+
+def _client_kill(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """CLIENT KILL ip:port | CLIENT KILL [ID id] [TYPE type] [ADDR ip:port] [LADDR ip:port]
+    [USER name] [SKIPME yes|no] (src/networking.c clientCommand)."""
+    if len(argv) == 3:
+        return Kill(addr=argv[2], skipme=False, old_form=True)
+    if len(argv) < 3:
+        return errors.SYNTAX
+    fields: dict[str, object] = {}
+    for i in range(2, len(argv), 2):
+        opt = argv[i].lower()
+        if i + 1 >= len(argv):
+            return errors.SYNTAX
+        value = argv[i + 1]
+        if opt == b"id":
+            n = resp.string2ll(value)
+            if n is None or n < 1:
+                return errors.error_reply(b"ERR client-id should be greater than 0")
+            fields["client_id"] = n
+        elif opt == b"type":
+            kind = _CLIENT_TYPES.get(value.lower())
+            if kind is None:
+                return errors.error_reply(b"ERR Unknown client type '%s'" % value)
+            fields["kind"] = kind
+        elif opt == b"addr":
+            fields["addr"] = value
+        elif opt == b"laddr":
+            fields["laddr"] = value
+        elif opt == b"user":
+            if value != b"default":  # the only user a proxy client is (no ACL yet)
+                return errors.error_reply(b"ERR No such user '%s'" % value)
+        elif opt == b"skipme":
+            if value.lower() not in (b"yes", b"no"):
+                return errors.SYNTAX
+            fields["skipme"] = value.lower() == b"yes"
+        else:
+            return errors.SYNTAX
+    return Kill(**fields)  # type: ignore[arg-type]
+
+
+def _client_reply(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """CLIENT REPLY ON|OFF|SKIP: OFF and SKIP answer nothing (the session drops the replies)."""
+    mode = argv[2].lower() if len(argv) == 3 else b""
+    if mode == b"on":
+        c.reply = REPLY_ON
+        return resp.OK
+    if mode == b"off":
+        c.reply = REPLY_OFF
+        return b""
+    if mode == b"skip":
+        if c.reply != REPLY_OFF:
+            c.reply = REPLY_SKIP_NEXT
+        return b""
+    return errors.SYNTAX
+
+
+def _client_on_off(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """CLIENT NO-EVICT / NO-TOUCH ON|OFF: accepted. They concern a node's own connection;
+    behind rproxy the connections are shared, and neither applies (README)."""
+    if len(argv) != 3 or argv[2].lower() not in (b"on", b"off"):
+        return errors.SYNTAX
+    return resp.OK
 
 
 def _client_info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
@@ -348,18 +430,18 @@ def _cluster_keyslot(c: ClientState, argv: list[bytes], view: ProxyView) -> Repl
 
 
 def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    """INFO [section ...]: the proxy's own Server, Clients and Proxy (failover counters)
-    sections; Stats with the proxy's counters plus the data statistics summed over every
-    master; Keyspace with the totals over every master (one ``INFO stats keyspace`` each)."""
+    """INFO [section ...], in Redis 7's sections and order: the proxy's own Server, Clients,
+    CPU and Proxy (failover counters); Memory, Persistence, Stats, Errorstats and Keyspace
+    with the data figures summed (or combined) over every master -- one ``INFO`` each."""
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
-    names = ["server", "clients", "proxy", "stats", "replication", "cluster", "keyspace"]
-    chosen = [n for n in names if every or n in wanted]
+    chosen = [n for n in _INFO_SECTIONS if every or n in wanted]
 
     def figures(section: str) -> list[tuple[str, object]]:
         return [(st.name, view.stat(st.name)) for st in stats.section(section)]
 
     def render(parts: list[bytes] | None) -> bytes:
+        infos = [merge.parse_info(raw) for raw in parts or []]
         sections: list[tuple[str, list[tuple[str, object]]]] = []
         for name in chosen:
             if name == "server":
@@ -383,18 +465,25 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                     *figures("clients"),
                     ("maxclients", view.max_clients),
                 ]))
-            elif name == "proxy":
-                sections.append(("Proxy", [*figures("proxy"), ("read_from", view.read_from)]))
+            elif name == "memory":
+                sections.append(("Memory", _memory(infos)))
+            elif name == "persistence":
+                sections.append(("Persistence", _persistence(infos)))
             elif name == "stats":
-                backend = merge.sum_fields(parts or [], "stats", CLUSTER_STATS)
                 sections.append(("Stats", [
                     *figures("stats"),
-                    *[(k, backend.get(k, 0)) for k in CLUSTER_STATS],
+                    *[(k, _total(infos, "stats", k)) for k in CLUSTER_STATS],
                     ("slotmap_refreshes", view.stat("slotmap_refreshes")),
                     ("outcome_unknown_errors", view.stat("outcome_unknown_errors")),
                 ]))
             elif name == "replication":  # one standalone master, as the client sees it
                 sections.append(("Replication", [("role", "master"), ("connected_slaves", 0)]))
+            elif name == "cpu":  # the proxy's own process
+                sys_s, user_s = view.cpu_seconds
+                sections.append(("CPU", [("used_cpu_sys", f"{sys_s:.6f}"),
+                                         ("used_cpu_user", f"{user_s:.6f}")]))
+            elif name == "errorstats":
+                sections.append(("Errorstats", _errorstats(infos)))
             elif name == "cluster":
                 sections.append(("Cluster", [("cluster_enabled", 0)]))
             elif name == "keyspace":
@@ -403,9 +492,11 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                     (db, f"keys={v['keys']},expires={v['expires']},avg_ttl={v['avg_ttl']}")
                     for db, v in sorted(rows.items()) if v["keys"]
                 ]))
+            elif name == "proxy":
+                sections.append(("Proxy", [*figures("proxy"), ("read_from", view.read_from)]))
         return merge.format_info(sections)
 
-    remote = [n for n in ("stats", "keyspace") if n in chosen]
+    remote = [n for n in chosen if n in _FROM_MASTERS]
     if not remote:
         return render(None)
 
@@ -415,6 +506,92 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
     return AllMasters(resp.encode_command([b"INFO", *[n.encode() for n in remote]]), merge_info,
                       readonly=True)
+
+
+# INFO's sections, in Redis 7's order, then the proxy's own; those the masters' figures make.
+_INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cpu",
+                  "errorstats", "cluster", "keyspace", "proxy")
+_FROM_MASTERS = frozenset({"memory", "persistence", "stats", "errorstats", "keyspace"})
+# Errors the proxy acts on itself: never a client's (the redirections it follows).
+_HIDDEN_ERRORS = frozenset({"MOVED", "ASK", "TRYAGAIN"})
+
+
+def _total(infos: list[dict[str, dict[str, str]]], section: str, field: str) -> int:
+    total = 0
+    for info in infos:
+        value = info.get(section, {}).get(field)
+        if value is not None and value.lstrip("-").isdigit():
+            total += int(value)
+    return total
+
+
+def _first(infos: list[dict[str, dict[str, str]]], section: str, field: str,
+           default: str = "") -> str:
+    for info in infos:
+        value = info.get(section, {}).get(field)
+        if value is not None:
+            return value
+    return default
+
+
+def _human(n: int) -> str:
+    """Bytes as Redis prints them (src/object.c bytesToHuman)."""
+    for unit, size in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20),
+                       ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
+
+
+def _memory(infos: list[dict[str, dict[str, str]]]) -> list[tuple[str, object]]:
+    """The data's memory: summed over the masters (maxmemory too: what the cluster can hold);
+    the policy of the first master (the nodes are expected to agree)."""
+    used = _total(infos, "memory", "used_memory")
+    peak = _total(infos, "memory", "used_memory_peak")
+    maxmemory = _total(infos, "memory", "maxmemory")
+    return [
+        ("used_memory", used), ("used_memory_human", _human(used)),
+        ("used_memory_rss", _total(infos, "memory", "used_memory_rss")),
+        ("used_memory_peak", peak), ("used_memory_peak_human", _human(peak)),
+        ("used_memory_dataset", _total(infos, "memory", "used_memory_dataset")),
+        ("maxmemory", maxmemory), ("maxmemory_human", _human(maxmemory)),
+        ("maxmemory_policy", _first(infos, "memory", "maxmemory_policy", "noeviction")),
+        ("mem_allocator", _first(infos, "memory", "mem_allocator")),
+    ]
+
+
+def _persistence(infos: list[dict[str, dict[str, str]]]) -> list[tuple[str, object]]:
+    """Loading if any master loads; changes summed; the oldest save; AOF on if on anywhere."""
+    def any_of(field: str) -> int:
+        return 1 if any(i.get("persistence", {}).get(field) == "1" for i in infos) else 0
+
+    saves = [int(v) for i in infos
+             if (v := i.get("persistence", {}).get("rdb_last_save_time", "")).isdigit()]
+    statuses = {i.get("persistence", {}).get("rdb_last_bgsave_status", "ok") for i in infos}
+    return [
+        ("loading", any_of("loading")),
+        ("async_loading", any_of("async_loading")),
+        ("rdb_changes_since_last_save", _total(infos, "persistence",
+                                               "rdb_changes_since_last_save")),
+        ("rdb_bgsave_in_progress", any_of("rdb_bgsave_in_progress")),
+        ("rdb_last_save_time", min(saves) if saves else 0),
+        ("rdb_last_bgsave_status", "ok" if statuses <= {"ok"} else "err"),
+        ("aof_enabled", any_of("aof_enabled")),
+        ("aof_rewrite_in_progress", any_of("aof_rewrite_in_progress")),
+    ]
+
+
+def _errorstats(infos: list[dict[str, dict[str, str]]]) -> list[tuple[str, object]]:
+    """The error replies the masters gave, by prefix, summed; the redirections rproxy follows
+    itself are not counted."""
+    counts: dict[str, int] = {}
+    for info in infos:
+        for field, value in info.get("errorstats", {}).items():
+            prefix = field.removeprefix("errorstat_")
+            if prefix in _HIDDEN_ERRORS or not value.startswith("count="):
+                continue
+            counts[prefix] = counts.get(prefix, 0) + int(value[6:])
+    return [(f"errorstat_{prefix}", f"count={n}") for prefix, n in sorted(counts.items())]
 
 
 # Data statistics only the masters know, summed over all of them in INFO's Stats section.
@@ -620,5 +797,9 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"CLIENT|LIST": _client_list,
     b"CLIENT|SETINFO": _client_setinfo,
     b"CLIENT|UNBLOCK": _client_unblock,
+    b"CLIENT|KILL": _client_kill,
+    b"CLIENT|REPLY": _client_reply,
+    b"CLIENT|NO-EVICT": _client_on_off,
+    b"CLIENT|NO-TOUCH": _client_on_off,
     b"CLUSTER|KEYSLOT": _cluster_keyslot,
 }

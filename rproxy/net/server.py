@@ -94,6 +94,11 @@ class ProxyView:
     def pubsub(self) -> PubSubView:
         return self._server.cluster.pubsub
 
+    @property
+    def cpu_seconds(self) -> tuple[float, float]:
+        times = os.times()
+        return times.system, times.user
+
     def stat(self, name: str) -> int:
         gauge = GAUGES.get(name)
         return gauge(self._server) if gauge is not None else self._server.stats.get(name)
@@ -150,6 +155,13 @@ class ProxyServer:
 
     def session_by_id(self, client_id: int) -> ClientSession | None:
         return self.sessions.get(client_id)
+
+    def all_sessions(self) -> list[ClientSession]:
+        return list(self.sessions.values())
+
+    @property
+    def listen_addr(self) -> str:
+        return f"{self.config.listen_addr[0]}:{self.port}"
 
     def on_session_closed(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)

@@ -30,13 +30,15 @@ from typing import Protocol
 
 import structlog
 
-from rproxy.core import errors, local_commands
+from rproxy.core import errors, local_commands, resp
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.local_commands import AllMasters, ProxyView, Subscribe, ToLease, ToSlot, Wait
+from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT
+from rproxy.core.local_commands import (AllMasters, Kill, ProxyView, Subscribe, ToLease,
+                                        ToSlot, Wait)
 from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
@@ -46,7 +48,7 @@ from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.scripts import LEARNS
 from rproxy.core.stats import Stats
-from rproxy.core.transaction import command_error
+from rproxy.core.transaction import command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.blocking import BlockingCall
 from rproxy.net.cluster import ClusterManager
@@ -82,12 +84,18 @@ class SessionHost(Protocol):
 
     def session_by_id(self, client_id: int) -> ClientSession | None: ...
 
+    def all_sessions(self) -> list[ClientSession]: ...
+
+    @property
+    def listen_addr(self) -> str: ...  # "host:port", as CLIENT LIST's laddr
+
 
 class ClientSession(StatefulModes):
     __slots__ = (
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
+        "silent",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -125,6 +133,7 @@ class ClientSession(StatefulModes):
         self.held: Batch | None = None  # commands waiting for the replies before them (drain)
         self.held_error: bytes | None = None  # a protocol error that came after them
         self.blocked: BlockingCall | None = None  # its latest blocking command
+        self.silent: set[int] = set()  # ids of queued requests whose reply is dropped
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -303,6 +312,8 @@ class ClientSession(StatefulModes):
             self.subscription(result)
         elif isinstance(result, Wait):
             self.call_wait(result, argv)
+        elif isinstance(result, Kill):
+            self.kill_clients(result)
         elif isinstance(result, AllMasters):
             fan = self.fan_out(result.command, result.merge, result.readonly,
                                result.every_node)
@@ -322,6 +333,8 @@ class ClientSession(StatefulModes):
             self.cluster.pubsub.remove_all(self, subs)
         if self.client.quit:
             self.closing = True
+        elif self.client.reply != REPLY_ON and self.on_commands == self.route_batch:
+            self.enter_mode(self.quiet_batch)  # CLIENT REPLY OFF / SKIP
         elif self.client.subscribed != (self.on_commands == self.pubsub_batch):
             if self.client.subscribed:
                 self.enter_mode(self.pubsub_batch)
@@ -358,6 +371,8 @@ class ClientSession(StatefulModes):
             error = command_error(info, argv)
             if error is None and info.name not in ALLOWED_SUBSCRIBED:
                 error = subscribed_mode_error(info.name)
+                if info.name == b"EXEC":  # Redis words any refusal of EXEC as an abort
+                    error = exec_aborted_by(error)
             if error is not None:
                 self.reply_local(error)
                 continue
@@ -369,6 +384,61 @@ class ClientSession(StatefulModes):
                 if rest:
                     self.on_commands(rest)
                 return
+
+    # -- CLIENT REPLY OFF / SKIP, CLIENT KILL ---------------------------------------------------
+    def quiet_batch(self, commands: Batch) -> None:
+        """CLIENT REPLY OFF or SKIP: commands run as usual, their replies are dropped (all of
+        them while OFF, the next command's after SKIP); back to the stateless mode at ON."""
+        client = self.client
+        batch = iter(commands)
+        for argv, enc in batch:
+            skip_next = client.reply == REPLY_SKIP_NEXT
+            if skip_next:
+                client.reply = REPLY_ON
+            before = len(self.queue)
+            self.dispatch(argv, enc)
+            if skip_next or client.reply == REPLY_OFF:  # (CLIENT REPLY ON is answered)
+                queue = self.queue
+                for i in range(before, len(queue)):
+                    self.silent.add(id(queue[i]))
+            if self.closing:
+                return
+            if client.reply == REPLY_ON and self.on_commands == self.quiet_batch:
+                self.leave_mode()
+            if self.on_commands != self.quiet_batch:
+                rest = list(batch)
+                if rest:
+                    self.on_commands(rest)
+                return
+
+    def kill_clients(self, kill: Kill) -> None:
+        """CLIENT KILL: close the matching clients (this one after its reply)."""
+        host = self.host
+        killed = 0
+        close_me = False
+        for session in host.all_sessions():
+            if kill.addr is not None and session.peer.encode() != kill.addr:
+                continue
+            if kill.laddr is not None and host.listen_addr.encode() != kill.laddr:
+                continue
+            if kill.kind is not None and kill.kind != (
+                    b"pubsub" if session.client.subscribed else b"normal"):
+                continue
+            if kill.client_id and session.id != kill.client_id:
+                continue
+            if session is self:
+                if kill.skipme:
+                    continue
+                close_me = True
+            else:
+                session.close()
+            killed += 1
+        if kill.old_form:
+            self.reply_local(resp.OK if killed else errors.error_reply(b"ERR No such client"))
+        else:
+            self.reply_local(resp.integer(killed))
+        if close_me:
+            self.closing = True
 
     def push(self, frame: bytes) -> None:
         """``Subscriber``: a message for this client, after the replies before it."""
@@ -484,9 +554,18 @@ class ClientSession(StatefulModes):
     def info(self) -> ClientInfo:
         """This client's row of CLIENT LIST."""
         now = self.host.now
-        return ClientInfo(self.id, self.peer, self.fd, self.client.name, int(now - self.started),
+        client = self.client
+        flags = b"P" if client.subscribed else b""
+        if client.multi is not None:
+            flags += b"x"
+        if self.blocked is not None and self.blocked[REPLY] is None:
+            flags += b"b"
+        subs = client.subs.by_kind if client.subs is not None else ({}, {}, {})
+        return ClientInfo(self.id, self.peer, self.fd, client.name, int(now - self.started),
                           int(now - self.last_active), self.parser.buffered, len(self.queue),
-                          len(self.wbuf))
+                          len(self.wbuf), self.host.listen_addr, flags or b"N", len(subs[0]),
+                          len(subs[1]), len(subs[2]),
+                          len(client.multi.commands) if client.multi is not None else -1)
 
     # -- output -----------------------------------------------------------------------------
     def flush(self) -> None:
@@ -494,7 +573,11 @@ class ClientSession(StatefulModes):
         if self.closed:
             return
         q = self.queue
-        if q and q[0][0] is not None:  # [0]: REPLY
+        if self.silent:  # CLIENT REPLY OFF / SKIP: some replies are dropped
+            self._write_quiet()
+            if self.closed:
+                return
+        elif q and q[0][0] is not None:  # [0]: REPLY
             first = q.popleft()[0]
             if q and q[0][0] is not None:
                 out = [first]
@@ -517,6 +600,19 @@ class ClientSession(StatefulModes):
         if (not self.reading and not self.closing and not self.eof
                 and len(q) <= self.max_pending // 2):
             self._resume_reading()
+
+    def _write_quiet(self) -> None:
+        """``flush``'s writing, when some queued replies are to be dropped."""
+        q, silent = self.queue, self.silent
+        out = []
+        while q and q[0][0] is not None:
+            req = q.popleft()
+            if id(req) in silent:
+                silent.discard(id(req))
+            else:
+                out.append(req[0])
+        if out:
+            self._write(b"".join(out))
 
     def _write(self, data: bytes) -> None:
         if self.wbuf:
@@ -595,6 +691,7 @@ class ClientSession(StatefulModes):
         except OSError:
             pass
         self.queue.clear()
+        self.silent.clear()
         self.wbuf = bytearray()
         if self.lease is not None:  # nobody is left to EXEC: the watches go, the lease back
             self.give_back_lease(unwatch=True)

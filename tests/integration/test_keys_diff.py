@@ -267,11 +267,13 @@ def test_key_positions_match_command_getkeys(text: str, raw: RawConnection,
 def test_spublish_routes_by_its_shard_channel(raw: RawConnection, table: CommandTable) -> None:
     """SPUBLISH's channel is a NOT_KEY key spec: GETKEYS says the command has no key
     arguments, but in a cluster the channel's slot picks the node (sharded pub/sub), so the
-    proxy must route by it. Not differential on purpose."""
+    proxy must route by it: the proxy answers it itself (rproxy/core/local_commands.py
+    ``_publish``: on the channel's slot, counting the proxy's subscribers). Not differential
+    on purpose."""
     argv = line("SPUBLISH ch msg")
     assert redis_keys(raw, argv) == []
     assert proxy_keys(table, argv) == [b"ch"]
-    assert table.lookup(argv).route == Route.KEYED
+    assert table.lookup(argv).route == Route.LOCAL
 
 
 # Malformed or unusual lines a client can send: what the proxy routes by must still be what a

@@ -45,6 +45,7 @@ class View:
     read_from: str = "master"
     masters: int = 3
     map_epoch: int = 5
+    cpu_seconds: tuple[float, float] = (1.5, 2.25)
     counters: dict[str, int] = field(default_factory=dict)
     rows: list[ClientInfo] = field(default_factory=list)
     order: list[int] = field(default_factory=lambda: [0, 5461, 10923])
@@ -107,14 +108,16 @@ def test_names_and_quit_change_only_the_client_state():
 
 def test_client_list_and_info_come_from_the_view():
     rows = [ClientInfo(1, "127.0.0.1:5000", 9, b"a", 10, 2, 0, 1, 0),
-            ClientInfo(2, "127.0.0.1:5001", 10, b"", 3, 3, 5, 0, 7)]
+            ClientInfo(2, "127.0.0.1:5001", 10, b"", 3, 3, 5, 0, 7, "127.0.0.1:6379", b"Px",
+                       2, 1, 0, 3)]
     view = View(rows=rows)
-    line2 = (b"id=2 addr=127.0.0.1:5001 fd=10 name= age=3 idle=3 flags=N db=0 sub=0 psub=0 "
-             b"multi=-1 qbuf=5 obl=0 oll=0 omem=7 cmd=NULL user=default\n")
+    line2 = (b"id=2 addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=10 name= age=3 idle=3 flags=Px "
+             b"db=0 sub=2 psub=1 ssub=0 multi=3 qbuf=5 obl=0 oll=0 omem=7 cmd=NULL "
+             b"user=default\n")
     assert run(ClientState(2), "CLIENT", "INFO", view=view) == resp.bulk(line2)
     listed = run(ClientState(2), "CLIENT", "LIST", view=view)
     assert isinstance(listed, bytes) and listed.endswith(line2 + b"\r\n")
-    assert b"id=1 addr=127.0.0.1:5000 fd=9 name=a age=10 idle=2 " in listed
+    assert b"id=1 addr=127.0.0.1:5000 laddr= fd=9 name=a age=10 idle=2 " in listed
 
 
 def test_info_local_sections_render_from_the_stats_table():
@@ -152,3 +155,31 @@ def test_scan_asks_one_master_and_rewrites_the_cursor():
     assert done == b"*2\r\n" + resp.bulk(b"%d" % (5 << 14 | 5461)) + b"*0\r\n"
     assert run(ClientState(1), "SCAN", "-1", view=view) == errors.INVALID_CURSOR
     assert run(ClientState(1), "SCAN", "0", view=View(order=[])) == errors.NO_TOPOLOGY
+
+
+def test_client_kill_parses_as_redis():
+    c = ClientState(1)
+    assert run(c, "CLIENT", "KILL", "127.0.0.1:5000") == local_commands.Kill(
+        addr=b"127.0.0.1:5000", skipme=False, old_form=True)
+    assert run(c, "CLIENT", "KILL", "ID", "7", "TYPE", "pubsub", "SKIPME", "no") == \
+        local_commands.Kill(client_id=7, kind=b"pubsub", skipme=False)
+    assert run(c, "CLIENT", "KILL", "ID", "0") == \
+        b"-ERR client-id should be greater than 0\r\n"
+    assert run(c, "CLIENT", "KILL", "TYPE", "x") == b"-ERR Unknown client type 'x'\r\n"
+    assert run(c, "CLIENT", "KILL", "USER", "bob") == b"-ERR No such user 'bob'\r\n"
+    assert run(c, "CLIENT", "KILL", "SKIPME", "maybe") == errors.SYNTAX
+    assert run(c, "CLIENT", "KILL", "ID", "1", "TYPE") == errors.SYNTAX
+    assert run(c, "CLIENT", "KILL", "NOPE", "1") == errors.SYNTAX
+
+
+def test_client_reply_sets_the_mode():
+    from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT
+    c = ClientState(1)
+    assert run(c, "CLIENT", "REPLY", "SKIP") == b"" and c.reply == REPLY_SKIP_NEXT
+    assert run(c, "CLIENT", "REPLY", "OFF") == b"" and c.reply == REPLY_OFF
+    assert run(c, "CLIENT", "REPLY", "SKIP") == b"" and c.reply == REPLY_OFF
+    assert run(c, "CLIENT", "REPLY", "ON") == resp.OK and c.reply == REPLY_ON
+    assert run(c, "CLIENT", "REPLY", "MAYBE") == errors.SYNTAX
+    assert run(c, "CLIENT", "NO-EVICT", "on") == resp.OK
+    assert run(c, "CLIENT", "NO-TOUCH", "off") == resp.OK
+    assert run(c, "CLIENT", "NO-EVICT", "x") == errors.SYNTAX
