@@ -76,12 +76,16 @@ class Resent(FanOut):
             self.answer(errors.TOO_MANY_REDIRECTS)
 
     def resend_unsent(self) -> None:
-        """Its connection was lost before it was written: nothing ran, send it again."""
+        """Its connection was lost before it was written: nothing ran, send it again -- at
+        once the first time (a connection that just broke), then after pauses while the node
+        stays unreachable (a dead master until the failover: as the shared pool's hold),
+        failing with HOLD_EXPIRED past ``failover_hold_s``."""
         self.hops += 1
-        if self.hops > self.max_redirects:
-            self.answer(errors.OUTCOME_UNKNOWN)
-        else:
+        if self.hops == 1:
             self.send_again()
+        else:
+            self.cluster.request_refresh()
+            self._later()
 
     def answer(self, reply: bytes) -> None:
         self[REPLY] = reply
