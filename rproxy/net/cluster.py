@@ -50,8 +50,8 @@ log = structlog.get_logger("rproxy.net.cluster")
 SUSPECT_S = 0.5
 
 
-_SCRIPT_HEAD = re.compile(rb"\*\d+\r\n\$\d+\r\n(EVAL|EVALSHA|EVAL_RO|EVALSHA_RO|FCALL|FCALL_RO)\r\n",
-                          re.IGNORECASE)
+_SCRIPT_HEAD = re.compile(
+    rb"\*\d+\r\n\$\d+\r\n(EVAL|EVALSHA|EVAL_RO|EVALSHA_RO|FCALL|FCALL_RO)\r\n", re.IGNORECASE)
 
 
 def _runs_script(conn: BackendConnection) -> bool:

@@ -124,7 +124,7 @@ class PubSubHub:
         self.reader = hiredis.Reader()
         router.subscribe(self)
 
-    # -- what the sessions ask ----------------------------------------------------------------------
+    # -- what the sessions ask --------------------------------------------------------------------
     def add(self, client: Subscriber, kind: int, names: list[bytes],
             ready: Callable[[], None]) -> None:
         """``client`` subscribes to ``names`` (new for it); ``ready`` runs once the node

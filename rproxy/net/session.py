@@ -25,28 +25,34 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import structlog
 
 from rproxy.core import errors, local_commands, resp
-from rproxy.core.client import ClientInfo, ClientState
+from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
-from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT
-from rproxy.core.local_commands import (AllMasters, Kill, ProxyView, Subscribe, ToLease,
-                                        ToSlot, Wait)
-from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
+from rproxy.core.local_commands import (
+    AllMasters,
+    Kill,
+    ProxyView,
+    Subscribe,
+    ToLease,
+    ToSlot,
+    Wait,
+)
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
+from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
+from rproxy.core.scripts import LEARNS
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
-from rproxy.core.scripts import LEARNS
 from rproxy.core.stats import Stats
 from rproxy.core.transaction import command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED, BackendConnection
@@ -216,9 +222,7 @@ class ClientSession(StatefulModes):
             if self.closing:  # QUIT: later commands in the same read are not run
                 break
             if self.on_commands is not mode:  # the command changed the client's mode
-                rest = list(batch)
-                if rest:
-                    self.on_commands(rest)
+                self.hand_over(batch)
                 break
 
     def enter_mode(self, handler: Callable[[Batch], None]) -> None:
@@ -229,6 +233,12 @@ class ClientSession(StatefulModes):
     def leave_mode(self) -> None:
         """Back to the stateless mode (``route_batch``)."""
         self.on_commands = self.route_batch
+
+    def hand_over(self, batch: Iterator[tuple[list[bytes], bytes]]) -> None:
+        """A command changed the client's mode: the rest of its batch goes to the new one."""
+        rest = list(batch)
+        if rest:
+            self.on_commands(rest)
 
     def dispatch(self, argv: list[bytes], enc: bytes) -> None:
         router = self.router
@@ -380,9 +390,7 @@ class ClientSession(StatefulModes):
             if self.closing:
                 return
             if self.on_commands != self.pubsub_batch:
-                rest = list(batch)
-                if rest:
-                    self.on_commands(rest)
+                self.hand_over(batch)
                 return
 
     # -- CLIENT REPLY OFF / SKIP, CLIENT KILL ---------------------------------------------------
@@ -406,9 +414,7 @@ class ClientSession(StatefulModes):
             if client.reply == REPLY_ON and self.on_commands == self.quiet_batch:
                 self.leave_mode()
             if self.on_commands != self.quiet_batch:
-                rest = list(batch)
-                if rest:
-                    self.on_commands(rest)
+                self.hand_over(batch)
                 return
 
     def kill_clients(self, kill: Kill) -> None:
