@@ -11,10 +11,11 @@ reading; a client that does not read its replies is disconnected once its unsent
 
 Modes: ``on_commands`` is the handler of a parsed batch for the mode the client is in. The
 stateless mode's handler is ``route_batch``; a command that puts the client in another mode
-(a transaction, a WATCH, a blocking command: rproxy/net/stateful.py) swaps ``on_commands``
-with ``enter_mode``, and the rest of the same batch goes to the new handler. The stateless path pays one call
-through the attribute per batch for this, and one identity check per command that leaves the
-inline fast path.
+(a transaction, a WATCH, a blocking command, WAIT: rproxy/net/stateful.py; the subscribed
+mode, CLIENT REPLY OFF: here) swaps ``on_commands`` with ``enter_mode``, and the rest of the
+same batch goes to the new handler (``hand_over``). The stateless path pays one call through
+the attribute per batch for this, and one identity check per command that leaves the inline
+fast path.
 
 Resource handling: the session owns its transport (the socket); ``close`` unregisters and
 closes it. Requests it leaves in backend FIFOs are completed into the void, keeping the shared
