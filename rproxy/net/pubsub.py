@@ -1,9 +1,9 @@
 """Pub/Sub: one subscriber connection per node, shared by every subscribed client.
 
 The hub keeps, per channel, pattern and shard channel, the proxy clients subscribed to it,
-and subscribes the proxy itself on a node only while at least one client wants it:
-``SUBSCRIBE x`` goes to a node when the first client subscribes to ``x``, ``UNSUBSCRIBE x``
-when the last one leaves. Every message the node delivers is forwarded, as the node framed it,
+and subscribes the proxy itself on a node only while a client wants it: ``SUBSCRIBE x`` goes
+to a node when the first client subscribes to ``x``, ``UNSUBSCRIBE x`` a second after the last
+one left (``LINGER_S``: the count a PUBLISH answers stays exact, see ``remove``). Every message the node delivers is forwarded, as the node framed it,
 to each subscribed client: a PUBLISH reaches 1000 subscribers with one message from the node.
 
 Where a subscription lives: a shard channel (SSUBSCRIBE) on the master of its slot, as Redis
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("rproxy.net.pubsub")
 
 Key = tuple[int, bytes]  # (kind, name)
+LINGER_S = 1.0  # the proxy unsubscribes a name this long after its last client left
 _CONFIRM = {b"subscribe": ps.CHANNEL, b"psubscribe": ps.PATTERN, b"ssubscribe": ps.SHARD}
 _DROPPED = {b"unsubscribe": ps.CHANNEL, b"punsubscribe": ps.PATTERN, b"sunsubscribe": ps.SHARD}
 _MESSAGE = {b"message": ps.CHANNEL, b"pmessage": ps.PATTERN, b"smessage": ps.SHARD}
@@ -119,7 +120,9 @@ class PubSubHub:
         self.links: dict[Addr, Link] = {}
         self.home: dict[Key, Link] = {}  # where each wanted subscription is placed
         self.waiting: dict[Key, list[Callable[[], None]]] = {}  # wanted, not placed yet
+        self.lingering: dict[Key, float] = {}  # placed, wanted by nobody since: until when
         self.retry_scheduled = False
+        self.sweep_scheduled = False
         self.closing = False
         self.reader = hiredis.Reader()
         router.subscribe(self)
@@ -140,39 +143,72 @@ class PubSubHub:
 
         fresh = []
         for name in names:
-            subs = table.get(name)
-            if subs is None:
-                table[name] = {client: None}
-                fresh.append(name)
-            else:
-                subs[client] = None
-                key = (kind, name)
-                link = self.home.get(key)
-                if link is not None and any(op[0] == kind and op[1] == name and op[2]
-                                            for op in link.ops):
+            table.setdefault(name, {})[client] = None
+            key = (kind, name)
+            self.lingering.pop(key, None)
+            link = self.home.get(key)
+            if link is not None:
+                if any(op[0] == kind and op[1] == name and op[2] for op in link.ops):
                     pending += 1  # subscribed, not yet confirmed: wait with the first
                     self._wait_on(link, key, one_done)
-                elif link is None and key in self.waiting:
-                    pending += 1
-                    self.waiting[key].append(one_done)
+            elif key in self.waiting:
+                pending += 1
+                self.waiting[key].append(one_done)
+            else:
+                fresh.append(key)
         pending += len(fresh)
         if pending == 0:
             ready()
             return
-        for name in fresh:
-            self._place((kind, name), [one_done])
+        for key in fresh:
+            self._place(key, [one_done])
 
     def remove(self, client: Subscriber, kind: int, names: list[bytes]) -> None:
-        """``client`` dropped ``names``; the proxy unsubscribes those nobody wants now."""
+        """``client`` dropped ``names``. The proxy stays subscribed to those nobody wants now
+        for ``LINGER_S`` more (``_sweep``): until it unsubscribed, the node counts the proxy's
+        subscription among a PUBLISH's receivers, and the proxy subtracts it exactly only
+        while it is known to be there -- and a client that subscribes again meanwhile is
+        answered at once."""
         table = self.subscribers[kind]
         for name in names:
             subs = table.get(name)
             if subs is None:
                 continue
             subs.pop(client, None)
-            if not subs:
-                del table[name]
-                self._unplace((kind, name))
+            if subs:
+                continue
+            del table[name]
+            key = (kind, name)
+            waiters = self.waiting.pop(key, None)
+            if waiters is not None:  # never placed: nothing to undo, nobody to keep waiting
+                for w in waiters:
+                    w()
+            elif key in self.home:
+                self.lingering[key] = trio.current_time() + LINGER_S
+                self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        nursery = self.opener.nursery
+        if self.sweep_scheduled or nursery is None or self.closing:
+            return
+        self.sweep_scheduled = True
+        try:
+            nursery.start_soon(self._sweep)
+        except RuntimeError:  # the proxy is shutting down: its connections go anyway
+            self.sweep_scheduled = False
+
+    async def _sweep(self) -> None:
+        """Unsubscribe the proxy from what nobody has wanted for ``LINGER_S``."""
+        while self.lingering and not self.closing:
+            await trio.sleep(LINGER_S / 2)
+            now = trio.current_time()
+            for key, deadline in list(self.lingering.items()):
+                if deadline <= now:
+                    del self.lingering[key]
+                    if not self.subscribers[key[0]].get(key[1]):
+                        self._unplace(key)
+            self.reactor.flush()
+        self.sweep_scheduled = False
 
     def remove_all(self, client: Subscriber, subs: ps.Subscriptions) -> None:
         for kind, names in enumerate(subs.by_kind):
@@ -235,12 +271,15 @@ class PubSubHub:
         link.conn.command(encode_command([ps.SUBSCRIBE_VERB[kind], name]))
 
     def _unplace(self, key: Key) -> None:
-        self.waiting.pop(key, None)
+        """Unsubscribe the proxy from ``key`` (nobody wants it, or its slot moved). The node
+        counts the proxy's subscription among a PUBLISH's receivers until it confirmed the
+        unsubscribe, so the link carries it until then (``_confirmed``)."""
         link = self.home.pop(key, None)
         if link is None:
             return
-        link.carried.pop(key, None)
-        if link.conn.state != CLOSED:
+        if link.conn.state == CLOSED:
+            link.carried.pop(key, None)
+        else:
             kind, name = key
             link.ops.append((kind, name, False, []))
             link.conn.command(encode_command([ps.UNSUBSCRIBE_VERB[kind], name]))
@@ -274,7 +313,10 @@ class PubSubHub:
         if self.retry_scheduled or nursery is None or self.closing:
             return
         self.retry_scheduled = True
-        nursery.start_soon(self._retry)
+        try:
+            nursery.start_soon(self._retry)
+        except RuntimeError:  # the proxy is shutting down
+            self.retry_scheduled = False
 
     async def _retry(self) -> None:
         await trio.sleep(max(self.backoff_s, 0.05))
@@ -336,6 +378,8 @@ class PubSubHub:
         if ops and ops[0][0] == kind and ops[0][1] == name and ops[0][2] == subscribed:
             for callback in ops.popleft()[3]:
                 callback()
+            if not subscribed and self.home.get((kind, name)) is not link:
+                link.carried.pop((kind, name), None)  # (unless subscribed again meanwhile)
             return
         if not subscribed and kind == ps.SHARD:
             # Unasked: the node dropped a shard channel (its slot moved away). Follow it.
@@ -353,9 +397,11 @@ class PubSubHub:
         if not link.ops:
             return
         kind, name, subscribed, waiters = link.ops.popleft()
-        if not subscribed:
-            return
         key = (kind, name)
+        if not subscribed:
+            if self.home.get(key) is not link:
+                link.carried.pop(key, None)
+            return
         log.info("subscribe_refused", node=f"{link.conn.addr[0]}:{link.conn.addr[1]}",
                  error=raw[1:].strip().decode(errors="replace"))
         if self.home.get(key) is link:

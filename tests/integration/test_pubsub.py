@@ -506,6 +506,30 @@ def test_delivery_reference_shapes(standalone) -> None:
     assert got[2] == b":1\r\n" and got[3] == smessage(shard("dlvs", "ref"))
 
 
+def test_publish_right_after_an_unsubscribe_counts_nobody(proxy) -> None:
+    """Found by the ioredis application test: the node counts the proxy's own subscription
+    until it confirmed the proxy's UNSUBSCRIBE, so a PUBLISH sent just after the client saw its
+    unsubscribe confirmation must not count it (one Redis answers 0 every time). A race: many
+    clients at once make it show."""
+    counts: list[bytes] = []
+
+    def one_client(i: int) -> None:
+        with closing(Conn(proxy.port)) as sub, closing(Conn(proxy.port)) as pub:
+            for j in range(60):
+                ch = name("unsub-race", str(i), str(j))
+                sub.call("SUBSCRIBE", ch)
+                sub.call("UNSUBSCRIBE", ch)
+                counts.append(pub.call("PUBLISH", ch, "x"))
+
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(counts) == 12 * 60
+    assert set(counts) == {b":0\r\n"}
+
+
 # ---- 2. cluster-only behaviour --------------------------------------------------------------
 
 def on_each_master(cluster: LocalCluster, make: Any) -> list[bytes]:
