@@ -40,6 +40,24 @@ from rproxy.net.wait import replicas_acked
 Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
 
 
+class LeaseOverlay:
+    """The router's slot table as a client holding a lease sees it: the slots of the lease's
+    node map to the lease. Indexed like the table (the batch loop cannot tell), it costs a
+    lookup more per command for that client only, and nothing to set up: a copy of the
+    16384-entry table per WATCH cost 0.7 ms of CPU (loadtest/stateful.py, the WATCH loop)."""
+
+    __slots__ = ("base", "lease", "addr")
+
+    def __init__(self, base: list[BackendConnection | None], lease: BackendConnection) -> None:
+        self.base = base
+        self.lease = lease
+        self.addr = lease.addr
+
+    def __getitem__(self, slot: int) -> BackendConnection | None:
+        conn = self.base[slot]
+        return self.lease if conn is not None and conn.addr == self.addr else conn
+
+
 class StatefulModes:
     """The base of ``ClientSession``: its own fields are the client's routing tables (the
     router's, or swapped while it holds a lease), its lease and what waits in the draining
@@ -123,9 +141,7 @@ class StatefulModes:
         """Route this client's commands for the lease's node on the lease."""
         self.lease = lease
         router = self.router
-        addr = lease.addr
-        self.slot_conn = [lease if c is not None and c.addr == addr else c
-                          for c in router.slot_conn]
+        self.slot_conn = LeaseOverlay(router.slot_conn, lease)  # type: ignore[assignment]
         self.read_conn = self.slot_conn if router.read_conn is router.slot_conn \
             else router.read_conn
         self._reroute()
