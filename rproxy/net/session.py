@@ -102,7 +102,7 @@ class ClientSession(StatefulModes):
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
-        "silent",
+        "silent", "outbox",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -141,6 +141,7 @@ class ClientSession(StatefulModes):
         self.held_error: bytes | None = None  # a protocol error that came after them
         self.blocked: BlockingCall | None = None  # its latest blocking command
         self.silent: set[int] = set()  # ids of queued requests whose reply is dropped
+        self.outbox: list[bytes] = []  # pub/sub messages to write, nothing queued before them
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -448,9 +449,17 @@ class ClientSession(StatefulModes):
             self.closing = True
 
     def push(self, frame: bytes) -> None:
-        """``Subscriber``: a message for this client, after the replies before it."""
-        if not self.closed:
+        """``Subscriber``: a message for this client, after the replies before it. With none
+        pending (the common case) it goes to ``outbox``, written at the next flush: no
+        request per message and subscriber (a third of the fan-out's cost)."""
+        if self.closed:
+            return
+        if self.queue:
             self.reply_local(frame)
+            return
+        self.outbox.append(frame)
+        if not self.dirty:
+            self.wake()
 
     def cross_slot(self, argv: list[bytes], info: CommandInfo) -> None:
         """Keys in several slots: split (MGET, MSET, DEL, ...), emulate a read-only command
@@ -579,6 +588,11 @@ class ClientSession(StatefulModes):
         self.dirty = False
         if self.closed:
             return
+        if self.outbox:  # messages for a subscriber, before anything queued after them
+            out, self.outbox = self.outbox, []
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+            if self.closed:
+                return
         q = self.queue
         if self.silent:  # CLIENT REPLY OFF / SKIP: some replies are dropped
             self._write_quiet()
@@ -699,6 +713,7 @@ class ClientSession(StatefulModes):
             pass
         self.queue.clear()
         self.silent.clear()
+        self.outbox = []
         self.wbuf = bytearray()
         if self.lease is not None:  # nobody is left to EXEC: the watches go, the lease back
             self.give_back_lease(unwatch=True)
