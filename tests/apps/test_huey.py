@@ -121,9 +121,18 @@ def huey_app(port: int, kind: str) -> dict[str, Any]:
         failing = always_fails()
         scheduled = add.schedule((7, 8), delay=1)
         lock_result = locked(42)
-        # the worker puts the scheduled task (and the failed attempt's retry) in the schedule
-        wait_until(lambda: any(k.startswith("huey.schedule.") for k in look()), 5,
-                   "huey's schedule")
+        # the worker puts the scheduled task (and the failed attempt's retry) in the schedule,
+        # for about a second: looked up by name (a SCAN of the whole keyspace, which other tests
+        # share, could take longer than the key lives)
+        schedule_key = f"huey.schedule.{name}"
+
+        def scheduled_now() -> bool:
+            if huey.storage.conn.exists(schedule_key):
+                seen.add(schedule_key)
+                return True
+            return False
+
+        wait_until(scheduled_now, 5, "huey's schedule")
         obs["results"] = [r.get(blocking=True, timeout=15) for r in results]
         obs["retried"] = retried.get(blocking=True, timeout=15)
         try:
