@@ -55,6 +55,7 @@ from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 from rproxy.core.stats import Stats
+from rproxy.core.topology import Addr
 from rproxy.core.transaction import command_error, exec_aborted_by
 from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.blocking import BlockingCall
@@ -140,6 +141,7 @@ class ClientSession(StatefulModes):
         self.held: Batch | None = None  # commands waiting for the replies before them (drain)
         self.held_error: bytes | None = None  # a protocol error that came after them
         self.blocked: BlockingCall | None = None  # its latest blocking command
+        self.wrote: set[Addr] | None = None  # masters written to since its last WAIT
         self.silent: set[int] = set()  # ids of queued requests whose reply is dropped
         self.outbox: list[bytes] = []  # pub/sub messages to write, nothing queued before them
 
@@ -369,7 +371,7 @@ class ClientSession(StatefulModes):
                 hub.remove(self, change.kind, change.names)
             self.reply_local(change.reply)
             return
-        req = new_request(self, b"")
+        req = new_request(self, b"", -1, True)
         self.queue.append(req)
         hub.add(self, change.kind, change.names, lambda: complete(req, change.reply))
 
@@ -594,6 +596,8 @@ class ClientSession(StatefulModes):
             if self.closed:
                 return
         q = self.queue
+        if self.wrote is not None and q and q[0][0] is not None:  # a client that used WAIT
+            self.note_writes()
         if self.silent:  # CLIENT REPLY OFF / SKIP: some replies are dropped
             self._write_quiet()
             if self.closed:

@@ -64,7 +64,7 @@ class StatefulModes:
     mode; it uses the session's fields and methods (declared below, for readers)."""
 
     __slots__ = ("slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error",
-                 "blocked")
+                 "blocked", "wrote")
     # The session's, used here.
     id: int
     queue: Any
@@ -87,6 +87,7 @@ class StatefulModes:
     held: Batch | None
     held_error: bytes | None
     blocked: BlockingCall | None
+    wrote: set[Addr] | None  # the masters written to since its last WAIT (None: never WAITed)
 
     if TYPE_CHECKING:
         def reply_local(self, data: bytes) -> None: ...
@@ -263,22 +264,46 @@ class StatefulModes:
         if self.queue:
             self.start_drain([(argv, encode_command(argv))])
             return
-        masters = [m.addr for m in self.router.masters]
+        every = [m.addr for m in self.router.masters]
         nursery = self.cluster.nursery
-        if not masters or nursery is None:
+        if not every or nursery is None:
             self.reply_local(errors.NO_TOPOLOGY)
             return
-        req = new_request(self, b"")
+        wrote = self.wrote
+        self.wrote = set()  # from now on its writes are noted (``note_writes``)
+        masters = every if not wrote else list(wrote)  # (None: not known, the first WAIT)
+        req = new_request(self, b"", -1, True)  # (read-only: not a write ``note_writes`` sees)
         self.queue.append(req)
-        nursery.start_soon(self._wait, req, masters, wait.numreplicas, wait.timeout_ms)
+        nursery.start_soon(self._wait, req, masters, wait.numreplicas, wait.timeout_ms,
+                           wrote != set())
         self.start_drain([])
 
     async def _wait(self, req: list[Any], masters: list[Addr], numreplicas: int,
-                    timeout_ms: int) -> None:
+                    timeout_ms: int, wrote: bool) -> None:
         n = await replicas_acked(masters, numreplicas, timeout_ms,
-                                 self.host.config.timeouts.connect_timeout_s)
+                                 self.host.config.timeouts.connect_timeout_s, wrote)
         complete(req, resp.integer(n))
         self.reactor.flush()
+
+    def note_writes(self) -> None:
+        """A client that used WAIT: note the master of each reply about to be sent that was
+        not to a read (``flush`` calls it for the completed head of the queue). Replies the
+        proxy made itself have no owner; a request for no slot, or split over several (a
+        fan-out, a cross-slot write), counts for every master."""
+        wrote = self.wrote
+        assert wrote is not None
+        slot_conn = self.router.slot_conn
+        for req in self.queue:
+            if req[REPLY] is None:
+                break
+            if req[1] is None or req[4]:  # OWNER, READONLY
+                continue
+            slot = req[3]  # SLOT
+            conn = slot_conn[slot] if slot >= 0 else None
+            if conn is not None:
+                wrote.add(conn.addr)
+            else:
+                wrote.update(m.addr for m in self.router.masters)
 
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
     def tx_batch(self, commands: Batch) -> None:

@@ -12,10 +12,13 @@ master to request acknowledgements from its replicas at once, as Redis does for 
 clients (a ``WAIT`` that cannot be satisfied, with a 1 ms timeout, sent on a connection of the
 proxy's own that is closed at once): otherwise replicas acknowledge only once a second.
 
-rproxy does not record which masters a client wrote to (that would cost every write on the
-fast path), so it waits for every master: the answer is never higher than one Redis would give
-for the same writes, and may be lower while a replica of a master the client did not write to
-lags (README, "WAIT").
+Which masters: those the client wrote to since its last WAIT. Recording that costs a client
+nothing until its first WAIT (the session notes, from then on, the master of each of its
+replies that was not to a read: ``ClientSession.note_writes``); at that first WAIT rproxy does
+not know, and waits for every master -- the answer is never higher than one Redis would give,
+and may be lower while a replica of another master lags. A client that wrote nothing since its
+last WAIT gets the number of replicas connected (as one Redis answers a client that never
+wrote), the minimum over the masters (README, "WAIT").
 """
 
 from __future__ import annotations
@@ -52,11 +55,15 @@ def _acked(replication: dict[str, str], offset: int) -> int:
 
 
 async def replicas_acked(masters: list[Addr], numreplicas: int, timeout_ms: int,
-                         control_timeout_s: float) -> int:
-    """The WAIT answer for writes already acknowledged by ``masters`` (see the module doc)."""
+                         control_timeout_s: float, wrote: bool = True) -> int:
+    """The WAIT answer for writes already acknowledged by ``masters`` (see the module doc);
+    with ``wrote`` false (the client wrote nothing), the replicas connected to them."""
     deadline = trio.current_time() + timeout_ms / 1000 if timeout_ms else math.inf
     targets: dict[Addr, int] = {}
     for addr in masters:
+        if not wrote:
+            targets[addr] = 0
+            continue
         try:
             info = await _replication(addr, control_timeout_s)
             targets[addr] = int(info.get("master_repl_offset", "0"))

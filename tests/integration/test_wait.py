@@ -16,7 +16,8 @@ import threading
 import time
 import uuid
 
-from tests.support import RawConnection
+from rproxy.core.slots import key_slot
+from tests.support import RawConnection, node_client
 from tests.support import argv as A
 from tests.support import raw_pipeline as run
 
@@ -65,6 +66,36 @@ def test_a_paused_replica_is_not_counted(proxy, cluster, r) -> None:
         assert time.monotonic() - t0 >= 0.35
     finally:
         os.kill(replica.pid, signal.SIGCONT)
+    assert r.execute_command("WAIT", 1, 5000) == 1
+
+
+def _key_on(cluster, master, prefix: str) -> str:
+    return next(f"{{{prefix}:{i}}}" for i in range(10000)
+                if cluster.master_of_slot(key_slot(f"{prefix}:{i}".encode())).port == master.port)
+
+
+def test_wait_counts_the_masters_the_client_wrote_to(proxy, cluster) -> None:
+    """From its first WAIT on, a client's WAIT waits for the masters it wrote to since its
+    last WAIT: a paused replica of another master does not lower the count."""
+    a, b = cluster.masters()[0], cluster.masters()[1]
+    on_a, on_b = _key_on(cluster, a, f"wa{RUN}"), _key_on(cluster, b, f"wb{RUN}")
+    b_replica = next(n for n in cluster.replicas()
+                     if node_client(n).info("replication").get("master_port") == b.port)
+    r = proxy.client()
+    r.set(on_a, "1")
+    assert r.execute_command("WAIT", 1, 5000) == 1  # the first: every master
+    os.kill(b_replica.pid, signal.SIGSTOP)
+    try:
+        r.set(on_a, "2")
+        t0 = time.monotonic()
+        assert r.execute_command("WAIT", 1, 2000) == 1  # only A was written to
+        assert time.monotonic() - t0 < 1.5
+        r.set(on_b, "1")
+        assert r.execute_command("WAIT", 1, 300) == 0  # B's replica is paused
+        # nothing written since: the replicas connected (B's still counts as connected)
+        assert r.execute_command("WAIT", 1, 300) == 1
+    finally:
+        os.kill(b_replica.pid, signal.SIGCONT)
     assert r.execute_command("WAIT", 1, 5000) == 1
 
 
