@@ -144,6 +144,7 @@ class ClientSession(StatefulModes):
         self.wrote: set[Addr] | None = None  # masters written to since its last WAIT
         self.silent: set[int] = set()  # ids of queued requests whose reply is dropped
         self.outbox: list[bytes] = []  # pub/sub messages to write, nothing queued before them
+        self.special = False  # outbox, silent or wrote in use: flush takes _write_special
 
     # -- input ------------------------------------------------------------------------------
     def on_event(self, events: int) -> None:
@@ -413,6 +414,7 @@ class ClientSession(StatefulModes):
                 queue = self.queue
                 for i in range(before, len(queue)):
                     self.silent.add(id(queue[i]))
+                self.special = True
             if self.closing:
                 return
             if client.reply == REPLY_ON and self.on_commands == self.quiet_batch:
@@ -460,6 +462,7 @@ class ClientSession(StatefulModes):
             self.reply_local(frame)
             return
         self.outbox.append(frame)
+        self.special = True
         if not self.dirty:
             self.wake()
 
@@ -590,16 +593,9 @@ class ClientSession(StatefulModes):
         self.dirty = False
         if self.closed:
             return
-        if self.outbox:  # messages for a subscriber, before anything queued after them
-            out, self.outbox = self.outbox, []
-            self._write(out[0] if len(out) == 1 else b"".join(out))
-            if self.closed:
-                return
         q = self.queue
-        if self.wrote is not None and q and q[0][0] is not None:  # a client that used WAIT
-            self.note_writes()
-        if self.silent:  # CLIENT REPLY OFF / SKIP: some replies are dropped
-            self._write_quiet()
+        if self.special:  # pub/sub messages, CLIENT REPLY OFF, WAIT: ``_write_special``
+            self._write_special()
             if self.closed:
                 return
         elif q and q[0][0] is not None:  # [0]: REPLY
@@ -626,18 +622,29 @@ class ClientSession(StatefulModes):
                 and len(q) <= self.max_pending // 2):
             self._resume_reading()
 
-    def _write_quiet(self) -> None:
-        """``flush``'s writing, when some queued replies are to be dropped."""
+    def _write_special(self) -> None:
+        """``flush``'s writing for a client with something more to do (``special``): pub/sub
+        messages in the outbox go first (nothing was queued before them); the master of each
+        reply is noted for a client that used WAIT (``note_writes``); the replies CLIENT REPLY
+        OFF / SKIP silenced are dropped. The plain path pays one check for all three."""
+        if self.outbox:
+            out, self.outbox = self.outbox, []
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+            if self.closed:
+                return
         q, silent = self.queue, self.silent
-        out = []
+        if self.wrote is not None and q and q[0][0] is not None:
+            self.note_writes()
+        replies = []
         while q and q[0][0] is not None:
             req = q.popleft()
-            if id(req) in silent:
+            if silent and id(req) in silent:
                 silent.discard(id(req))
             else:
-                out.append(req[0])
-        if out:
-            self._write(b"".join(out))
+                replies.append(req[0])
+        self.special = bool(silent) or self.wrote is not None
+        if replies:
+            self._write(b"".join(replies))
 
     def _write(self, data: bytes) -> None:
         if self.wbuf:

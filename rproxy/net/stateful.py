@@ -64,7 +64,7 @@ class StatefulModes:
     mode; it uses the session's fields and methods (declared below, for readers)."""
 
     __slots__ = ("slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error",
-                 "blocked", "wrote")
+                 "blocked", "wrote", "special")
     # The session's, used here.
     id: int
     queue: Any
@@ -88,6 +88,7 @@ class StatefulModes:
     held_error: bytes | None
     blocked: BlockingCall | None
     wrote: set[Addr] | None  # the masters written to since its last WAIT (None: never WAITed)
+    special: bool  # flush must look at the session's outbox and silent, or at wrote
 
     if TYPE_CHECKING:
         def reply_local(self, data: bytes) -> None: ...
@@ -271,6 +272,7 @@ class StatefulModes:
             return
         wrote = self.wrote
         self.wrote = set()  # from now on its writes are noted (``note_writes``)
+        self.special = True
         masters = every if not wrote else list(wrote)  # (None: not known, the first WAIT)
         req = new_request(self, b"", -1, True)  # (read-only: not a write ``note_writes`` sees)
         self.queue.append(req)
