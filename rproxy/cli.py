@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "see config/rproxy.toml")
     p.add_argument("--workers", metavar="N|auto", help="worker processes sharing the port "
                    "(SO_REUSEPORT); auto = one per available core (default 1; env RPROXY_WORKERS)")
+    p.add_argument("--cross-slot", choices=["refuse", "emulate"],
+                   help="for legacy applications: emulate every command and transaction over "
+                   "keys in several slots (sets commands.cross_slot_writes and "
+                   "commands.cross_slot_transactions; default refuse)")
+    p.add_argument("--cross-slot-writes", choices=["refuse", "emulate"],
+                   help="commands.cross_slot_writes (env RPROXY_COMMANDS_CROSS_SLOT_WRITES)")
+    p.add_argument("--cross-slot-transactions", choices=["refuse", "emulate"],
+                   help="commands.cross_slot_transactions "
+                   "(env RPROXY_COMMANDS_CROSS_SLOT_TRANSACTIONS)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "console", "json"])
     p.add_argument("--version", action="version", version=f"rproxy {__version__}")
@@ -68,6 +77,15 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> Config:
         proxy["workers"] = 0 if args.workers == "auto" else int(args.workers)
     if proxy:
         overrides["proxy"] = proxy
+    commands: dict[str, Any] = {}
+    if args.cross_slot:
+        commands["cross_slot_writes"] = commands["cross_slot_transactions"] = args.cross_slot
+    if args.cross_slot_writes:
+        commands["cross_slot_writes"] = args.cross_slot_writes
+    if args.cross_slot_transactions:
+        commands["cross_slot_transactions"] = args.cross_slot_transactions
+    if commands:
+        overrides["commands"] = commands
     return load(args.config, env, overrides)
 
 

@@ -136,13 +136,13 @@ class CommandsSection:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     cross_slot_writes: str = "refuse"
+    cross_slot_transactions: str = "refuse"
 
     def validate(self) -> None:
-        if self.cross_slot_writes not in ("refuse", "emulate"):
-            raise ConfigError(
-                "commands.cross_slot_writes: expected refuse or emulate, "
-                f"got {self.cross_slot_writes!r}"
-            )
+        for key in ("cross_slot_writes", "cross_slot_transactions"):
+            if getattr(self, key) not in ("refuse", "emulate"):
+                raise ConfigError(
+                    f"commands.{key}: expected refuse or emulate, got {getattr(self, key)!r}")
         for key in ("allow", "deny"):
             for name in getattr(self, key):
                 if not name or any(c.isspace() for c in name):

@@ -114,9 +114,13 @@ LEASES_EXHAUSTED = (
 )
 WATCH_NIL = b"*-1\r\n"  # EXEC after a watched key changed (or could not be watched): nil
 CROSSSLOT_TRANSACTION = (
-    b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: the keys of a transaction "
-    b"must all be in one slot; put them under one {hash tag}; cross-slot transactions are not "
-    b"available yet)\r\n"
+    b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: put the keys of a "
+    b"transaction under one {hash tag}, or run it per slot with commands.cross_slot_transactions"
+    b" = \"emulate\", or --cross-slot emulate; with WATCH, keys in one slot)\r\n"
+)
+CROSSSLOT_IN_EMULATED_TRANSACTION = (
+    b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: inside a transaction run "
+    b"per slot, each command's own keys must be in one slot)\r\n"
 )
 
 

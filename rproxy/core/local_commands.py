@@ -131,6 +131,8 @@ class ProxyView(Protocol):
     def pubsub(self) -> pubsub.PubSubView: ...  # the proxy's shared subscriptions
     @property
     def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
+    @property
+    def cross_slot_transactions(self) -> str: ...  # "refuse" or "emulate"
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -271,7 +273,7 @@ def _multi(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """MULTI (src/multi.c multiCommand). Inside a transaction the session handles MULTI,
     EXEC and DISCARD itself (rproxy.core.transaction); here the client is not in one. After
     WATCH the transaction must stay in the watched slot."""
-    c.multi = Transaction(c.watch_slot)
+    c.multi = Transaction(c.watch_slot, view.cross_slot_transactions == "emulate")
     return resp.OK
 
 

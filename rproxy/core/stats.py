@@ -54,6 +54,10 @@ STATS: tuple[Stat, ...] = (
          "dedicated backend connections leased to a client now (a WATCH until its EXEC)"),
     Stat("leases_refused", COUNTER, "proxy",
          "leases refused because cluster.max_leases_per_node was reached"),
+    Stat("emulated_transactions", COUNTER, "proxy",
+         "transactions over several slots run as one block per slot (cross_slot_transactions)"),
+    Stat("emulated_transaction_groups", COUNTER, "proxy",
+         "the per-slot blocks those transactions ran as"),
     Stat("subscriber_connections", GAUGE, "proxy",
          "backend connections carrying the proxy's pub/sub subscriptions (one per node)"),
     Stat("pubsub_messages", COUNTER, "proxy",
@@ -76,6 +80,8 @@ class Stats:
     outcome_unknown_errors: int
     slotmap_refreshes: int
     leases_refused: int
+    emulated_transactions: int
+    emulated_transaction_groups: int
     pubsub_messages: int
 
     def __init__(self) -> None:

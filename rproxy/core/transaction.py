@@ -23,6 +23,8 @@ from rproxy.core import errors
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.redirect import DELIVER, Redirect, decide
 from rproxy.core.resp import encode_command
+from rproxy.core.merge import split_array
+from rproxy.core.planner import SPLIT_NAMES, Merge, SplitPlan, plan_cross_slot_split
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot
 
 QUEUED = b"+QUEUED\r\n"
@@ -34,20 +36,32 @@ EXEC = encode_command([b"EXEC"])
 # they are queued and run by the master with the others.
 # (PUBLISH inside MULTI answers the node's count: the proxy's subscription counts as one.)
 _SENT_AS_IS = frozenset({b"PING", b"ECHO", b"SELECT", b"UNWATCH", b"PUBLISH", b"SPUBLISH"})
+# The queue-time check's answer for a command over several slots that rproxy splits.
+_SPLIT = b"-split\r\n"
 # Redis runs these at once even inside MULTI (processCommand); the session handles them.
 NOT_QUEUED = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
 
 
 class Transaction:
     """The commands queued since MULTI, the one slot their keys are in (-1: none yet), and
-    whether a queue-time error flagged the transaction (EXEC will answer EXECABORT)."""
+    whether a queue-time error flagged the transaction (EXEC will answer EXECABORT).
 
-    __slots__ = ("commands", "slot", "aborted")
+    With ``emulate`` (``commands.cross_slot_transactions = "emulate"``, no WATCH) the commands
+    may be in several slots: each command's slot is kept, and at EXEC the commands run as one
+    block per slot (``groups``), the replies merged in the client's order (``merge_groups``)."""
 
-    def __init__(self, slot: int = -1) -> None:
+    __slots__ = ("commands", "slot", "aborted", "emulate", "slots", "several", "split")
+
+    def __init__(self, slot: int = -1, emulate: bool = False) -> None:
         self.commands: list[bytes] = []  # encoded, as the client sent them
         self.slot = slot  # the WATCHed keys' slot, if any: the transaction must stay in it
         self.aborted = False
+        self.emulate = emulate and slot < 0  # (not after WATCH, yet)
+        self.slots: list[int] = []  # each queued command's slot (-1: no keys)
+        self.several = False  # its commands are in more than one slot
+        # A command split into per-slot parts (MSET, DEL ... over several slots, emulated):
+        # its first part's index -> (how many parts, the merge of their replies)
+        self.split: dict[int, tuple[int, Merge]] = {}
 
     def queue(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> bytes:
         """Queue one command; the reply to give now (``+QUEUED`` or an error that flags the
@@ -56,21 +70,87 @@ class Transaction:
         if error is None:
             error = self._slot_error(info, argv)
         if error is not None:
+            if error is _SPLIT and self.emulate:
+                return self._queue_split(info, argv)
             self.aborted = True
             return error
         self.commands.append(enc)
         return QUEUED
 
+    def _queue_split(self, info: CommandInfo, argv: list[bytes]) -> bytes:
+        """A command over several slots that rproxy splits (MSET, DEL, MGET ...): its parts
+        are queued in their slots' groups, and merged into its one element at EXEC."""
+        plan = plan_cross_slot_split(info.name, argv)
+        if not isinstance(plan, SplitPlan):
+            self.aborted = True
+            return plan if isinstance(plan, bytes) else errors.CROSSSLOT_IN_EMULATED_TRANSACTION
+        self.split[len(self.commands)] = (len(plan.parts), plan.merge)
+        for slot, part in plan.parts:
+            self.commands.append(encode_command(part))
+            self.slots.append(slot)
+            if self.slot < 0:
+                self.slot = slot
+        self.several = True
+        return QUEUED
+
     def _slot_error(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
         if info.route not in (Route.KEYED, Route.LEASED, Route.REFUSED) \
                 and info.name != b"SPUBLISH":  # (its channel is routed as a key)
+            self.slots.append(-1)
             return None
         slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
-        if slot == SEVERAL_SLOTS or (slot >= 0 and self.slot >= 0 and slot != self.slot):
-            return errors.CROSSSLOT_TRANSACTION
-        if slot >= 0:
+        if slot == SEVERAL_SLOTS:
+            if self.emulate and info.name in SPLIT_NAMES:
+                return _SPLIT
+            return errors.CROSSSLOT_IN_EMULATED_TRANSACTION if self.emulate \
+                else errors.CROSSSLOT_TRANSACTION
+        if slot >= 0 and self.slot >= 0 and slot != self.slot:
+            if not self.emulate:
+                return errors.CROSSSLOT_TRANSACTION
+            self.several = True
+        if slot >= 0 and self.slot < 0:
             self.slot = slot
+        self.slots.append(slot)
         return None
+
+    def groups(self) -> list[tuple[int, list[int]]]:
+        """The queued commands by slot: (slot, their indexes), in the order the slots first
+        appear; keyless commands run with the first slot's group."""
+        by_slot: dict[int, list[int]] = {}
+        for i, slot in enumerate(self.slots):
+            by_slot.setdefault(self.slot if slot < 0 else slot, []).append(i)
+        return list(by_slot.items())
+
+    def group_block(self, indexes: list[int]) -> list[bytes]:
+        """``MULTI``, the group's commands, ``EXEC``."""
+        return [MULTI, *[self.commands[i] for i in indexes], EXEC]
+
+    def merge_groups(self, groups: list[tuple[int, list[int]]], replies: list[bytes]) -> bytes:
+        """One EXEC array from the EXEC replies of the groups (``replies[g]`` for
+        ``groups[g]``), each element where the client queued its command (a split command's
+        parts merged into its one element). A group that did not answer an array (its node
+        refused the block, or its outcome is unknown) gives that error as each of its
+        elements."""
+        elements: list[bytes] = [b""] * len(self.commands)
+        for (_, indexes), raw in zip(groups, replies):
+            parts = split_array(raw) if raw[:1] == b"*" and raw[:3] != b"*-1" else None
+            if parts is None or len(parts) != len(indexes):
+                error = raw if raw[:1] == b"-" else errors.OUTCOME_UNKNOWN
+                parts = [error] * len(indexes)
+            for i, part in zip(indexes, parts):
+                elements[i] = part
+        out = []
+        i = 0
+        while i < len(elements):
+            split = self.split.get(i)
+            if split is None:
+                out.append(elements[i])
+                i += 1
+            else:
+                n, merge_parts = split
+                out.append(merge_parts(elements[i:i + n]))
+                i += n
+        return b"*%d\r\n%s" % (len(out), b"".join(out))
 
     def exec_reply(self) -> bytes | None:
         """What EXEC answers without asking a backend (EXECABORT, or an empty transaction);

@@ -95,6 +95,10 @@ class ProxyView:
         return self._server.cluster.pubsub
 
     @property
+    def cross_slot_transactions(self) -> str:
+        return self._server.config.commands.cross_slot_transactions
+
+    @property
     def cpu_seconds(self) -> tuple[float, float]:
         times = os.times()
         return times.system, times.user

@@ -34,7 +34,7 @@ from rproxy.core.topology import Addr
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import BackendConnection
 from rproxy.net.blocking import BlockingCall
-from rproxy.net.transaction import RawRequest, TxBlock
+from rproxy.net.transaction import GroupedExec, RawRequest, TxBlock
 from rproxy.net.wait import replicas_acked
 
 Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
@@ -73,6 +73,7 @@ class StatefulModes:
     cluster: Any
     host: Any
     reactor: Any
+    stats: Any
     closed: bool
     closing: bool
     reading: bool
@@ -386,10 +387,22 @@ class StatefulModes:
         if reply is not None:
             self.reply_local(reply)
             return
+        cfg = self.host.config.cluster
+        if tx.several:  # over several slots, emulated: one block per slot
+            def make_block(parent: GroupedExec, slot: int, indexes: list[int]) -> TxBlock:
+                return TxBlock(parent, tx.group_block(indexes), slot, router, self.cluster,
+                               self.reactor, cfg.max_redirects, cfg.failover_hold_s,
+                               cfg.retry_backoff_s)
+
+            grouped = GroupedExec(self, tx, make_block)
+            self.queue.append(grouped)
+            self.stats.emulated_transactions += 1
+            self.stats.emulated_transaction_groups += len(grouped.blocks)
+            grouped.send()
+            return
         slot = tx.slot
         if slot < 0:  # keyless: spread over the masters by client
             slot = router.master_slots[self.id % len(router.master_slots)]
-        cfg = self.host.config.cluster
         block = TxBlock(self, tx.block(), slot, router, self.cluster, self.reactor,
                         cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s)
         self.queue.append(block)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from rproxy.core import errors
 from rproxy.core.redirect import DELIVER
-from rproxy.core.request import DISCARD, FanOut
+from rproxy.core.request import DISCARD, FanOut, finish
 from rproxy.core.resp import encode_command
 from rproxy.core.topology import Addr
-from rproxy.core.transaction import exec_outcome
+from rproxy.core.transaction import Transaction, exec_outcome
 from rproxy.net.backend import BackendConnection
 from rproxy.net.reactor import Reactor
 from rproxy.net.resend import Resent, Scheduler
@@ -93,3 +93,37 @@ class TxBlock(Resent):
             self.resend_unsent()
         else:
             self.answer(self.parts[-1])
+
+
+class GroupedExec(FanOut):
+    """EXEC of a transaction over several slots (``commands.cross_slot_transactions =
+    "emulate"``): one ``TxBlock`` per slot, sent in parallel, each atomic on its master and
+    settled by the TxBlock's own rules (redirects followed, a lost block's outcome unknown);
+    the client gets one EXEC array, merged in the order it queued the commands. The blocks
+    report here as their owner (``wake``)."""
+
+    __slots__ = ("blocks", "groups", "tx")
+    dirty = False  # (a block always wakes this owner)
+
+    def __init__(self, owner: object, tx: Transaction,
+                 make_block: Callable[[GroupedExec, int, list[int]], TxBlock]) -> None:
+        groups = tx.groups()
+        super().__init__(owner, len(groups), _unused)
+        self.tx = tx
+        self.groups = groups
+        self.blocks = [make_block(self, slot, indexes) for slot, indexes in groups]
+
+    def send(self) -> None:
+        for block in self.blocks:
+            block.send()
+
+    def wake(self) -> None:
+        """``ReplyOwner``: a block answered; once all have, the merged EXEC reply."""
+        if self[0] is not None or any(b[0] is None for b in self.blocks):  # REPLY
+            return
+        self[0] = self.tx.merge_groups(self.groups, [b[0] for b in self.blocks])
+        finish(self)
+
+
+def _unused(parts: list[bytes]) -> bytes:
+    raise AssertionError("GroupedExec merges in wake")

@@ -446,6 +446,8 @@ class StubView:
     read_from = "master"
     masters = 2
     map_epoch = 0
+    cross_slot_transactions = "refuse"
+    cpu_seconds = (0.0, 0.0)
 
     def __init__(self) -> None:
         self.process_id = os.getpid()

@@ -46,6 +46,7 @@ class View:
     masters: int = 3
     map_epoch: int = 5
     cpu_seconds: tuple[float, float] = (1.5, 2.25)
+    cross_slot_transactions: str = "refuse"
     counters: dict[str, int] = field(default_factory=dict)
     rows: list[ClientInfo] = field(default_factory=list)
     order: list[int] = field(default_factory=lambda: [0, 5461, 10923])
