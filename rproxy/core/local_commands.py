@@ -46,11 +46,10 @@ class ToSlot:
 
 @dataclass(frozen=True, slots=True)
 class ToLease:
-    """Send ``command`` (encoded) on the client's own connection to the master of ``slot``
-    (leased for it if it has none); the backend's reply answers the client."""
+    """WATCH: send each (slot, command) on the client's own connection to the master of that
+    slot (leased for it if it has none); +OK once each is placed."""
 
-    slot: int
-    command: bytes
+    parts: list[tuple[int, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,14 +277,24 @@ def _multi(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _watch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    """WATCH key [key ...]: the keys must be in one slot, the slot of any keys watched
-    before (the transaction will run there); the session sends it on a leased connection
-    to that slot's master (``ToLease``)."""
+    """WATCH key [key ...]: the session sends it on a leased connection to the master of the
+    keys' slot (``ToLease``). The keys must be in one slot, the slot of any keys watched
+    before (the transaction will run there) -- unless transactions over several slots are
+    emulated: then one WATCH per slot goes to that slot's master, and EXEC checks them all
+    before it writes anything (rproxy/net/transaction.py ``WatchedExec``)."""
+    if view.cross_slot_transactions == "emulate":
+        by_slot: dict[int, list[bytes]] = {}
+        for key in argv[1:]:
+            by_slot.setdefault(key_slot(key), []).append(key)
+        if c.watch_slot < 0:
+            c.watch_slot = next(iter(by_slot))
+        return ToLease([(slot, resp.encode_command([argv[0], *keys]))
+                        for slot, keys in by_slot.items()])
     slot = common_slot(argv[1:])  # WATCH key [key ...]
     if slot == SEVERAL_SLOTS or (c.watch_slot >= 0 and slot != c.watch_slot):
         return errors.CROSSSLOT_TRANSACTION
     c.watch_slot = slot
-    return ToLease(slot, resp.encode_command(argv))
+    return ToLease([(slot, resp.encode_command(argv))])
 
 
 def _unwatch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:

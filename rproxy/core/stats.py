@@ -58,6 +58,12 @@ STATS: tuple[Stat, ...] = (
          "transactions over several slots run as one block per slot (cross_slot_transactions)"),
     Stat("emulated_transaction_groups", COUNTER, "proxy",
          "the per-slot blocks those transactions ran as"),
+    Stat("emulated_watch_aborts", COUNTER, "proxy",
+         "emulated transactions answered nil: a watched key changed before the check"),
+    Stat("emulated_watched_transactions", COUNTER, "proxy",
+         "emulated transactions with WATCH that ran (checked, then written)"),
+    Stat("emulated_watch_window_us", COUNTER, "proxy",
+         "their total time from the watches' check to the last block's reply, microseconds"),
     Stat("subscriber_connections", GAUGE, "proxy",
          "backend connections carrying the proxy's pub/sub subscriptions (one per node)"),
     Stat("pubsub_messages", COUNTER, "proxy",
@@ -82,6 +88,9 @@ class Stats:
     leases_refused: int
     emulated_transactions: int
     emulated_transaction_groups: int
+    emulated_watch_aborts: int
+    emulated_watched_transactions: int
+    emulated_watch_window_us: int
     pubsub_messages: int
 
     def __init__(self) -> None:

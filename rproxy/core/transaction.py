@@ -46,7 +46,7 @@ class Transaction:
     """The commands queued since MULTI, the one slot their keys are in (-1: none yet), and
     whether a queue-time error flagged the transaction (EXEC will answer EXECABORT).
 
-    With ``emulate`` (``commands.cross_slot_transactions = "emulate"``, no WATCH) the commands
+    With ``emulate`` (``commands.cross_slot_transactions = "emulate"``) the commands
     may be in several slots: each command's slot is kept, and at EXEC the commands run as one
     block per slot (``groups``), the replies merged in the client's order (``merge_groups``)."""
 
@@ -56,7 +56,7 @@ class Transaction:
         self.commands: list[bytes] = []  # encoded, as the client sent them
         self.slot = slot  # the WATCHed keys' slot, if any: the transaction must stay in it
         self.aborted = False
-        self.emulate = emulate and slot < 0  # (not after WATCH, yet)
+        self.emulate = emulate
         self.slots: list[int] = []  # each queued command's slot (-1: no keys)
         self.several = False  # its commands are in more than one slot
         # A command split into per-slot parts (MSET, DEL ... over several slots, emulated):

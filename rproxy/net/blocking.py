@@ -77,7 +77,7 @@ class BlockingCall(Resent):
         else:
             self.follow(decision)
 
-    def on_lease_lost(self) -> None:
+    def on_lease_lost(self, conn: BackendConnection) -> None:
         """``Holder``: the leased connection is gone; the part is settled by the shared pool's
         rules for raw parts (NOT_SENT or OUTCOME_UNKNOWN), then ``child_done`` decides."""
         self.lease = None

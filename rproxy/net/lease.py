@@ -31,8 +31,8 @@ CLIENT_ID = encode_command([b"CLIENT", b"ID"])
 
 
 class Holder(Protocol):
-    def on_lease_lost(self) -> None:
-        """The leased connection is gone, and the watches on it."""
+    def on_lease_lost(self, conn: BackendConnection) -> None:
+        """The leased connection ``conn`` is gone, and the watches on it."""
         ...
 
 
@@ -117,7 +117,7 @@ class LeasePool:
         holder = self.holders.pop(conn, None)
         if holder is not None:
             self.in_use[conn.addr] -= 1
-            holder.on_lease_lost()
+            holder.on_lease_lost(conn)
         self.shared.requeue(written, queued, exc)
 
     def connections(self) -> list[BackendConnection]:
@@ -168,5 +168,5 @@ class _LeasedFanOut(FanOut):
             self.pool.release(conn, unwatch=False)
         super().child_done(index, raw)
 
-    def on_lease_lost(self) -> None:
+    def on_lease_lost(self, conn: BackendConnection) -> None:
         """``Holder``: the part's reply comes by the shared pool's rules (resent or failed)."""

@@ -136,7 +136,7 @@ class ClientSession(StatefulModes):
         # a lease (``use_lease``).
         self.slot_conn = self.router.slot_conn
         self.read_conn = self.router.read_conn
-        self.lease: BackendConnection | None = None  # its own connection (a WATCH until EXEC)
+        self.leases: dict[Addr, BackendConnection] = {}  # its own connections (WATCH to EXEC)
         self.watch_broken = False  # the lease was lost, or a WATCH could not be placed
         self.held: Batch | None = None  # commands waiting for the replies before them (drain)
         self.held_error: bytes | None = None  # a protocol error that came after them
@@ -341,7 +341,7 @@ class ClientSession(StatefulModes):
             self.queue.append(parent)
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
         elif isinstance(result, ToLease):  # WATCH
-            self.watch(result.slot, result.command)
+            self.watch(result.parts)
         else:
             self.unblock(result.client_id, result.error)
         if subs is not None and self.client.subs is None:  # RESET: every subscription goes
@@ -359,7 +359,7 @@ class ClientSession(StatefulModes):
                 self.output_limit = self.host.config.limits.output_buffer_limit
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
             self.enter_mode(self.tx_batch)
-        elif self.client.watch_slot < 0 and (self.lease is not None or self.watch_broken):
+        elif self.client.watch_slot < 0 and (self.leases or self.watch_broken):
             self.end_watch(unwatch=True)  # UNWATCH, RESET
 
     # -- pub/sub: the subscribed mode (rproxy/core/pubsub.py, rproxy/net/pubsub.py) ----------
@@ -726,7 +726,7 @@ class ClientSession(StatefulModes):
         self.silent.clear()
         self.outbox = []
         self.wbuf = bytearray()
-        if self.lease is not None:  # nobody is left to EXEC: the watches go, the lease back
+        if self.leases:  # nobody is left to EXEC: the watches go, the leases back
             self.give_back_lease(unwatch=True)
         if self.blocked is not None and self.blocked[REPLY] is None:
             self.blocked.abandon()  # the node ends the block: nothing is popped for nobody

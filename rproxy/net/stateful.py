@@ -34,28 +34,28 @@ from rproxy.core.topology import Addr
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import BackendConnection
 from rproxy.net.blocking import BlockingCall
-from rproxy.net.transaction import GroupedExec, RawRequest, TxBlock
+from rproxy.net.transaction import GroupedExec, RawRequest, TxBlock, WatchedExec
 from rproxy.net.wait import replicas_acked
 
 Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's own bytes)
 
 
 class LeaseOverlay:
-    """The router's slot table as a client holding a lease sees it: the slots of the lease's
-    node map to the lease. Indexed like the table (the batch loop cannot tell), it costs a
+    """The router's slot table as a client holding a lease sees it: the slots of a node it
+    holds a lease on map to that lease. Indexed like the table (the batch loop cannot tell), it costs a
     lookup more per command for that client only, and nothing to set up: a copy of the
     16384-entry table per WATCH cost 0.7 ms of CPU (loadtest/stateful.py, the WATCH loop)."""
 
-    __slots__ = ("base", "lease", "addr")
+    __slots__ = ("base", "leases")
 
-    def __init__(self, base: list[BackendConnection | None], lease: BackendConnection) -> None:
+    def __init__(self, base: list[BackendConnection | None],
+                 leases: dict[Addr, BackendConnection]) -> None:
         self.base = base
-        self.lease = lease
-        self.addr = lease.addr
+        self.leases = leases  # node -> the client's lease there (shared, kept up to date)
 
     def __getitem__(self, slot: int) -> BackendConnection | None:
         conn = self.base[slot]
-        return self.lease if conn is not None and conn.addr == self.addr else conn
+        return self.leases.get(conn.addr, conn) if conn is not None else None
 
 
 class StatefulModes:
@@ -63,7 +63,7 @@ class StatefulModes:
     router's, or swapped while it holds a lease), its lease and what waits in the draining
     mode; it uses the session's fields and methods (declared below, for readers)."""
 
-    __slots__ = ("slot_conn", "read_conn", "lease", "watch_broken", "held", "held_error",
+    __slots__ = ("slot_conn", "read_conn", "leases", "watch_broken", "held", "held_error",
                  "blocked", "wrote", "special")
     # The session's, used here.
     id: int
@@ -83,7 +83,7 @@ class StatefulModes:
     # Its own.
     slot_conn: list[BackendConnection | None]
     read_conn: list[BackendConnection | None]
-    lease: BackendConnection | None
+    leases: dict[Addr, BackendConnection]  # its leases (WATCH until EXEC), by node
     watch_broken: bool
     held: Batch | None
     held_error: bytes | None
@@ -103,50 +103,55 @@ class StatefulModes:
         def _resume_reading(self) -> None: ...
 
     # -- WATCH: a leased connection (rproxy/net/lease.py) until EXEC ------------------------------
-    def watch(self, slot: int, command: bytes) -> None:
-        """WATCH on the client's own connection to the slot's master. Until it is given back,
-        the client's commands for that master go on it too, so that they run in the order the
-        client sent them relative to the WATCH (its own write after WATCH makes EXEC fail, as
-        on one Redis)."""
+    def watch(self, parts: list[tuple[int, bytes]]) -> None:
+        """WATCH on the client's own connection to each slot's master (one part per slot).
+        Until it is given back, the client's commands for that master go on it too, so that
+        they run in the order the client sent them relative to the WATCH (its own write after
+        WATCH makes EXEC fail, as on one Redis)."""
         if self.watch_broken:  # the watch is already lost: EXEC will answer nil anyway
             self.reply_local(resp.OK)
             return
-        lease = self.lease
-        if lease is None:
+        request = RawRequest(self, self.watch_reply, len(parts))
+        self.queue.append(request)
+        for i, (slot, command) in enumerate(parts):
+            child = request.child(i, command, slot)
             master = self.router.slot_conn[slot]
             if master is None:
-                self.client.watch_slot = -1
-                self.reply_local(self.router.no_conn_error(False))
-                return
-            lease = self.cluster.leases.acquire(master.addr, self)
+                complete(child, self.router.no_conn_error(False))
+                continue
+            lease = self.leases.get(master.addr)
             if lease is None:
-                self.client.watch_slot = -1
-                self.reply_local(errors.LEASES_EXHAUSTED)
-                return
-            self.use_lease(lease)
-        request = RawRequest(self, self.watch_reply)
-        self.queue.append(request)
-        lease.send(request.child(0, command, slot), command)
+                lease = self.cluster.leases.acquire(master.addr, self)
+                if lease is None:
+                    complete(child, errors.LEASES_EXHAUSTED)
+                    continue
+                self.use_lease(lease)
+            lease.send(child, command)
 
     def watch_reply(self, parts: list[bytes]) -> bytes:
         """WATCH answers +OK; one that could not be placed on the slot's owner (it moved, the
         connection was lost) also answers +OK, and the transaction's EXEC answers nil, as
-        after a conflict: the client's optimistic retry loop handles it."""
-        raw = parts[0]
-        if raw == resp.OK or proves_not_run(raw) or raw in (errors.NOT_SENT,
-                                                             errors.OUTCOME_UNKNOWN):
-            if raw != resp.OK:
+        after a conflict: the client's optimistic retry loop handles it. An error of rproxy's
+        own (no master, no lease left) is the answer, and the watch is over."""
+        for raw in parts:
+            if raw == resp.OK:
+                continue
+            if proves_not_run(raw) or raw in (errors.NOT_SENT, errors.OUTCOME_UNKNOWN):
                 self.watch_broken = True
-            return resp.OK
-        return raw
+            else:
+                self.client.watch_slot = -1
+                self.end_watch(unwatch=True)
+                return raw
+        return resp.OK
 
     def use_lease(self, lease: BackendConnection) -> None:
         """Route this client's commands for the lease's node on the lease."""
-        self.lease = lease
+        self.leases[lease.addr] = lease
         router = self.router
-        self.slot_conn = LeaseOverlay(router.slot_conn, lease)  # type: ignore[assignment]
-        self.read_conn = self.slot_conn if router.read_conn is router.slot_conn \
-            else router.read_conn
+        if not isinstance(self.slot_conn, LeaseOverlay):
+            self.slot_conn = LeaseOverlay(router.slot_conn, self.leases)  # type: ignore[assignment]
+            self.read_conn = self.slot_conn if router.read_conn is router.slot_conn \
+                else router.read_conn
         self._reroute()
 
     def _reroute(self) -> None:
@@ -157,9 +162,10 @@ class StatefulModes:
             self.on_commands = self.route_batch
 
     def give_back_lease(self, unwatch: bool) -> None:
-        """The watch is over (EXEC, DISCARD, UNWATCH, RESET, the client left)."""
-        lease = self.lease
-        self.lease = None
+        """The watch is over (EXEC, DISCARD, UNWATCH, RESET, the client left): every lease
+        goes back."""
+        leases = list(self.leases.values())
+        self.leases = {}
         self.watch_broken = False
         self.slot_conn = self.router.slot_conn
         self.read_conn = self.router.read_conn
@@ -169,7 +175,7 @@ class StatefulModes:
             self.start_drain([])
         else:
             self._reroute()
-        if lease is not None:
+        for lease in leases:
             self.cluster.leases.release(lease, unwatch)
 
     def start_drain(self, held: Batch) -> None:
@@ -205,12 +211,14 @@ class StatefulModes:
         elif not self.reading and not self.eof:
             self._resume_reading()
 
-    def on_lease_lost(self) -> None:
-        """``Holder``: the leased connection is gone, and the watches on it."""
-        self.lease = None
+    def on_lease_lost(self, conn: BackendConnection) -> None:
+        """``Holder``: a leased connection is gone, and the watches on it."""
+        if self.leases.get(conn.addr) is conn:
+            del self.leases[conn.addr]
         self.watch_broken = True
-        self.slot_conn = self.router.slot_conn
-        self.read_conn = self.router.read_conn
+        if not self.leases:
+            self.slot_conn = self.router.slot_conn
+            self.read_conn = self.router.read_conn
         self._reroute()
 
     # -- blocking commands: on a leased connection (rproxy/net/blocking.py) -----------------------
@@ -308,6 +316,20 @@ class StatefulModes:
             else:
                 wrote.update(m.addr for m in self.router.masters)
 
+    def _grouped(self, owner: object, tx: Transaction) -> GroupedExec:
+        """The EXEC of ``tx`` as one TxBlock per slot (rproxy/net/transaction.py)."""
+        cfg = self.host.config.cluster
+        router = self.router
+
+        def make_block(parent: GroupedExec, slot: int, indexes: list[int]) -> TxBlock:
+            return TxBlock(parent, tx.group_block(indexes), slot, router, self.cluster,
+                           self.reactor, cfg.max_redirects, cfg.failover_hold_s,
+                           cfg.retry_backoff_s)
+
+        grouped = GroupedExec(owner, tx, make_block)
+        self.stats.emulated_transaction_groups += len(grouped.blocks)
+        return grouped
+
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
     def tx_batch(self, commands: Batch) -> None:
         """Queue the commands of a transaction (rproxy/core/transaction.py) until EXEC,
@@ -354,9 +376,10 @@ class StatefulModes:
                 return
 
     def end_watch(self, unwatch: bool) -> None:
-        """The transaction is over: give back the lease, if any (its watches are dropped)."""
+        """The transaction is over: give back the leases, if any (their watches are
+        dropped)."""
         self.watch_broken = False
-        if self.lease is not None:
+        if self.leases:
             self.give_back_lease(unwatch)
 
     def exec_transaction(self, tx: Transaction) -> None:
@@ -367,7 +390,19 @@ class StatefulModes:
             self.reply_local(errors.EXECABORT if tx.aborted else errors.WATCH_NIL)
             self.end_watch(unwatch=True)
             return
-        lease = self.lease
+        if self.leases and (len(self.leases) > 1 or tx.several):
+            # Watches on several masters, or writes beyond the watched one (emulated): every
+            # watch is checked before anything is written, then the blocks run per slot.
+            watched = WatchedExec(self, list(self.leases.values()), tx,
+                                  lambda owner: self._grouped(owner, tx), self.stats)
+            self.queue.append(watched)
+            watched.send()
+            self.stats.emulated_transactions += 1
+            # Given back at once: the checks (MULTI, EXEC) end the watches on every lease,
+            # and are ahead of anything a later holder sends.
+            self.give_back_lease(unwatch=False)
+            return
+        lease = next(iter(self.leases.values()), None)
         if lease is not None:  # even an empty transaction: a watched key may have changed
             cfg = self.host.config.cluster
             block = TxBlock(self, tx.block(), tx.slot, self.router, self.cluster, self.reactor,
@@ -389,15 +424,9 @@ class StatefulModes:
             return
         cfg = self.host.config.cluster
         if tx.several:  # over several slots, emulated: one block per slot
-            def make_block(parent: GroupedExec, slot: int, indexes: list[int]) -> TxBlock:
-                return TxBlock(parent, tx.group_block(indexes), slot, router, self.cluster,
-                               self.reactor, cfg.max_redirects, cfg.failover_hold_s,
-                               cfg.retry_backoff_s)
-
-            grouped = GroupedExec(self, tx, make_block)
+            grouped = self._grouped(self, tx)
             self.queue.append(grouped)
             self.stats.emulated_transactions += 1
-            self.stats.emulated_transaction_groups += len(grouped.blocks)
             grouped.send()
             return
         slot = tx.slot

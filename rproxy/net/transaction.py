@@ -13,6 +13,7 @@ WATCH the block runs on the client's lease and is never sent again: a refusal an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from rproxy.core import errors
@@ -20,7 +21,8 @@ from rproxy.core.redirect import DELIVER
 from rproxy.core.request import DISCARD, FanOut, finish
 from rproxy.core.resp import encode_command
 from rproxy.core.topology import Addr
-from rproxy.core.transaction import Transaction, exec_outcome
+from rproxy.core.stats import Stats
+from rproxy.core.transaction import EMPTY_EXEC, EXEC, MULTI, Transaction, exec_outcome
 from rproxy.net.backend import BackendConnection
 from rproxy.net.reactor import Reactor
 from rproxy.net.resend import Resent, Scheduler
@@ -30,14 +32,14 @@ ASKING = encode_command([b"ASKING"])
 
 
 class RawRequest(FanOut):
-    """A request of one raw part (a WATCH on the client's lease): ``merge`` sees the node's
-    reply as it is, and the shared pool neither redirects nor resends it."""
+    """A request of raw parts (a WATCH on the client's leases): ``merge`` sees the nodes'
+    replies as they are, and the shared pool neither redirects nor resends them."""
 
     __slots__ = ()
     raw = True
 
-    def __init__(self, owner: object, merge: Callable[[list[bytes]], bytes]) -> None:
-        super().__init__(owner, 1, merge)
+    def __init__(self, owner: object, merge: Callable[[list[bytes]], bytes], n: int = 1) -> None:
+        super().__init__(owner, n, merge)
 
 
 class TxBlock(Resent):
@@ -127,3 +129,62 @@ class GroupedExec(FanOut):
 
 def _unused(parts: list[bytes]) -> bytes:
     raise AssertionError("GroupedExec merges in wake")
+
+
+class WatchedExec(FanOut):
+    """EXEC after WATCH on several masters, or with writes beyond the watched one (emulated
+    transactions over several slots): all or nothing on a WATCH conflict.
+
+    First every watch is checked where it is: ``MULTI`` and ``EXEC`` on each of the client's
+    leases -- an empty EXEC answers ``*0`` if the watched keys there are untouched and nil if
+    one changed, and ends the watches. If any answered otherwise, EXEC answers nil and nothing
+    is written. Otherwise the transaction runs at once as one block per slot (``GroupedExec``).
+    A write by another client to a watched key after its node's check and before the blocks
+    run goes unnoticed: that window (about one round trip) is measured and counted in INFO
+    (``emulated_watch_window_us``)."""
+
+    __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped")
+    raw = True
+    dirty = False  # (the grouped EXEC always wakes this owner)
+
+    def __init__(self, owner: object, leases: list[BackendConnection], tx: Transaction,
+                 start: Callable[[WatchedExec], GroupedExec], stats: Stats) -> None:
+        super().__init__(owner, 2 * len(leases), _unused)
+        self.leases = leases
+        self.tx = tx
+        self.start = start
+        self.stats = stats
+        self.checked_at = 0.0
+        self.grouped: GroupedExec | None = None
+
+    def send(self) -> None:
+        for i, lease in enumerate(self.leases):
+            lease.send(self.child(2 * i, MULTI), MULTI)
+            lease.send(self.child(2 * i + 1, EXEC), EXEC)
+
+    def child_done(self, index: int, raw: bytes) -> None:
+        self.parts[index] = raw
+        self.pending -= 1
+        if self.pending:
+            return
+        if any(self.parts[i] != EMPTY_EXEC for i in range(1, len(self.parts), 2)):
+            self.stats.emulated_watch_aborts += 1
+            self[0] = errors.WATCH_NIL  # REPLY
+            finish(self)
+        elif not self.tx.commands:
+            self[0] = EMPTY_EXEC
+            finish(self)
+        else:
+            self.checked_at = time.monotonic()
+            self.grouped = self.start(self)
+            self.grouped.send()
+
+    def wake(self) -> None:
+        """``ReplyOwner``: the blocks ran; their merged EXEC array is the reply."""
+        grouped = self.grouped
+        if grouped is None or grouped[0] is None or self[0] is not None:
+            return
+        self.stats.emulated_watch_window_us += int((time.monotonic() - self.checked_at) * 1e6)
+        self.stats.emulated_watched_transactions += 1
+        self[0] = grouped[0]
+        finish(self)

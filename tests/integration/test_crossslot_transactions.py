@@ -22,7 +22,7 @@ import redis
 from rproxy.cli import build_parser, config_from_args
 from rproxy.core.slots import key_slot
 from rproxy.localcluster import LocalCluster
-from tests.support import ProxyThread, proxy_config
+from tests.support import ProxyThread, RawConnection, proxy_config
 from tests.support import argv as A
 from tests.support import raw_pipeline as run
 
@@ -107,12 +107,92 @@ def test_the_blocks_are_counted(emulating) -> None:
     assert info["emulated_transaction_groups"] >= 2
 
 
-def test_watch_keeps_the_transaction_in_one_slot(emulating) -> None:
-    got = run(emulating.port, [A("WATCH", A_), A("MULTI"), A("SET", A_, "1"), A("SET", B_, "1"),
-                               A("EXEC")])
-    assert got[:3] == [b"+OK\r\n", b"+OK\r\n", b"+QUEUED\r\n"]
-    assert got[3].startswith(b"-CROSSSLOT") and b"with WATCH, keys in one slot" in got[3]
-    assert got[4].startswith(b"-EXECABORT")
+def _two_clients(port: int, steps: list[tuple[int, list[bytes]]]) -> list[bytes]:
+    """``steps`` of (client 0 or 1, command) on two connections, one reply at a time."""
+    conns = [RawConnection(port), RawConnection(port)]
+    try:
+        return [conns[who].pipeline([cmd])[0] for who, cmd in steps]
+    finally:
+        for c in conns:
+            c.close()
+
+
+WATCH_CASES: dict[str, list[tuple[int, list[bytes]]]] = {
+    "watch_untouched": [
+        (0, A("DEL", A_, B_, C_)), (0, A("WATCH", A_, B_)), (1, A("GET", A_)),
+        (0, A("MULTI")), (0, A("SET", A_, "1")), (0, A("SET", C_, "3")), (0, A("EXEC")),
+        (0, A("MGET", A_, B_, C_))],
+    "watch_conflict_on_another_master": [
+        (0, A("DEL", A_, B_, C_)), (0, A("WATCH", A_, B_)), (1, A("SET", B_, "theirs")),
+        (0, A("MULTI")), (0, A("SET", A_, "1")), (0, A("SET", C_, "3")), (0, A("EXEC")),
+        (0, A("MGET", A_, B_, C_))],
+    "watch_in_two_commands_conflict": [
+        (0, A("DEL", A_, B_, C_)), (0, A("WATCH", A_)), (0, A("WATCH", C_)),
+        (1, A("INCR", C_)), (0, A("MULTI")), (0, A("INCR", A_)), (0, A("EXEC")),
+        (0, A("MGET", A_, B_, C_))],
+    "own_write_after_watch": [
+        (0, A("DEL", A_, B_)), (0, A("WATCH", A_, B_)), (0, A("SET", B_, "mine")),
+        (0, A("MULTI")), (0, A("SET", A_, "1")), (0, A("EXEC")), (0, A("MGET", A_, B_))],
+    "unwatch_then_cross_slot": [
+        (0, A("WATCH", A_, B_)), (1, A("SET", A_, "x")), (0, A("UNWATCH")), (0, A("MULTI")),
+        (0, A("SET", A_, "1")), (0, A("SET", B_, "2")), (0, A("EXEC"))],
+    "empty_watched_transaction": [
+        (0, A("WATCH", A_, C_)), (0, A("MULTI")), (0, A("EXEC")), (0, A("WATCH", A_, C_)),
+        (1, A("SET", C_, "x")), (0, A("MULTI")), (0, A("EXEC"))],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WATCH_CASES))
+def test_watch_across_slots_same_bytes_as_one_redis(name: str, emulating, standalone) -> None:
+    steps = WATCH_CASES[name]
+    assert _two_clients(emulating.port, steps) == _two_clients(standalone.port, steps)
+
+
+def test_watch_retry_loop_over_two_masters_under_contention(emulating, cluster) -> None:
+    """Four redis-py clients move units between two counters on two masters with WATCH /
+    MULTI / EXEC retry loops, as hard as they can: every loop ends, and the updates lost to
+    the window between the watches' check and the writes are measured and printed (one Redis
+    loses none; README, "Transactions over several slots", says what to expect)."""
+    src = keys_in_slots(1, f"src{RUN}")[0]
+    src_port = cluster.master_of_slot(key_slot(src.encode())).port
+    dst = next(f"dst{RUN}:{i}" for i in range(10000)
+               if cluster.master_of_slot(key_slot(f"dst{RUN}:{i}".encode())).port != src_port)
+    setup = emulating.client()
+    setup.mset({src: 1000, dst: 0})
+    done = [0]
+    lock = threading.Lock()
+
+    def mover() -> None:
+        r = emulating.client()
+        for _ in range(40):
+            with r.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(src, dst)
+                        a, b = int(pipe.get(src)), int(pipe.get(dst))
+                        pipe.multi()
+                        pipe.set(src, a - 1)
+                        pipe.set(dst, b + 1)
+                        pipe.execute()
+                        with lock:
+                            done[0] += 1
+                        break
+                    except redis.WatchError:
+                        continue
+
+    threads = [threading.Thread(target=mover) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    a, b = int(setup.get(src)), int(setup.get(dst))
+    info = setup.info("proxy")
+    window = info["emulated_watch_window_us"] / max(1, info["emulated_watched_transactions"])
+    print(f"\n{done[0]} transfers acknowledged; counters {a} + {b}; updates lost in the "
+          f"window: {done[0] - b}; watch aborts {info['emulated_watch_aborts']}; mean window "
+          f"{window:.0f} us")
+    assert done[0] == 160
+    assert b <= done[0] and a >= 1000 - done[0]
 
 
 def test_refused_by_default_naming_the_setting(proxy) -> None:
