@@ -316,8 +316,10 @@ class StatefulModes:
             else:
                 wrote.update(m.addr for m in self.router.masters)
 
-    def _grouped(self, owner: object, tx: Transaction) -> GroupedExec:
-        """The EXEC of ``tx`` as one TxBlock per slot (rproxy/net/transaction.py)."""
+    def _grouped(self, owner: object, tx: Transaction,
+                 ran: tuple[int, bytes] | None = None) -> GroupedExec:
+        """The EXEC of ``tx`` as one TxBlock per slot (rproxy/net/transaction.py), but for
+        the group ``ran`` names, run already."""
         cfg = self.host.config.cluster
         router = self.router
 
@@ -326,8 +328,8 @@ class StatefulModes:
                            self.reactor, cfg.max_redirects, cfg.failover_hold_s,
                            cfg.retry_backoff_s)
 
-        grouped = GroupedExec(owner, tx, make_block)
-        self.stats.emulated_transaction_groups += len(grouped.blocks)
+        grouped = GroupedExec(owner, tx, make_block, ran)
+        self.stats.emulated_transaction_groups += len(tx.groups())
         return grouped
 
     # -- the transaction mode (between MULTI and EXEC / DISCARD) ----------------------------------
@@ -393,8 +395,16 @@ class StatefulModes:
         if self.leases and (len(self.leases) > 1 or tx.several):
             # Watches on several masters, or writes beyond the watched one (emulated): every
             # watch is checked before anything is written, then the blocks run per slot.
-            watched = WatchedExec(self, list(self.leases.values()), tx,
-                                  lambda owner: self._grouped(owner, tx), self.stats)
+            leases = list(self.leases.values())
+            first = None
+            if len(leases) == 1:  # the check can be one of the groups: no window
+                addr = leases[0].addr
+                first = next((g for g, (slot, _) in enumerate(tx.groups())
+                              if (c := self.router.slot_conn[slot]) is not None
+                              and c.addr == addr), None)
+            watched = WatchedExec(self, leases, tx,
+                                  lambda owner, ran: self._grouped(owner, tx, ran), self.stats,
+                                  first)
             self.queue.append(watched)
             watched.send()
             self.stats.emulated_transactions += 1

@@ -104,26 +104,34 @@ class GroupedExec(FanOut):
     the client gets one EXEC array, merged in the order it queued the commands. The blocks
     report here as their owner (``wake``)."""
 
-    __slots__ = ("blocks", "groups", "tx")
+    __slots__ = ("blocks", "groups", "tx", "ran")
     dirty = False  # (a block always wakes this owner)
 
     def __init__(self, owner: object, tx: Transaction,
-                 make_block: Callable[[GroupedExec, int, list[int]], TxBlock]) -> None:
+                 make_block: Callable[[GroupedExec, int, list[int]], TxBlock],
+                 ran: tuple[int, bytes] | None = None) -> None:
         groups = tx.groups()
         super().__init__(owner, len(groups), _unused)
         self.tx = tx
         self.groups = groups
-        self.blocks = [make_block(self, slot, indexes) for slot, indexes in groups]
+        self.ran = ran  # (a group's index, its EXEC reply): run already (``WatchedExec``)
+        self.blocks = [make_block(self, slot, indexes) for g, (slot, indexes)
+                       in enumerate(groups) if ran is None or g != ran[0]]
 
     def send(self) -> None:
         for block in self.blocks:
             block.send()
+        if not self.blocks:
+            self.wake()
 
     def wake(self) -> None:
         """``ReplyOwner``: a block answered; once all have, the merged EXEC reply."""
         if self[0] is not None or any(b[0] is None for b in self.blocks):  # REPLY
             return
-        self[0] = self.tx.merge_groups(self.groups, [b[0] for b in self.blocks])
+        replies = [b[0] for b in self.blocks]
+        if self.ran is not None:
+            replies.insert(self.ran[0], self.ran[1])
+        self[0] = self.tx.merge_groups(self.groups, replies)  # type: ignore[arg-type]
         finish(self)
 
 
@@ -139,35 +147,50 @@ class WatchedExec(FanOut):
     leases -- an empty EXEC answers ``*0`` if the watched keys there are untouched and nil if
     one changed, and ends the watches. If any answered otherwise, EXEC answers nil and nothing
     is written. Otherwise the transaction runs at once as one block per slot (``GroupedExec``).
-    A write by another client to a watched key after its node's check and before the blocks
-    run goes unnoticed: that window (about one round trip) is measured and counted in INFO
-    (``emulated_watch_window_us``)."""
+    With watches on several masters, a write by another client to a watched key after its
+    node's check and before the blocks run goes unnoticed: that window (about one round trip)
+    is measured and counted in INFO (``emulated_watch_window_us``). With watches on one
+    master (``first``: the index of a group of the transaction on that master, or None), the
+    check *is* that group's block, run on the lease: its EXEC writes the group only if the
+    watches held, atomically, and there is no window."""
 
-    __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped")
+    __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped", "first", "checks")
     raw = True
     dirty = False  # (the grouped EXEC always wakes this owner)
 
     def __init__(self, owner: object, leases: list[BackendConnection], tx: Transaction,
-                 start: Callable[[WatchedExec], GroupedExec], stats: Stats) -> None:
-        super().__init__(owner, 2 * len(leases), _unused)
+                 start: Callable[[WatchedExec, tuple[int, bytes] | None], GroupedExec],
+                 stats: Stats, first: int | None = None) -> None:
+        checks = ([tx.group_block(tx.groups()[first][1])] if first is not None
+                  else [[MULTI, EXEC] for _ in leases])
+        super().__init__(owner, sum(len(c) for c in checks), _unused)
         self.leases = leases
         self.tx = tx
         self.start = start
         self.stats = stats
         self.checked_at = 0.0
         self.grouped: GroupedExec | None = None
+        self.first = first
+        self.checks = checks
 
     def send(self) -> None:
-        for i, lease in enumerate(self.leases):
-            lease.send(self.child(2 * i, MULTI), MULTI)
-            lease.send(self.child(2 * i + 1, EXEC), EXEC)
+        i = 0
+        for lease, block in zip(self.leases, self.checks):
+            for data in block:
+                lease.send(self.child(i, data), data)
+                i += 1
 
     def child_done(self, index: int, raw: bytes) -> None:
         self.parts[index] = raw
         self.pending -= 1
         if self.pending:
             return
-        if any(self.parts[i] != EMPTY_EXEC for i in range(1, len(self.parts), 2)):
+        execs, i = [], 0
+        for block in self.checks:
+            i += len(block)
+            execs.append(self.parts[i - 1])
+        held = all(e[:1] == b"*" and e[:3] != b"*-1" for e in execs)
+        if not held:  # nil (a watched key changed), or the node refused the block
             self.stats.emulated_watch_aborts += 1
             self[0] = errors.WATCH_NIL  # REPLY
             finish(self)
@@ -176,7 +199,8 @@ class WatchedExec(FanOut):
             finish(self)
         else:
             self.checked_at = time.monotonic()
-            self.grouped = self.start(self)
+            ran = None if self.first is None else (self.first, execs[0])
+            self.grouped = self.start(self, ran)
             self.grouped.send()
 
     def wake(self) -> None:

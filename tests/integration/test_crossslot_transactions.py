@@ -195,6 +195,41 @@ def test_watch_retry_loop_over_two_masters_under_contention(emulating, cluster) 
     assert b <= done[0] and a >= 1000 - done[0]
 
 
+def test_watch_on_one_master_has_no_window(emulating, cluster) -> None:
+    """Watches on one master: the check is that master's block itself (its EXEC writes only if
+    the watches held), so under the same contention no update is lost, as on one Redis --
+    while the transaction also writes a counter on another master."""
+    src = keys_in_slots(1, f"one{RUN}")[0]
+    src_port = cluster.master_of_slot(key_slot(src.encode())).port
+    dst = next(f"onedst{RUN}:{i}" for i in range(10000)
+               if cluster.master_of_slot(key_slot(f"onedst{RUN}:{i}".encode())).port != src_port)
+    setup = emulating.client()
+    setup.mset({src: 1000, dst: 0})
+
+    def mover() -> None:
+        r = emulating.client()
+        for _ in range(40):
+            with r.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(src)
+                        a = int(pipe.get(src))
+                        pipe.multi()
+                        pipe.set(src, a - 1)
+                        pipe.incr(dst)
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+
+    threads = [threading.Thread(target=mover) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert (int(setup.get(src)), int(setup.get(dst))) == (1000 - 160, 160)
+
+
 def test_refused_by_default_naming_the_setting(proxy) -> None:
     got = run(proxy.port, [A("MULTI"), A("SET", A_, "1"), A("SET", B_, "1"), A("EXEC"),
                            A("EXISTS", A_, B_)])
