@@ -30,6 +30,8 @@ fi
 venv=${RPROXY_VENV:-.venv}
 [ -x "${venv}/bin/python" ] || python3 -m venv "${venv}"
 "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# arq (tests/apps) pins redis-py below 6; it runs on the newer one the suite uses: no deps.
+"${venv}/bin/python" -m pip install -q --disable-pip-version-check --no-deps arq==0.28.0
 
 # crcmod must use its C extension, or every command pays for pure-Python CRC16.
 "${venv}/bin/python" -c 'import sys, crcmod.crcmod; sys.exit(0 if sys.modules["crcmod.crcmod"]._usingExtension else 1)' \

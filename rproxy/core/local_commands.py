@@ -50,6 +50,7 @@ class ToLease:
     slot (leased for it if it has none); +OK once each is placed."""
 
     parts: list[tuple[int, bytes]]
+    keys: list[bytes]  # the keys watched
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +290,12 @@ def _watch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
         if c.watch_slot < 0:
             c.watch_slot = next(iter(by_slot))
         return ToLease([(slot, resp.encode_command([argv[0], *keys]))
-                        for slot, keys in by_slot.items()])
+                        for slot, keys in by_slot.items()], argv[1:])
     slot = common_slot(argv[1:])  # WATCH key [key ...]
     if slot == SEVERAL_SLOTS or (c.watch_slot >= 0 and slot != c.watch_slot):
         return errors.CROSSSLOT_TRANSACTION
     c.watch_slot = slot
-    return ToLease([(slot, resp.encode_command(argv))])
+    return ToLease([(slot, resp.encode_command(argv))], argv[1:])
 
 
 def _unwatch(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
@@ -327,11 +328,16 @@ def _client_id(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _client_line(c: ClientInfo) -> bytes:
+    """Redis 7.0's fields, in its order (src/networking.c catClientInfoString); client
+    libraries parse some of them as integers (redis-py before 6 all it knows)."""
     return (
         b"id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d "
-        b"ssub=%d multi=%d qbuf=%d obl=0 oll=%d omem=%d cmd=NULL user=default"
+        b"ssub=%d multi=%d qbuf=%d qbuf-free=%d argv-mem=0 multi-mem=0 rbs=%d rbp=0 obl=0 "
+        b"oll=%d omem=%d tot-mem=%d events=r cmd=NULL user=default redir=-1 resp=2"
         % (c.id, c.addr.encode(), c.laddr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.flags,
-           c.sub, c.psub, c.ssub, c.multi, c.query_buffer, c.pending, c.output_buffer)
+           c.sub, c.psub, c.ssub, c.multi, c.query_buffer, max(0, 65536 - c.query_buffer),
+           max(c.query_buffer, 1024), c.pending, c.output_buffer,
+           c.query_buffer + c.output_buffer)
     )
 
 

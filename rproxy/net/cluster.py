@@ -40,6 +40,7 @@ from rproxy.net.control import ControlError, control_command
 from rproxy.net.lease import LeasePool
 from rproxy.net.pool import SharedPool
 from rproxy.net.pubsub import PubSubHub
+from rproxy.net.transaction import WatchLocks
 from rproxy.net.reactor import Reactor
 from rproxy.net.router import Router
 
@@ -72,6 +73,8 @@ class ClusterManager:
         self.pool = SharedPool(config, reactor, router, stats, self)
         self.leases = LeasePool(self, self.pool, stats, config.cluster.max_leases_per_node)
         self.pubsub = PubSubHub(self, router, reactor, stats, config.cluster.retry_backoff_s)
+        # emulated transactions watching several masters, one at a time per key
+        self.watch_locks = WatchLocks()
         self.slotmap: SlotMap | None = None
         self.conns: dict[Addr, list[BackendConnection]] = {}
         self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections

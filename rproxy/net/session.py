@@ -137,6 +137,7 @@ class ClientSession(StatefulModes):
         self.slot_conn = self.router.slot_conn
         self.read_conn = self.router.read_conn
         self.leases: dict[Addr, BackendConnection] = {}  # its own connections (WATCH to EXEC)
+        self.watched: set[bytes] = set()  # the keys it watches
         self.watch_broken = False  # the lease was lost, or a WATCH could not be placed
         self.held: Batch | None = None  # commands waiting for the replies before them (drain)
         self.held_error: bytes | None = None  # a protocol error that came after them
@@ -341,7 +342,7 @@ class ClientSession(StatefulModes):
             self.queue.append(parent)
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
         elif isinstance(result, ToLease):  # WATCH
-            self.watch(result.parts)
+            self.watch(result.parts, result.keys)
         else:
             self.unblock(result.client_id, result.error)
         if subs is not None and self.client.subs is None:  # RESET: every subscription goes

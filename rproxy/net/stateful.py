@@ -63,7 +63,8 @@ class StatefulModes:
     router's, or swapped while it holds a lease), its lease and what waits in the draining
     mode; it uses the session's fields and methods (declared below, for readers)."""
 
-    __slots__ = ("slot_conn", "read_conn", "leases", "watch_broken", "held", "held_error",
+    __slots__ = ("slot_conn", "read_conn", "leases", "watched", "watch_broken", "held",
+                 "held_error",
                  "blocked", "wrote", "special")
     # The session's, used here.
     id: int
@@ -84,6 +85,7 @@ class StatefulModes:
     slot_conn: list[BackendConnection | None]
     read_conn: list[BackendConnection | None]
     leases: dict[Addr, BackendConnection]  # its leases (WATCH until EXEC), by node
+    watched: set[bytes]  # the keys it watches
     watch_broken: bool
     held: Batch | None
     held_error: bytes | None
@@ -103,7 +105,7 @@ class StatefulModes:
         def _resume_reading(self) -> None: ...
 
     # -- WATCH: a leased connection (rproxy/net/lease.py) until EXEC ------------------------------
-    def watch(self, parts: list[tuple[int, bytes]]) -> None:
+    def watch(self, parts: list[tuple[int, bytes]], keys: list[bytes]) -> None:
         """WATCH on the client's own connection to each slot's master (one part per slot).
         Until it is given back, the client's commands for that master go on it too, so that
         they run in the order the client sent them relative to the WATCH (its own write after
@@ -111,6 +113,7 @@ class StatefulModes:
         if self.watch_broken:  # the watch is already lost: EXEC will answer nil anyway
             self.reply_local(resp.OK)
             return
+        self.watched.update(keys)
         request = RawRequest(self, self.watch_reply, len(parts))
         self.queue.append(request)
         for i, (slot, command) in enumerate(parts):
@@ -164,8 +167,15 @@ class StatefulModes:
     def give_back_lease(self, unwatch: bool) -> None:
         """The watch is over (EXEC, DISCARD, UNWATCH, RESET, the client left): every lease
         goes back."""
+        for lease in self.detach_leases():
+            self.cluster.leases.release(lease, unwatch)
+
+    def detach_leases(self) -> list[BackendConnection]:
+        """The client's commands stop going on its leases (``give_back_lease``); the caller
+        gives the leases back."""
         leases = list(self.leases.values())
         self.leases = {}
+        self.watched = set()
         self.watch_broken = False
         self.slot_conn = self.router.slot_conn
         self.read_conn = self.router.read_conn
@@ -175,8 +185,7 @@ class StatefulModes:
             self.start_drain([])
         else:
             self._reroute()
-        for lease in leases:
-            self.cluster.leases.release(lease, unwatch)
+        return leases
 
     def start_drain(self, held: Batch) -> None:
         """From now on commands wait (``held`` first) until every reply before them is in."""
@@ -402,15 +411,22 @@ class StatefulModes:
                 first = next((g for g, (slot, _) in enumerate(tx.groups())
                               if (c := self.router.slot_conn[slot]) is not None
                               and c.addr == addr), None)
+            pool = self.cluster.leases
+
+            def give_back() -> None:  # once the checks are on the leases (they end the
+                # watches, and are ahead of anything a later holder sends)
+                for lease in leases:
+                    pool.release(lease, unwatch=False)
+
             watched = WatchedExec(self, leases, tx,
                                   lambda owner, ran: self._grouped(owner, tx, ran), self.stats,
-                                  first)
+                                  first, self.cluster.watch_locks, self.watched, give_back)
             self.queue.append(watched)
-            watched.send()
             self.stats.emulated_transactions += 1
-            # Given back at once: the checks (MULTI, EXEC) end the watches on every lease,
-            # and are ahead of anything a later holder sends.
-            self.give_back_lease(unwatch=False)
+            # The client's next commands no longer go on the leases (they come after EXEC);
+            # the leases go back once the checks are sent (after the watch lock, if it waits).
+            self.detach_leases()
+            watched.send()
             return
         lease = next(iter(self.leases.values()), None)
         if lease is not None:  # even an empty transaction: a watched key may have changed

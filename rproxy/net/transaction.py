@@ -14,6 +14,7 @@ WATCH the block runs on the client's lease and is never sent again: a refusal an
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from rproxy.core import errors
@@ -139,6 +140,38 @@ def _unused(parts: list[bytes]) -> bytes:
     raise AssertionError("GroupedExec merges in wake")
 
 
+class WatchLocks:
+    """The keys that emulated transactions watching several masters are checking and writing
+    now, in this proxy process. Such a transaction starts only when none of its watched keys
+    is held by another one (``acquire``; else it waits its turn, in order), so two clients'
+    WATCH / MULTI / EXEC loops on the same keys never both pass their checks inside each
+    other's window. Writes by anything else (a plain SET, another proxy) are not ordered by
+    it."""
+
+    def __init__(self) -> None:
+        self.held: set[bytes] = set()
+        self.waiting: deque[tuple[frozenset[bytes], Callable[[], None]]] = deque()
+
+    def acquire(self, keys: frozenset[bytes], go: Callable[[], None]) -> None:
+        if self.held.isdisjoint(keys) and not any(not k.isdisjoint(keys) for k, _ in self.waiting):
+            self.held |= keys
+            go()
+        else:
+            self.waiting.append((keys, go))
+
+    def release(self, keys: frozenset[bytes]) -> None:
+        self.held -= keys
+        blocked: set[bytes] = set()
+        for entry in list(self.waiting):
+            want, go = entry
+            if self.held.isdisjoint(want) and blocked.isdisjoint(want):
+                self.waiting.remove(entry)
+                self.held |= want
+                go()
+            else:
+                blocked |= want
+
+
 class WatchedExec(FanOut):
     """EXEC after WATCH on several masters, or with writes beyond the watched one (emulated
     transactions over several slots): all or nothing on a WATCH conflict.
@@ -154,13 +187,15 @@ class WatchedExec(FanOut):
     check *is* that group's block, run on the lease: its EXEC writes the group only if the
     watches held, atomically, and there is no window."""
 
-    __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped", "first", "checks")
+    __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped", "first", "checks",
+                 "locks", "keys", "sent")
     raw = True
     dirty = False  # (the grouped EXEC always wakes this owner)
 
     def __init__(self, owner: object, leases: list[BackendConnection], tx: Transaction,
                  start: Callable[[WatchedExec, tuple[int, bytes] | None], GroupedExec],
-                 stats: Stats, first: int | None = None) -> None:
+                 stats: Stats, first: int | None, locks: WatchLocks,
+                 watched: set[bytes], sent: Callable[[], None]) -> None:
         checks = ([tx.group_block(tx.groups()[first][1])] if first is not None
                   else [[MULTI, EXEC] for _ in leases])
         super().__init__(owner, sum(len(c) for c in checks), _unused)
@@ -172,13 +207,31 @@ class WatchedExec(FanOut):
         self.grouped: GroupedExec | None = None
         self.first = first
         self.checks = checks
+        self.locks = locks
+        # Watches on one master need no lock: the check is that master's own block.
+        self.keys = frozenset(watched) if first is None and len(leases) > 1 else frozenset()
+        self.sent = sent  # the checks are on the leases: the caller gives them back
 
     def send(self) -> None:
+        if self.keys:
+            self.locks.acquire(self.keys, self._send)
+        else:
+            self._send()
+
+    def answer(self, reply: bytes) -> None:
+        self[0] = reply  # REPLY
+        if self.keys:
+            self.locks.release(self.keys)
+        finish(self)
+
+    def _send(self) -> None:
         i = 0
         for lease, block in zip(self.leases, self.checks):
             for data in block:
                 lease.send(self.child(i, data), data)
                 i += 1
+        self.sent()  # (after a wait for the lock this runs in a reply handler: the reactor
+        # flushes what it sent at the end of its batch)
 
     def child_done(self, index: int, raw: bytes) -> None:
         self.parts[index] = raw
@@ -192,11 +245,9 @@ class WatchedExec(FanOut):
         held = all(e[:1] == b"*" and e[:3] != b"*-1" for e in execs)
         if not held:  # nil (a watched key changed), or the node refused the block
             self.stats.emulated_watch_aborts += 1
-            self[0] = errors.WATCH_NIL  # REPLY
-            finish(self)
+            self.answer(errors.WATCH_NIL)
         elif not self.tx.commands:
-            self[0] = EMPTY_EXEC
-            finish(self)
+            self.answer(EMPTY_EXEC)
         else:
             self.checked_at = time.monotonic()
             ran = None if self.first is None else (self.first, execs[0])
@@ -210,5 +261,4 @@ class WatchedExec(FanOut):
             return
         self.stats.emulated_watch_window_us += int((time.monotonic() - self.checked_at) * 1e6)
         self.stats.emulated_watched_transactions += 1
-        self[0] = grouped[0]
-        finish(self)
+        self.answer(grouped[0])

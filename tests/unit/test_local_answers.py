@@ -113,8 +113,9 @@ def test_client_list_and_info_come_from_the_view():
                        2, 1, 0, 3)]
     view = View(rows=rows)
     line2 = (b"id=2 addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=10 name= age=3 idle=3 flags=Px "
-             b"db=0 sub=2 psub=1 ssub=0 multi=3 qbuf=5 obl=0 oll=0 omem=7 cmd=NULL "
-             b"user=default\n")
+             b"db=0 sub=2 psub=1 ssub=0 multi=3 qbuf=5 qbuf-free=65531 argv-mem=0 multi-mem=0 "
+             b"rbs=1024 rbp=0 obl=0 oll=0 omem=7 tot-mem=12 events=r cmd=NULL user=default "
+             b"redir=-1 resp=2\n")
     assert run(ClientState(2), "CLIENT", "INFO", view=view) == resp.bulk(line2)
     listed = run(ClientState(2), "CLIENT", "LIST", view=view)
     assert isinstance(listed, bytes) and listed.endswith(line2 + b"\r\n")
