@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from rproxy.core import errors
 from rproxy.core.commands import CommandInfo, Route
-from rproxy.core.redirect import DELIVER, Redirect, decide
-from rproxy.core.resp import encode_command
 from rproxy.core.merge import split_array
 from rproxy.core.planner import SPLIT_NAMES, Merge, SplitPlan, plan_cross_slot_split
+from rproxy.core.redirect import DELIVER, Redirect, decide
+from rproxy.core.resp import encode_command
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot
 
 QUEUED = b"+QUEUED\r\n"

@@ -21,8 +21,8 @@ from rproxy.core import errors
 from rproxy.core.redirect import DELIVER
 from rproxy.core.request import DISCARD, FanOut, finish
 from rproxy.core.resp import encode_command
-from rproxy.core.topology import Addr
 from rproxy.core.stats import Stats
+from rproxy.core.topology import Addr
 from rproxy.core.transaction import EMPTY_EXEC, EXEC, MULTI, Transaction, exec_outcome
 from rproxy.net.backend import BackendConnection
 from rproxy.net.reactor import Reactor
