@@ -3,8 +3,8 @@
 proxy, straight at the cluster and against one standalone redis-server, interleaved in one run.
 See loadtest/README.md, "stateful.py".
 
-    python loadtest/stateful.py                      # 3 rounds, ~4 min on 2 cores
-    python loadtest/stateful.py --quick              # 1 round, shorter runs, ~50 s
+    python loadtest/stateful.py                      # 3 rounds, ~5 min on 2 cores
+    python loadtest/stateful.py --quick              # 1 round, shorter runs, ~1 min
     python loadtest/stateful.py --json FILE          # also save every raw run and the medians
 
 Starts a local 3 masters + 3 replicas cluster (rproxy.localcluster), rproxy (bench.py's Proxy)
@@ -16,7 +16,11 @@ and ``redis-server --port P --save "" --appendonly no`` (the "one Redis" baselin
    the proxy, the cluster directly (each connection to the master owning its tag's slot, from
    CLUSTER SLOTS) and one Redis. WATCH variant: ``WATCH k; GET k`` then ``MULTI; SET k v+1;
    EXEC`` per transaction, one client per tag {w:<i>} (no conflicts expected; GET must return
-   what the client set last).
+   what the client set last). "MULTI/EXEC 3 slots": blocks of ``MULTI; INCR {a}:k; INCR {b}:k;
+   INCR {c}:k; EXEC``, each client's three tags {t3:<i>:<x>} in slots of three different masters
+   (the three values must be equal and count up by one); rproxy runs with
+   ``--cross-slot-transactions emulate`` (one block per slot); proxy and one Redis only (the
+   cluster refuses it: CROSSSLOT), compared with the single-slot MULTI/EXEC ("vs 1-slot").
 2. Pub/sub fan-out: --subscribers sockets SUBSCRIBE one channel through the proxy; the proxy's
    RSS before they connect and after (settled) gives KiB per subscriber. A publisher sends
    --messages PUBLISHes --interval-ms apart (payload: sequence number and send timestamp); for
@@ -293,6 +297,57 @@ class TxClient(TxBase):
             self.run.finish(self, now)
 
 
+TX3_REPLY = re.compile(rb"\+OK\r\n\+QUEUED\r\n\+QUEUED\r\n\+QUEUED\r\n\*3\r\n:(\d+)\r\n:(\d+)\r\n:(\d+)\r\n")
+TX3_FIXED = len(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:\r\n:\r\n:\r\n")
+
+
+class Tx3Client(TxBase):
+    """Closed loop of ``depth`` pipelined blocks MULTI; INCR {a}:k; INCR {b}:k; INCR {c}:k; EXEC,
+    the three tags in slots of three different masters (through rproxy: a transaction over
+    several slots, run as one block per slot with ``--cross-slot-transactions emulate``). The
+    three values of a block must be equal and count up by one per block."""
+
+    def __init__(self, loop: Loop, addr: Addr, run: TxRun, tags: tuple[str, str, str], depth: int) -> None:
+        super().__init__(loop, addr, run)
+        self.depth = depth
+        self.block = (enc("MULTI") + b"".join(enc("INCR", f"{{{t}}}:k") for t in tags) + enc("EXEC")) * depth
+        self.lines = 8 * depth
+        self.last: Optional[int] = None
+
+    def start(self, now: float) -> None:
+        self.t_sent = now
+        self.send(self.block)
+
+    def on_data(self, data: bytes, now: float) -> None:
+        buf = self.buf + data if self.buf else data
+        if self.has_error(buf):
+            self.run.error(self, buf[:200].decode(errors="replace"))
+            return
+        if buf.count(b"\r\n") < self.lines:
+            self.buf = buf
+            return
+        self.buf = b""
+        vals = TX3_REPLY.findall(buf)
+        if len(vals) != self.depth or len(buf) != TX3_FIXED * self.depth + sum(
+                len(a) + len(b) + len(c) for a, b, c in vals):
+            self.run.error(self, f"unexpected reply: {buf[:200]!r}")
+            return
+        expect = self.last
+        for a, b, c in vals:
+            if not a == b == c or (expect is not None and int(a) != expect + 1):
+                self.run.mismatches += 1
+                break
+            expect = int(a)
+        self.last = int(vals[-1][0])
+        self.done += self.depth
+        self.run.latencies.append(now - self.t_sent)
+        if now < self.run.deadline:
+            self.t_sent = now
+            self.send(self.block)
+        else:
+            self.run.finish(self, now)
+
+
 WATCH_OK = b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
 WATCH_NIL = b"+OK\r\n+QUEUED\r\n*-1\r\n"
 
@@ -387,15 +442,17 @@ class CpuWatch:
         return {k: b[k] - a[k] for k in a}
 
 
-def run_tx(kind: str, depth: int, addrs: list[Addr], tags: list[str], duration: float,
+def run_tx(kind: str, depth: int, addrs: list[Addr], tags: list[Any], duration: float,
            cpu: CpuWatch) -> dict[str, Any]:
-    """One transaction run: len(addrs) clients (client i to addrs[i], tag tags[i])."""
+    """One transaction run: len(addrs) clients (client i to addrs[i], tag tags[i]; for
+    "multi3" a triple of tags)."""
     loop = Loop(bufsize=65536)
     run = TxRun(duration)
     clients: list[TxBase] = []
     try:
         for addr, tag in zip(addrs, tags):
             clients.append(TxClient(loop, addr, run, tag, depth) if kind == "multi"
+                           else Tx3Client(loop, addr, run, tag, depth) if kind == "multi3"
                            else WatchClient(loop, addr, run, tag))
         run.active = len(clients)
         c0 = cpu.read()
@@ -732,7 +789,31 @@ class StandaloneRedis:
 # ---------------------------------------------------------------- rounds, summary, output
 
 def tx_scenarios(args: argparse.Namespace) -> list[tuple[str, str, int]]:
-    return [(f"MULTI/EXEC x{d}", "multi", d) for d in args.tx_pipelines] + [("WATCH loop", "watch", 1)]
+    return ([(f"MULTI/EXEC x{d}", "multi", d) for d in args.tx_pipelines]
+            + ([] if args.skip_tx3 else [(f"MULTI/EXEC 3 slots x{d}", "multi3", d) for d in args.tx_pipelines])
+            + [("WATCH loop", "watch", 1)])
+
+
+def kind_targets(kind: str, targets: list[str] | tuple[str, ...]) -> list[str]:
+    """The targets of a kind of transaction: a Redis Cluster refuses one over three slots
+    (CROSSSLOT), so "multi3" has no direct run."""
+    return [t for t in targets if kind != "multi3" or t != "direct"]
+
+
+def three_master_tags(owners: list[tuple[int, int, str]], i: int) -> tuple[str, str, str]:
+    """Client i's tags for "multi3": t3:<i>:<suffix> for suffixes a, b, c, ..., z, a1, ...,
+    the first three whose slots are owned by three different masters."""
+    picked: dict[str, str] = {}  # master -> tag
+    n = 0
+    while len(picked) < 3:
+        tag = f"t3:{i}:{chr(97 + n % 26)}{n // 26 or ''}"
+        host, port = master_of(owners, key_slot(f"{{{tag}}}:k".encode()))
+        picked.setdefault(f"{host}:{port}", tag)
+        n += 1
+        if n > 10000:
+            raise RuntimeError("cannot find tags on three different masters (fewer than 3 masters?)")
+    a, b, c = picked.values()
+    return a, b, c
 
 
 def master_of(owners: list[tuple[int, int, str]], slot: int) -> Addr:
@@ -746,12 +827,19 @@ def run_rounds(args: argparse.Namespace, proxy: Proxy, redis_: StandaloneRedis, 
                cluster_pids: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     owners = bench.slot_owners(seeds[0])
     nc = args.clients
-    tags = {"multi": [f"t:{i}" for i in range(nc)], "watch": [f"w:{i}" for i in range(nc)]}
+    tags: dict[str, list[Any]] = {"multi": [f"t:{i}" for i in range(nc)], "watch": [f"w:{i}" for i in range(nc)]}
+    if not args.skip_tx3:
+        tags["multi3"] = [three_master_tags(owners, i) for i in range(nc)]
     addrs = {"proxy": {k: [proxy.addr] * nc for k in tags},
              "redis": {k: [redis_.addr] * nc for k in tags},
-             "direct": {k: [master_of(owners, key_slot(f"{{{t}}}:k".encode())) for t in v] for k, v in tags.items()}}
+             "direct": {k: [master_of(owners, key_slot(f"{{{t}}}:k".encode())) for t in tags[k]]
+                        for k in ("multi", "watch")}}
     spread = {k: sorted({f"{h}:{p}" for h, p in v}) for k, v in addrs["direct"].items()}
     log(f"direct: tags over masters {spread['multi']}")
+    if "multi3" in tags:
+        masters = [master_of(owners, key_slot(f"{{{t}}}:k".encode())) for t in tags["multi3"][0]]
+        log(f"3 slots: client 0 tags {' '.join(tags['multi3'][0])} on masters "
+            + " ".join(f"{h}:{p}" for h, p in masters))
     cpus = {"proxy": CpuWatch({"proxy": [proxy.pid], "servers": cluster_pids}),
             "direct": CpuWatch({"servers": cluster_pids}),
             "redis": CpuWatch({"servers": [redis_.pid]})}
@@ -781,22 +869,25 @@ def run_rounds(args: argparse.Namespace, proxy: Proxy, redis_: StandaloneRedis, 
                 + ("" if r["ok"] else f"  FAILED: {r['errors'][:3]} bad frames {r['bad_frames']}"))
         if rnd == 1 and not args.skip_tx and args.warmup_s > 0:
             for target in TARGETS:
-                for kind, depth in (("multi", max(args.tx_pipelines)), ("watch", 1)):
+                for kind, depth in (("multi", max(args.tx_pipelines)), ("multi3", max(args.tx_pipelines)),
+                                    ("watch", 1)):
+                    if kind not in addrs[target]:
+                        continue
                     r = run_tx(kind, depth, addrs[target][kind], tags[kind], args.warmup_s, cpus[target])
                     log(f"warm-up (not reported) {kind} {target}: {r['tps']:,.0f} tx/s"
                         + (f" ERRORS {r['errors']}" if not r["ok"] else ""))
                     if not r["ok"]:
                         raise RuntimeError(f"warm-up {kind} against {target} failed: {r['errors']}")
         for name, kind, depth in [] if args.skip_tx else tx_scenarios(args):
-            for target in order:
+            for target in kind_targets(kind, order):
                 if not proxy.alive():
                     raise RuntimeError(f"rproxy exited:\n{proxy.tail()}")
                 r = run_tx(kind, depth, addrs[target][kind], tags[kind], args.duration, cpus[target])
-                r.update(round=rnd, scenario=name, target=target, pipeline=depth, clients=nc)
+                r.update(round=rnd, scenario=name, kind=kind, target=target, pipeline=depth, clients=nc)
                 tx_runs.append(r)
                 extra = (f", proxy {r['proxy_cpu_util']:.0%} CPU, {r['proxy_cpu_s_per_1000_tx']:.3f} CPU-s/1000 tx"
                          if target == "proxy" else "")
-                log(f"[round {rnd}/{args.rounds}] {name:<15} {target:<6} {r['tps']:>9,.0f} tx/s  "
+                log(f"[round {rnd}/{args.rounds}] {name:<22} {target:<6} {r['tps']:>9,.0f} tx/s  "
                     f"p50/p99 {r['batch_p50_ms']:.2f}/{r['batch_p99_ms']:.2f} ms  client {r['client_cpu_util']:.0%}, "
                     f"servers {r['server_cpu_util']:.0%} CPU{extra}"
                     + (f"  conflicts {r['conflicts']}" if r["conflicts"] else "")
@@ -811,16 +902,33 @@ def bench_load() -> str:
 
 def summarize_tx(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for name, _, _ in tx_scenarios(args):
+    rounds = range(1, args.rounds + 1)
+    for name, kind, depth in tx_scenarios(args):
         by = {(r["target"], r["round"]): r for r in runs if r["scenario"] == name and r["ok"]}
+        # "multi3": compared with the single-slot MULTI/EXEC at the same depth, same target
+        one = {(r["target"], r["round"]): r for r in runs if r["scenario"] == f"MULTI/EXEC x{depth}" and r["ok"]}
 
         def ratio(a: str, b: str) -> Optional[float]:
-            vals = [by[(a, k)]["tps"] / by[(b, k)]["tps"] for k in range(1, args.rounds + 1)
+            vals = [by[(a, k)]["tps"] / by[(b, k)]["tps"] for k in rounds
                     if (a, k) in by and (b, k) in by and by[(b, k)]["tps"]]
             return median(vals)
+
+        def vs_one(t: str, field: str) -> Optional[float]:
+            if kind != "multi3":
+                return None
+            vals = [by[(t, k)][field] / one[(t, k)][field] for k in rounds
+                    if (t, k) in by and (t, k) in one and by[(t, k)].get(field) is not None
+                    and one[(t, k)].get(field)]
+            return median(vals)
         for t in TARGETS:
-            sel = [by[(t, k)] for k in range(1, args.rounds + 1) if (t, k) in by]
+            sel = [by[(t, k)] for k in rounds if (t, k) in by]
             rows.append({
+                "kind": kind, "pipeline": depth,
+                "vs_1slot": vs_one(t, "tps"),
+                "vs_1slot_rounds": [by[(t, k)]["tps"] / one[(t, k)]["tps"]
+                                    if (t, k) in by and (t, k) in one and one[(t, k)]["tps"] else None
+                                    for k in rounds] if kind == "multi3" else None,
+                "proxy_cpu_per_tx_vs_1slot": vs_one(t, "proxy_cpu_s_per_1000_tx") if t == "proxy" else None,
                 "scenario": name, "target": t, "tps": median([r["tps"] for r in sel]),
                 "tps_rounds": [by[(t, k)]["tps"] if (t, k) in by else None for k in range(1, args.rounds + 1)],
                 "vs_direct": ratio(t, "direct") if t != "direct" else None,
@@ -895,14 +1003,23 @@ def rounds_text(vals: list[Optional[float]], spec: str) -> str:
 
 
 def print_tx(rows: list[dict[str, Any]]) -> None:
-    head = ["scenario", "target", "tx/s", "tx/s per round", "vs direct", "vs one Redis", "batch p50/p99 ms",
-            "proxy CPU-s per 1000 tx", "proxy CPU", "servers CPU", "client CPU"]
+    head = ["scenario", "target", "tx/s", "tx/s per round", "vs direct", "vs one Redis", "vs 1-slot",
+            "batch p50/p99 ms", "proxy CPU-s per 1000 tx", "proxy CPU", "servers CPU", "client CPU"]
     body = [[r["scenario"], TARGET_LABEL[r["target"]], fmt(r["tps"], ",.0f"),
              rounds_text(r["tps_rounds"], ",.0f"), fmt(r["vs_direct"], ".2f"), fmt(r["vs_redis"], ".2f"),
+             fmt(r.get("vs_1slot"), ".2f"),
              f"{fmt(r['p50_ms'], '.2f')} / {fmt(r['p99_ms'], '.2f')}", fmt(r["proxy_cpu_s_per_1000_tx"], ".3f"),
              fmt(r["proxy_cpu_util"], ".0%"), fmt(r["server_cpu_util"], ".0%"), fmt(r["client_cpu_util"], ".0%")]
             for r in rows]
     print_grid(head, body)
+    three = [r for r in rows if r.get("kind") == "multi3" and r["target"] != "direct"]
+    if three:
+        print("3 slots / 1 slot, same target and depth (median of per-round ratios): "
+              + "; ".join(f"{TARGET_LABEL[r['target']]} x{r['pipeline']} tx/s {fmt(r['vs_1slot'], '.2f')} "
+                          f"({rounds_text(r['vs_1slot_rounds'], '.2f')})"
+                          + (f", proxy CPU per tx {fmt(r['proxy_cpu_per_tx_vs_1slot'], '.2f')}"
+                             if r["target"] == "proxy" else "") for r in three)
+              + "; direct: - (a Redis Cluster refuses a transaction over several slots: CROSSSLOT)")
 
 
 def print_pubsub(s: dict[str, Any], args: argparse.Namespace) -> None:
@@ -971,6 +1088,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--burst", type=int, help="messages published as fast as possible (default 10000; --quick 2000)")
     ap.add_argument("--skip-tx", action="store_true", help="pub/sub scenarios only")
     ap.add_argument("--skip-pubsub", action="store_true", help="transaction scenarios only")
+    ap.add_argument("--skip-tx3", action="store_true",
+                    help="no 'MULTI/EXEC 3 slots' scenario; rproxy then runs without --cross-slot-transactions emulate")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write every raw run and the summary as JSON")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -1002,7 +1121,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         cluster_pids = [n.pid for n in cluster.nodes if n.pid]
         redis_ = StandaloneRedis()
         log(f"starting one Redis (pid {redis_.pid}): {' '.join(repr(a) if a == '' else a for a in redis_.cmd)}")
-        proxy = Proxy(seeds, env={"RPROXY_LIMITS_MAX_CLIENTS": str(max(10000, args.subscribers + 2000))})
+        # Transactions over several slots ("MULTI/EXEC 3 slots") need the emulation; single-slot
+        # transactions take the same path with or without it (rproxy/net/stateful.py exec_transaction).
+        proxy = Proxy(seeds, env={"RPROXY_LIMITS_MAX_CLIENTS": str(max(10000, args.subscribers + 2000))},
+                      extra=[] if args.skip_tx3 or args.skip_tx else ["--cross-slot-transactions", "emulate"])
         log(f"starting rproxy (pid {proxy.pid}): {' '.join(proxy.cmd)}")
         redis_.wait_ready()
         proxy.wait_ready()

@@ -50,7 +50,7 @@ class Transaction:
     may be in several slots: each command's slot is kept, and at EXEC the commands run as one
     block per slot (``groups``), the replies merged in the client's order (``merge_groups``)."""
 
-    __slots__ = ("commands", "slot", "aborted", "emulate", "slots", "several", "split")
+    __slots__ = ("commands", "slot", "aborted", "emulate", "slots", "several", "split", "_groups")
 
     def __init__(self, slot: int = -1, emulate: bool = False) -> None:
         self.commands: list[bytes] = []  # encoded, as the client sent them
@@ -62,6 +62,7 @@ class Transaction:
         # A command split into per-slot parts (MSET, DEL ... over several slots, emulated):
         # its first part's index -> (how many parts, the merge of their replies)
         self.split: dict[int, tuple[int, Merge]] = {}
+        self._groups: list[tuple[int, list[int]]] | None = None
 
     def queue(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> bytes:
         """Queue one command; the reply to give now (``+QUEUED`` or an error that flags the
@@ -115,11 +116,14 @@ class Transaction:
 
     def groups(self) -> list[tuple[int, list[int]]]:
         """The queued commands by slot: (slot, their indexes), in the order the slots first
-        appear; keyless commands run with the first slot's group."""
-        by_slot: dict[int, list[int]] = {}
-        for i, slot in enumerate(self.slots):
-            by_slot.setdefault(self.slot if slot < 0 else slot, []).append(i)
-        return list(by_slot.items())
+        appear; keyless commands run with the first slot's group. (Asked at EXEC, when
+        nothing more is queued: computed once.)"""
+        if self._groups is None:
+            by_slot: dict[int, list[int]] = {}
+            for i, slot in enumerate(self.slots):
+                by_slot.setdefault(self.slot if slot < 0 else slot, []).append(i)
+            self._groups = list(by_slot.items())
+        return self._groups
 
     def group_block(self, indexes: list[int]) -> list[bytes]:
         """``MULTI``, the group's commands, ``EXEC``."""
