@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rproxy.core import errors, resp
+from rproxy.core import errors, multi_pop, resp
 from rproxy.core.commands import CommandInfo
 from rproxy.core.local_commands import Wait
 from rproxy.core.redirect import proves_not_run
@@ -33,7 +33,7 @@ from rproxy.core.slots import SEVERAL_SLOTS, common_slot
 from rproxy.core.topology import Addr
 from rproxy.core.transaction import NOT_QUEUED, Transaction, command_error, exec_aborted_by
 from rproxy.net.backend import BackendConnection
-from rproxy.net.blocking import BlockingCall
+from rproxy.net.blocking import BlockingCall, MultiSlotPop
 from rproxy.net.transaction import GroupedExec, RawRequest, TxBlock, WatchedExec
 from rproxy.net.wait import replicas_acked
 
@@ -257,8 +257,12 @@ class StatefulModes:
             self.start_drain([(argv, enc)])
             return
         slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
-        if slot == SEVERAL_SLOTS:  # as a Redis Cluster node answers
-            self.reply_local(errors.CROSSSLOT)
+        if slot == SEVERAL_SLOTS:  # as a Redis Cluster node answers, unless emulated
+            if info.name in multi_pop.NAMES and \
+                    self.host.config.commands.cross_slot_transactions == "emulate":
+                self.multi_slot_pop(argv)
+            else:
+                self.reply_local(errors.CROSSSLOT)
             return
         router = self.router
         if slot < 0:
@@ -272,6 +276,20 @@ class StatefulModes:
                             cfg.retry_backoff_s)
         self.queue.append(call)
         self.blocked = call
+        call.start()
+        self.start_drain([])
+
+    def multi_slot_pop(self, argv: list[bytes]) -> None:
+        """BLPOP / BRPOP / BZPOPMIN / BZPOPMAX over keys in several slots, emulated
+        (rproxy/core/multi_pop.py); later commands wait for its reply, as for any blocking
+        command."""
+        plan = multi_pop.plan_pop(argv)
+        if isinstance(plan, bytes):
+            self.reply_local(plan)
+            return
+        call = MultiSlotPop(self, plan, self.router, self.cluster, self.cluster.leases)
+        self.queue.append(call)
+        self.blocked = call  # type: ignore[assignment]
         call.start()
         self.start_drain([])
 

@@ -292,3 +292,88 @@ def test_a_failover_during_a_stream_of_transactions() -> None:
         assert all(all(isinstance(x, int) for x in rep) for rep in tail), tail  # served again
     finally:
         c.stop()
+
+
+# -- blocking pops over several slots ----------------------------------------------------------
+P1, P2, P3 = keys_in_slots(3, "pop")
+POP_CASES: dict[str, list[list[bytes]]] = {
+    "data_waiting_first_key_in_order_wins": [
+        A("DEL", P1, P2, P3), A("RPUSH", P2, "1", "2"), A("RPUSH", P3, "9"),
+        A("BLPOP", P1, P2, P3, "0"), A("BRPOP", P1, P3, P2, "0"), A("LRANGE", P2, "0", "-1")],
+    "timeout": [A("DEL", P1, P2), A("BLPOP", P1, P2, "0.2"), A("PING")],
+    "sorted_sets": [A("DEL", P1, P2), A("ZADD", P2, "1", "m", "2", "n"),
+                    A("BZPOPMIN", P1, P2, "0"), A("BZPOPMAX", P1, P2, "0"),
+                    A("BZPOPMAX", P1, P2, "0.1")],
+    "errors": [A("BLPOP", P1, P2, "x"), A("BLPOP", P1, P2, "-1"), A("SET", P1, "str"),
+               A("BLPOP", P1, P2, "0"), A("DEL", P1)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(POP_CASES))
+def test_blocking_pop_over_slots_same_bytes_as_one_redis(name, emulating, standalone) -> None:
+    commands = POP_CASES[name]
+    assert run(emulating.port, commands) == run(standalone.port, commands)
+
+
+def test_a_block_on_several_slots_is_woken_by_a_push_to_any(emulating, standalone) -> None:
+    def scenario(port: int) -> list[bytes]:
+        run(port, [A("DEL", A_, B_)])
+        out: dict[str, list[bytes]] = {}
+        waiter = RawConnection(port)
+        t = threading.Thread(target=lambda: out.update(r=waiter.pipeline([
+            A("BLPOP", A_, B_, "5"), A("PING")])))
+        t.start()
+        time.sleep(0.5)
+        run(port, [A("RPUSH", B_, "x")])  # (pushes to two masters have no order between
+        time.sleep(0.2)  # them but time: the second comes later)
+        run(port, [A("RPUSH", A_, "y")])
+        t.join(10)
+        waiter.close()
+        return out["r"] + run(port, [A("LRANGE", A_, "0", "-1"), A("LRANGE", B_, "0", "-1")])
+
+    assert scenario(emulating.port) == scenario(standalone.port)
+
+
+def test_consumers_over_several_slots_lose_and_duplicate_nothing(emulating) -> None:
+    """Producers push numbered items to three lists on three masters while consumers block
+    on all three: every item is popped exactly once (the blocks that lose the race push back
+    what they took)."""
+    lists = [f"{k}:pop" for k in (A_, B_, C_)]
+    run(emulating.port, [A("DEL", *lists)])
+    popped: list[bytes] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def consumer() -> None:
+        r = emulating.client()
+        while not stop.is_set():
+            got = r.blpop(lists, timeout=0.5)
+            if got is not None:
+                with lock:
+                    popped.append(got[1])
+
+    def producer(n: int) -> None:
+        r = emulating.client()
+        for i in range(150):
+            r.rpush(lists[(i + n) % 3], f"{n}:{i}")
+            if i % 10 == 0:
+                time.sleep(0.01)
+
+    consumers = [threading.Thread(target=consumer) for _ in range(4)]
+    producers = [threading.Thread(target=producer, args=(n,)) for n in range(3)]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with lock:
+            if len(popped) >= 450:
+                break
+        time.sleep(0.1)
+    stop.set()
+    for t in consumers:
+        t.join(10)
+    left = run(emulating.port, [A("LLEN", k) for k in lists])
+    assert len(popped) == len(set(popped)), "an item was popped twice"
+    assert len(popped) + sum(int(x[1:-2]) for x in left) == 450, (len(popped), left)
