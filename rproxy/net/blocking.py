@@ -16,8 +16,8 @@ blocked has its leased connection closed: the node ends the block and pops nothi
 from __future__ import annotations
 
 from rproxy.core import errors
-from rproxy.core.redirect import DELIVER, decide, proves_not_run
 from rproxy.core.multi_pop import NIL, PopPlan
+from rproxy.core.redirect import DELIVER, decide, proves_not_run
 from rproxy.core.request import DISCARD, REPLY, FanOut, finish
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import key_slot

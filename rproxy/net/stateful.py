@@ -41,10 +41,11 @@ Batch = list[tuple[list[bytes], bytes]]  # parsed commands: (argv, the command's
 
 
 class LeaseOverlay:
-    """The router's slot table as a client holding a lease sees it: the slots of a node it
-    holds a lease on map to that lease. Indexed like the table (the batch loop cannot tell), it costs a
-    lookup more per command for that client only, and nothing to set up: a copy of the
-    16384-entry table per WATCH cost 0.7 ms of CPU (loadtest/stateful.py, the WATCH loop)."""
+    """The router's slot table as a client holding leases sees it: the slots of a node it
+    holds a lease on map to that lease. Indexed like the table (the batch loop cannot tell),
+    it costs a lookup more per command for that client only, and nothing to set up: a copy of
+    the 16384-entry table per WATCH cost 0.7 ms of CPU (loadtest/stateful.py, the WATCH
+    loop)."""
 
     __slots__ = ("base", "leases")
 
