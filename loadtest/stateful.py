@@ -256,20 +256,20 @@ TX_REPLY = re.compile(rb"\+OK\r\n\+QUEUED\r\n\+QUEUED\r\n\*2\r\n:(\d+)\r\n\+OK\r
 TX_FIXED = len(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:\r\n+OK\r\n")
 
 
-class TxClient(TxBase):
-    """Closed loop of ``depth`` pipelined blocks MULTI; INCR {tag}:k; SET {tag}:v x; EXEC."""
+class BlockLoop(TxBase):
+    """A closed loop of ``self.block`` (``depth`` pipelined transactions) until the deadline;
+    ``check`` validates each batch of replies (``self.lines`` CRLFs in all)."""
 
-    def __init__(self, loop: Loop, addr: Addr, run: TxRun, tag: str, depth: int) -> None:
-        super().__init__(loop, addr, run)
-        self.depth = depth
-        self.block = (enc("MULTI") + enc("INCR", f"{{{tag}}}:k") + enc("SET", f"{{{tag}}}:v", "x")
-                      + enc("EXEC")) * depth
-        self.lines = 6 * depth
-        self.last: Optional[int] = None
+    depth: int
+    block: bytes
+    lines: int
 
     def start(self, now: float) -> None:
         self.t_sent = now
         self.send(self.block)
+
+    def check(self, buf: bytes) -> bool:
+        raise NotImplementedError
 
     def on_data(self, data: bytes, now: float) -> None:
         buf = self.buf + data if self.buf else data
@@ -280,14 +280,9 @@ class TxClient(TxBase):
             self.buf = buf
             return
         self.buf = b""
-        vals = TX_REPLY.findall(buf)
-        if len(vals) != self.depth or len(buf) != TX_FIXED * self.depth + sum(map(len, vals)):
+        if not self.check(buf):
             self.run.error(self, f"unexpected reply: {buf[:200]!r}")
             return
-        first = int(vals[0])
-        if (self.last is not None and first != self.last + 1) or int(vals[-1]) != first + self.depth - 1:
-            self.run.mismatches += 1
-        self.last = int(vals[-1])
         self.done += self.depth
         self.run.latencies.append(now - self.t_sent)
         if now < self.run.deadline:
@@ -297,11 +292,33 @@ class TxClient(TxBase):
             self.run.finish(self, now)
 
 
+class TxClient(BlockLoop):
+    """Closed loop of ``depth`` pipelined blocks MULTI; INCR {tag}:k; SET {tag}:v x; EXEC."""
+
+    def __init__(self, loop: Loop, addr: Addr, run: TxRun, tag: str, depth: int) -> None:
+        super().__init__(loop, addr, run)
+        self.depth = depth
+        self.block = (enc("MULTI") + enc("INCR", f"{{{tag}}}:k") + enc("SET", f"{{{tag}}}:v", "x")
+                      + enc("EXEC")) * depth
+        self.lines = 6 * depth
+        self.last: Optional[int] = None
+
+    def check(self, buf: bytes) -> bool:
+        vals = TX_REPLY.findall(buf)
+        if len(vals) != self.depth or len(buf) != TX_FIXED * self.depth + sum(map(len, vals)):
+            return False
+        first = int(vals[0])
+        if (self.last is not None and first != self.last + 1) or int(vals[-1]) != first + self.depth - 1:
+            self.run.mismatches += 1
+        self.last = int(vals[-1])
+        return True
+
+
 TX3_REPLY = re.compile(rb"\+OK\r\n\+QUEUED\r\n\+QUEUED\r\n\+QUEUED\r\n\*3\r\n:(\d+)\r\n:(\d+)\r\n:(\d+)\r\n")
 TX3_FIXED = len(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:\r\n:\r\n:\r\n")
 
 
-class Tx3Client(TxBase):
+class Tx3Client(BlockLoop):
     """Closed loop of ``depth`` pipelined blocks MULTI; INCR {a}:k; INCR {b}:k; INCR {c}:k; EXEC,
     the three tags in slots of three different masters (through rproxy: a transaction over
     several slots, run as one block per slot with ``--cross-slot-transactions emulate``). The
@@ -314,24 +331,11 @@ class Tx3Client(TxBase):
         self.lines = 8 * depth
         self.last: Optional[int] = None
 
-    def start(self, now: float) -> None:
-        self.t_sent = now
-        self.send(self.block)
-
-    def on_data(self, data: bytes, now: float) -> None:
-        buf = self.buf + data if self.buf else data
-        if self.has_error(buf):
-            self.run.error(self, buf[:200].decode(errors="replace"))
-            return
-        if buf.count(b"\r\n") < self.lines:
-            self.buf = buf
-            return
-        self.buf = b""
+    def check(self, buf: bytes) -> bool:
         vals = TX3_REPLY.findall(buf)
         if len(vals) != self.depth or len(buf) != TX3_FIXED * self.depth + sum(
                 len(a) + len(b) + len(c) for a, b, c in vals):
-            self.run.error(self, f"unexpected reply: {buf[:200]!r}")
-            return
+            return False
         expect = self.last
         for a, b, c in vals:
             if not a == b == c or (expect is not None and int(a) != expect + 1):
@@ -339,13 +343,7 @@ class Tx3Client(TxBase):
                 break
             expect = int(a)
         self.last = int(vals[-1][0])
-        self.done += self.depth
-        self.run.latencies.append(now - self.t_sent)
-        if now < self.run.deadline:
-            self.t_sent = now
-            self.send(self.block)
-        else:
-            self.run.finish(self, now)
+        return True
 
 
 WATCH_OK = b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
