@@ -753,3 +753,47 @@ def test_redis_py_watch_retry_loop_two_slots(standalone: StandaloneRedis,
     assert want["final"] == [WORKERS * BUMPS] * 2
     got = run_app(watch_counters_app, emulating_proxy.port, proxy=True)
     check(want, got)
+
+
+def rq_two_queues_app(port: int, obs: dict[str, Any]) -> None:
+    """An RQ worker (not in burst mode) listening on two queues whose keys are in two slots:
+    idle, it waits in one BLPOP over both (a blocking pop over several slots, emulated by
+    rproxy); jobs enqueued to either queue afterwards wake it."""
+    from rq import Queue, SimpleWorker
+
+    conn = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+    high = Queue(f"pyq2-{RUN}-high", connection=conn)
+    low = Queue(f"pyq2-{RUN}-low", connection=conn)
+    obs["queue_slots_differ"] = (key_slot(high.key.encode()) != key_slot(low.key.encode()))
+    jobs.take_log()
+    worker = SimpleWorker([high, low], connection=conn, name=f"pyq2-{RUN}-worker")
+    enqueued: list[Any] = []
+
+    def producer() -> None:  # (the worker runs in the main thread: it installs signal handlers)
+        time.sleep(1.0)  # the worker is blocked by now, on both queues
+        enqueued.extend(low.enqueue(jobs.add, i, 1) for i in range(3))
+        time.sleep(0.3)
+        enqueued.extend(high.enqueue(jobs.add, 10 + i, 1) for i in range(3))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    try:
+        obs["work_returned"] = worker.work(max_jobs=6)
+        thread.join(30)
+        obs["results"] = sorted(j.return_value() for j in enqueued)
+        obs["statuses"] = sorted(j.get_status().value for j in enqueued)
+        obs["left"] = (high.count, low.count)
+    finally:
+        thread.join(30)
+        for q in (high, low):
+            q.delete(delete_jobs=True)
+
+
+def test_rq_worker_blocked_on_two_queues(standalone: StandaloneRedis,
+                                         emulating_proxy: ProxyThread) -> None:
+    want = run_app(rq_two_queues_app, standalone.port)
+    assert_ran("standalone", want)
+    assert want["queue_slots_differ"] and want["work_returned"] is True
+    assert want["results"] == [1, 2, 3, 11, 12, 13] and want["left"] == (0, 0)
+    got = run_app(rq_two_queues_app, emulating_proxy.port, proxy=True)
+    check(want, got, emulated=False)
