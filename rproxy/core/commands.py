@@ -197,7 +197,7 @@ def _info_from_reply(entry: list[object]) -> CommandInfo:
 
 
 # -- proxy rules: what the proxy does instead of (or on top of) plain slot routing ----------------
-_PINNED = "it needs a dedicated backend connection, which this proxy does not provide yet"
+_MONITOR = "it would need every node's command stream, merged; not implemented by the proxy"
 _ADMIN = "it administers one server; run it against the cluster nodes directly"
 _TOPOLOGY = "the proxy hides the cluster topology"
 
@@ -242,8 +242,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     # one node answers for the cluster (documented): CONFIG GET, LATENCY, MEMORY STATS,
     # FUNCTION LIST/DUMP/STATS, SCRIPT HELP ... are keyless and go to one master (Route.ANY).
     b"SCRIPT|DEBUG": (Route.REFUSED, "script debugging needs a dedicated connection"),
-    # refused until the connection-pinning work lands: on a shared connection they would
-    # block or capture other clients' commands
+    # the stateful commands: transactions (rproxy/core/transaction.py), WATCH on leases
     b"MULTI": (Route.LOCAL, ""),  # a transaction: rproxy.core.transaction
     b"EXEC": (Route.LOCAL, ""),
     b"DISCARD": (Route.LOCAL, ""),
@@ -263,7 +262,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"PUBSUB|NUMSUB": (Route.LOCAL, ""),
     b"PUBSUB|SHARDNUMSUB": (Route.LOCAL, ""),
     b"PUBSUB|NUMPAT": (Route.LOCAL, ""),
-    b"MONITOR": (Route.REFUSED, _PINNED),
+    b"MONITOR": (Route.REFUSED, _MONITOR),
     b"WAIT": (Route.LOCAL, ""),  # off the data path: rproxy/net/wait.py
     # meaningless or dangerous behind a proxy
     b"SWAPDB": (Route.REFUSED, "a Redis Cluster has only database 0"),
