@@ -80,6 +80,12 @@ class FanOut(list):  # type: ignore[type-arg]
             finish(self)
 
 
+def settled_elsewhere(parts: list[bytes]) -> bytes:
+    """The ``merge`` of a FanOut that settles its reply itself (in ``child_done`` or when a
+    request it owns wakes it), never by merging its parts."""
+    raise AssertionError("this request settles its reply itself")
+
+
 def complete(req: Request, raw: bytes) -> None:
     """Give ``req`` its reply (also for errors made by the proxy)."""
     parent = req[PARENT]

@@ -18,14 +18,14 @@ from __future__ import annotations
 from rproxy.core import errors
 from rproxy.core.multi_pop import NIL, PopPlan
 from rproxy.core.redirect import DELIVER, decide, proves_not_run
-from rproxy.core.request import DISCARD, REPLY, FanOut, finish
+from rproxy.core.request import DISCARD, REPLY, FanOut, finish, settled_elsewhere
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import key_slot
 from rproxy.core.topology import Addr
 from rproxy.net.backend import BackendConnection
 from rproxy.net.lease import LeasePool
 from rproxy.net.reactor import Reactor
-from rproxy.net.resend import Resent, Scheduler, _never
+from rproxy.net.resend import Resent, Scheduler
 from rproxy.net.router import Router
 from rproxy.net.transaction import ASKING
 
@@ -105,7 +105,7 @@ class MultiSlotPop(FanOut):
 
     def __init__(self, owner: object, plan: PopPlan, router: Router, cluster: Scheduler,
                  leases: LeasePool) -> None:
-        super().__init__(owner, 1, _never)
+        super().__init__(owner, 1, settled_elsewhere)
         self.plan = plan
         self.router = router
         self.cluster = cluster
@@ -228,7 +228,7 @@ class _Blocks(FanOut):
     raw = True
 
     def __init__(self, target: MultiSlotPop) -> None:
-        super().__init__(None, 0, _never)
+        super().__init__(None, 0, settled_elsewhere)
         self.target = target
 
     def child_done(self, index: int, raw: bytes) -> None:

@@ -40,9 +40,9 @@ from rproxy.net.control import ControlError, control_command
 from rproxy.net.lease import LeasePool
 from rproxy.net.pool import SharedPool
 from rproxy.net.pubsub import PubSubHub
-from rproxy.net.transaction import WatchLocks
 from rproxy.net.reactor import Reactor
 from rproxy.net.router import Router
+from rproxy.net.transaction import WatchLocks
 
 log = structlog.get_logger("rproxy.net.cluster")
 
@@ -326,13 +326,18 @@ class ClusterManager:
         if connect_failed:
             self._connect_failures[conn.addr] = self._connect_failures.get(conn.addr, 0) + 1
         self.down_since.setdefault(conn.addr, time.monotonic())
+        self._take_out(conn)
+        self.request_refresh()
+
+    def _take_out(self, conn: BackendConnection) -> None:
+        """A new connection takes ``conn``'s place in the tables (a lost one; one busy with a
+        script)."""
         if conn.replica:
             if self.replica_conns.get(conn.addr) is conn:
                 self.replica_conns[conn.addr] = self._new_conn(conn.addr, replica=True)
             self._assign_reads()  # its reads go to another replica or the master meanwhile
         else:
             self._replace(conn)
-        self.request_refresh()
 
     def _replace(self, conn: BackendConnection) -> BackendConnection | None:
         conns = self.conns.get(conn.addr)
@@ -421,12 +426,7 @@ class ClusterManager:
         log.warning("node_busy", node=f"{conn.addr[0]}:{conn.addr[1]}",
                     waiting=len(conn.fifo))
         conn.blocking = True  # no op-timeout: a script may run as long as it likes
-        if conn.replica:
-            if self.replica_conns.get(conn.addr) is conn:
-                self.replica_conns[conn.addr] = self._new_conn(conn.addr, replica=True)
-                self._assign_reads()
-        else:
-            self._replace(conn)
+        self._take_out(conn)
         conn.retiring = True
 
     def close(self) -> None:

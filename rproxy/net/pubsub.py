@@ -3,8 +3,9 @@
 The hub keeps, per channel, pattern and shard channel, the proxy clients subscribed to it,
 and subscribes the proxy itself on a node only while a client wants it: ``SUBSCRIBE x`` goes
 to a node when the first client subscribes to ``x``, ``UNSUBSCRIBE x`` a second after the last
-one left (``LINGER_S``: the count a PUBLISH answers stays exact, see ``remove``). Every message the node delivers is forwarded, as the node framed it,
-to each subscribed client: a PUBLISH reaches 1000 subscribers with one message from the node.
+one left (``LINGER_S``: the count a PUBLISH answers stays exact, see ``remove``). Every
+message the node delivers is forwarded, as the node framed it, to each subscribed client: a
+PUBLISH reaches 1000 subscribers with one message from the node.
 
 Where a subscription lives: a shard channel (SSUBSCRIBE) on the master of its slot, as Redis
 Cluster requires. Every channel and pattern on one node, the master of slot 0, where the
@@ -25,7 +26,7 @@ delivered (README, "Pub/Sub").
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import hiredis
@@ -188,14 +189,20 @@ class PubSubHub:
                 self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
+        if not self.sweep_scheduled:
+            self.sweep_scheduled = self._start(self._sweep)
+
+    def _start(self, task: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``task`` in the background; False if it cannot start (no nursery yet, or the
+        proxy shutting down: its connections go anyway)."""
         nursery = self.opener.nursery
-        if self.sweep_scheduled or nursery is None or self.closing:
-            return
-        self.sweep_scheduled = True
+        if nursery is None or self.closing:
+            return False
         try:
-            nursery.start_soon(self._sweep)
-        except RuntimeError:  # the proxy is shutting down: its connections go anyway
-            self.sweep_scheduled = False
+            nursery.start_soon(task)
+        except RuntimeError:  # the nursery is closed to new tasks
+            return False
+        return True
 
     async def _sweep(self) -> None:
         """Unsubscribe the proxy from what nobody has wanted for ``LINGER_S``."""
@@ -309,14 +316,8 @@ class PubSubHub:
                     w()
 
     def _schedule_retry(self) -> None:
-        nursery = self.opener.nursery
-        if self.retry_scheduled or nursery is None or self.closing:
-            return
-        self.retry_scheduled = True
-        try:
-            nursery.start_soon(self._retry)
-        except RuntimeError:  # the proxy is shutting down
-            self.retry_scheduled = False
+        if not self.retry_scheduled:
+            self.retry_scheduled = self._start(self._retry)
 
     async def _retry(self) -> None:
         await trio.sleep(max(self.backoff_s, 0.05))

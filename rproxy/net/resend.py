@@ -18,7 +18,7 @@ import trio
 
 from rproxy.core import errors
 from rproxy.core.redirect import FOLLOW_ASK, FOLLOW_MOVED, HOLD, TO_MASTER, TRY_AGAIN, Redirect
-from rproxy.core.request import REPLY, FanOut, finish
+from rproxy.core.request import REPLY, FanOut, finish, settled_elsewhere
 from rproxy.core.topology import Addr
 from rproxy.net.backend import BackendConnection
 from rproxy.net.reactor import Reactor
@@ -41,7 +41,7 @@ class Resent(FanOut):
 
     def __init__(self, owner: object, n: int, router: Router, cluster: Scheduler,
                  reactor: Reactor, max_redirects: int, hold_s: float, backoff_s: float) -> None:
-        super().__init__(owner, n, _never)
+        super().__init__(owner, n, settled_elsewhere)
         self.router = router
         self.cluster = cluster
         self.reactor = reactor
@@ -108,6 +108,3 @@ class Resent(FanOut):
             self.send_again()
             self.reactor.flush()
 
-
-def _never(parts: list[bytes]) -> bytes:  # a Resent request decides in child_done
-    raise AssertionError("a Resent request does not merge")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from rproxy.core import errors
 from rproxy.core.redirect import DELIVER
-from rproxy.core.request import DISCARD, FanOut, finish
+from rproxy.core.request import DISCARD, FanOut, finish, settled_elsewhere
 from rproxy.core.resp import encode_command
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
@@ -112,7 +112,7 @@ class GroupedExec(FanOut):
                  make_block: Callable[[GroupedExec, int, list[int]], TxBlock],
                  ran: tuple[int, bytes] | None = None) -> None:
         groups = tx.groups()
-        super().__init__(owner, len(groups), _unused)
+        super().__init__(owner, len(groups), settled_elsewhere)
         self.tx = tx
         self.groups = groups
         self.ran = ran  # (a group's index, its EXEC reply): run already (``WatchedExec``)
@@ -135,9 +135,6 @@ class GroupedExec(FanOut):
         self[0] = self.tx.merge_groups(self.groups, replies)  # type: ignore[arg-type]
         finish(self)
 
-
-def _unused(parts: list[bytes]) -> bytes:
-    raise AssertionError("GroupedExec merges in wake")
 
 
 class WatchLocks:
@@ -198,7 +195,7 @@ class WatchedExec(FanOut):
                  watched: set[bytes], sent: Callable[[], None]) -> None:
         checks = ([tx.group_block(tx.groups()[first][1])] if first is not None
                   else [[MULTI, EXEC] for _ in leases])
-        super().__init__(owner, sum(len(c) for c in checks), _unused)
+        super().__init__(owner, sum(len(c) for c in checks), settled_elsewhere)
         self.leases = leases
         self.tx = tx
         self.start = start
