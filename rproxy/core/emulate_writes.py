@@ -844,3 +844,20 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
 
 EMULATED_WRITES: frozenset[bytes] = frozenset(_ARITY)
 """Commands whose cross-slot form ``plan_write`` emulates."""
+
+
+def plan_emulated(argv: list[bytes], keys: list[bytes],
+                  writes: bool) -> WritePlan | bytes | None:
+    """A command over several slots as rounds (one for a read emulated by
+    ``rproxy.core.emulate_reads``, whose per-key reads go to ``keys``, the command's keys in
+    order; several for a write emulated here, if ``writes``), the error reply Redis gives for
+    these arguments, or None for a command not emulated. (Used inside an emulated
+    transaction; the stateless session runs an emulated read's reads as one fan-out.)"""
+    plan = plan_read(argv)
+    if isinstance(plan, ReadPlan):
+        if len(keys) != len(plan.reads):  # the command table and the plan disagree
+            return None
+        return _read_plan(keys, plan)
+    if plan is not None:
+        return plan
+    return plan_write(argv) if writes else None

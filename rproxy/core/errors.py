@@ -120,7 +120,9 @@ CROSSSLOT_TRANSACTION = (
 )
 CROSSSLOT_IN_EMULATED_TRANSACTION = (
     b"-CROSSSLOT Keys in request don't hash to the same slot (rproxy: inside a transaction run "
-    b"per slot, each command's own keys must be in one slot)\r\n"
+    b"per slot, a command over several slots runs only if rproxy splits or emulates it; writes "
+    b"such as RENAME or LMOVE with commands.cross_slot_writes = \"emulate\", or "
+    b"--cross-slot emulate)\r\n"
 )
 
 

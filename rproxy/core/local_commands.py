@@ -133,6 +133,8 @@ class ProxyView(Protocol):
     def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
     @property
     def cross_slot_transactions(self) -> str: ...  # "refuse" or "emulate"
+    @property
+    def cross_slot_writes(self) -> str: ...  # "refuse" or "emulate"
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -273,7 +275,8 @@ def _multi(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     """MULTI (src/multi.c multiCommand). Inside a transaction the session handles MULTI,
     EXEC and DISCARD itself (rproxy.core.transaction); here the client is not in one. After
     WATCH the transaction must stay in the watched slot."""
-    c.multi = Transaction(c.watch_slot, view.cross_slot_transactions == "emulate")
+    c.multi = Transaction(c.watch_slot, view.cross_slot_transactions == "emulate",
+                          view.cross_slot_writes == "emulate")
     return resp.OK
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from rproxy.core import errors
 from rproxy.core.commands import CommandInfo, Route
+from rproxy.core.emulate_writes import WritePlan, plan_emulated
 from rproxy.core.merge import split_array
-from rproxy.core.planner import SPLIT_NAMES, Merge, SplitPlan, plan_cross_slot_split
+from rproxy.core.planner import Merge, SplitPlan, plan_cross_slot_split
 from rproxy.core.redirect import DELIVER, Redirect, decide
 from rproxy.core.resp import encode_command
-from rproxy.core.slots import SEVERAL_SLOTS, common_slot
+from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
 
 QUEUED = b"+QUEUED\r\n"
 EMPTY_EXEC = b"*0\r\n"
@@ -36,8 +37,10 @@ EXEC = encode_command([b"EXEC"])
 # they are queued and run by the master with the others.
 # (PUBLISH inside MULTI answers the node's count: the proxy's subscription counts as one.)
 _SENT_AS_IS = frozenset({b"PING", b"ECHO", b"SELECT", b"UNWATCH", b"PUBLISH", b"SPUBLISH"})
-# The queue-time check's answer for a command over several slots that rproxy splits.
-_SPLIT = b"-split\r\n"
+# The queue-time check's answer for a command over several slots in an emulated transaction.
+_SEVERAL = b"-several\r\n"
+LOCAL = -2  # the slot of a command the proxy runs itself (``Transaction.local``)
+Phase = tuple[int, int] | int  # a range of groups, or the index of a command run as rounds
 # Redis runs these at once even inside MULTI (processCommand); the session handles them.
 NOT_QUEUED = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
 
@@ -48,21 +51,33 @@ class Transaction:
 
     With ``emulate`` (``commands.cross_slot_transactions = "emulate"``) the commands
     may be in several slots: each command's slot is kept, and at EXEC the commands run as one
-    block per slot (``groups``), the replies merged in the client's order (``merge_groups``)."""
+    block per slot (``groups``), the replies merged in the client's order (``exec_array``).
+    A command over several slots is split into per-slot parts queued in their slots' groups
+    (MSET, DEL, MGET ...), or run by the proxy as rounds of single-slot commands (``local``:
+    an emulated read such as SUNION, or -- with ``emulate_writes`` -- an emulated write such
+    as RENAME or LMOVE, rproxy/core/emulate_writes.py). Such a command runs alone, after the
+    commands queued before it and before those after it (``phases``)."""
 
-    __slots__ = ("commands", "slot", "aborted", "emulate", "slots", "several", "split", "_groups")
+    __slots__ = ("commands", "slot", "aborted", "emulate", "emulate_writes", "slots", "several",
+                 "split", "local", "_groups", "_phases")
 
-    def __init__(self, slot: int = -1, emulate: bool = False) -> None:
+    def __init__(self, slot: int = -1, emulate: bool = False,
+                 emulate_writes: bool = False) -> None:
         self.commands: list[bytes] = []  # encoded, as the client sent them
         self.slot = slot  # the WATCHed keys' slot, if any: the transaction must stay in it
         self.aborted = False
         self.emulate = emulate
-        self.slots: list[int] = []  # each queued command's slot (-1: no keys)
+        self.emulate_writes = emulate_writes
+        self.slots: list[int] = []  # each queued command's slot (-1: no keys; LOCAL)
         self.several = False  # its commands are in more than one slot
         # A command split into per-slot parts (MSET, DEL ... over several slots, emulated):
         # its first part's index -> (how many parts, the merge of their replies)
         self.split: dict[int, tuple[int, Merge]] = {}
+        # A command the proxy runs itself, by index: its plan of rounds, or its reply known at
+        # queue time (an argument error, which one Redis gives at EXEC).
+        self.local: dict[int, WritePlan | bytes] = {}
         self._groups: list[tuple[int, list[int]]] | None = None
+        self._phases: list[Phase] | None = None
 
     def queue(self, info: CommandInfo, argv: list[bytes], enc: bytes) -> bytes:
         """Queue one command; the reply to give now (``+QUEUED`` or an error that flags the
@@ -71,28 +86,40 @@ class Transaction:
         if error is None:
             error = self._slot_error(info, argv)
         if error is not None:
-            if error is _SPLIT and self.emulate:
-                return self._queue_split(info, argv)
+            if error is _SEVERAL:
+                return self._queue_several(info, argv)
             self.aborted = True
             return error
         self.commands.append(enc)
         return QUEUED
 
-    def _queue_split(self, info: CommandInfo, argv: list[bytes]) -> bytes:
-        """A command over several slots that rproxy splits (MSET, DEL, MGET ...): its parts
-        are queued in their slots' groups, and merged into its one element at EXEC."""
-        plan = plan_cross_slot_split(info.name, argv)
-        if not isinstance(plan, SplitPlan):
+    def _queue_several(self, info: CommandInfo, argv: list[bytes]) -> bytes:
+        """A command over several slots in an emulated transaction: split into parts queued in
+        their slots' groups and merged into its one element at EXEC, or run by the proxy, or
+        (neither) refused as a Redis Cluster node refuses it."""
+        split = plan_cross_slot_split(info.name, argv)
+        if isinstance(split, SplitPlan):
+            self.split[len(self.commands)] = (len(split.parts), split.merge)
+            for slot, part in split.parts:
+                self._append(encode_command(part), slot)
+            return QUEUED
+        keys = [argv[pos] for pos in info.key_positions(argv)]
+        plan = split if split is not None else plan_emulated(argv, keys, self.emulate_writes)
+        if plan is None:
             self.aborted = True
-            return plan if isinstance(plan, bytes) else errors.CROSSSLOT_IN_EMULATED_TRANSACTION
-        self.split[len(self.commands)] = (len(plan.parts), plan.merge)
-        for slot, part in plan.parts:
-            self.commands.append(encode_command(part))
-            self.slots.append(slot)
-            if self.slot < 0:
-                self.slot = slot
-        self.several = True
+            return errors.CROSSSLOT_IN_EMULATED_TRANSACTION
+        self.local[len(self.commands)] = plan
+        self._append(b"", LOCAL)
+        if self.slot < 0:  # (the group keyless commands join)
+            self.slot = key_slot(keys[0])
         return QUEUED
+
+    def _append(self, enc: bytes, slot: int) -> None:
+        self.commands.append(enc)
+        self.slots.append(slot)
+        if self.slot < 0 <= slot:
+            self.slot = slot
+        self.several = True
 
     def _slot_error(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
         if info.route not in (Route.KEYED, Route.LEASED, Route.REFUSED) \
@@ -101,10 +128,7 @@ class Transaction:
             return None
         slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
         if slot == SEVERAL_SLOTS:
-            if self.emulate and info.name in SPLIT_NAMES:
-                return _SPLIT
-            return errors.CROSSSLOT_IN_EMULATED_TRANSACTION if self.emulate \
-                else errors.CROSSSLOT_TRANSACTION
+            return _SEVERAL if self.emulate else errors.CROSSSLOT_TRANSACTION
         if slot >= 0 and self.slot >= 0 and slot != self.slot:
             if not self.emulate:
                 return errors.CROSSSLOT_TRANSACTION
@@ -114,35 +138,63 @@ class Transaction:
         self.slots.append(slot)
         return None
 
+    def phases(self) -> list[Phase]:
+        """The order EXEC runs the commands in: a range of ``groups`` (blocks run in
+        parallel, one per slot), then a command the proxy runs as rounds (its index) alone,
+        then the next range ... (Asked at EXEC, when nothing more is queued: computed
+        once.)"""
+        if self._phases is None:
+            self._group()
+        assert self._phases is not None
+        return self._phases
+
     def groups(self) -> list[tuple[int, list[int]]]:
-        """The queued commands by slot: (slot, their indexes), in the order the slots first
-        appear; keyless commands run with the first slot's group. (Asked at EXEC, when
-        nothing more is queued: computed once.)"""
+        """The queued commands by slot and phase: (slot, their indexes), the slots in the
+        order they first appear in their phase; keyless commands run with the first slot's
+        group."""
         if self._groups is None:
-            by_slot: dict[int, list[int]] = {}
-            for i, slot in enumerate(self.slots):
-                by_slot.setdefault(self.slot if slot < 0 else slot, []).append(i)
-            self._groups = list(by_slot.items())
+            self._group()
+        assert self._groups is not None
         return self._groups
+
+    def _group(self) -> None:
+        groups: list[tuple[int, list[int]]] = []
+        phases: list[Phase] = []
+        by_slot: dict[int, list[int]] = {}
+        for i, slot in enumerate(self.slots):
+            if slot != LOCAL:
+                by_slot.setdefault(self.slot if slot < 0 else slot, []).append(i)
+            elif not isinstance(self.local[i], bytes):  # a plan: the groups so far run first
+                if by_slot:
+                    phases.append((len(groups), len(groups) + len(by_slot)))
+                    groups.extend(by_slot.items())
+                    by_slot = {}
+                phases.append(i)
+        if by_slot:
+            phases.append((len(groups), len(groups) + len(by_slot)))
+            groups.extend(by_slot.items())
+        self._groups, self._phases = groups, phases
 
     def group_block(self, indexes: list[int]) -> list[bytes]:
         """``MULTI``, the group's commands, ``EXEC``."""
         return [MULTI, *[self.commands[i] for i in indexes], EXEC]
 
-    def merge_groups(self, groups: list[tuple[int, list[int]]], replies: list[bytes]) -> bytes:
+    def exec_array(self, replies: list[bytes], results: dict[int, bytes]) -> bytes:
         """One EXEC array from the EXEC replies of the groups (``replies[g]`` for
-        ``groups[g]``), each element where the client queued its command (a split command's
-        parts merged into its one element). A group that did not answer an array (its node
-        refused the block, or its outcome is unknown) gives that error as each of its
-        elements."""
+        ``groups()[g]``) and the replies of the commands the proxy ran (``results``), each
+        element where the client queued its command (a split command's parts merged into its
+        one element). A group that did not answer an array (its node refused the block, or
+        its outcome is unknown) gives that error as each of its elements."""
         elements: list[bytes] = [b""] * len(self.commands)
-        for (_, indexes), raw in zip(groups, replies):
+        for (_, indexes), raw in zip(self.groups(), replies):
             parts = split_array(raw) if raw[:1] == b"*" and raw[:3] != b"*-1" else None
             if parts is None or len(parts) != len(indexes):
                 error = raw if raw[:1] == b"-" else errors.OUTCOME_UNKNOWN
                 parts = [error] * len(indexes)
             for i, part in zip(indexes, parts):
                 elements[i] = part
+        for i, plan in self.local.items():
+            elements[i] = plan if isinstance(plan, bytes) else results[i]
         out = []
         i = 0
         while i < len(elements):

@@ -99,6 +99,10 @@ class ProxyView:
         return self._server.config.commands.cross_slot_transactions
 
     @property
+    def cross_slot_writes(self) -> str:
+        return self._server.config.commands.cross_slot_writes
+
+    @property
     def cpu_seconds(self) -> tuple[float, float]:
         times = os.times()
         return times.system, times.user

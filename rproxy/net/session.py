@@ -484,6 +484,9 @@ class ClientSession(StatefulModes):
                 self.reply_local(steps)
             elif steps is not None:
                 self.run_steps(steps)
+                # Its later rounds go out after the client's next commands would: those wait
+                # for its reply, so that none overtakes it (a GET of the key it writes).
+                self.start_drain([])
             else:
                 self.reply_local(errors.CROSSSLOT)
             return
@@ -507,7 +510,9 @@ class ClientSession(StatefulModes):
         if parent is None:
             self.queue.append(fan)
         router = self.router
-        slot_conn = router.slot_conn  # parts go to masters (Router.route, inlined)
+        # Parts go to masters (Router.route, inlined), on the client's leases if it holds any:
+        # after the commands it sent there before.
+        slot_conn = self.slot_conn
         for i, (slot, sub) in enumerate(parts):
             data = encode_command(sub)
             child = [None, None, data, slot, readonly, 0, fan, i]  # fan.child, inlined
@@ -518,12 +523,14 @@ class ClientSession(StatefulModes):
                 conn.send(child, data)
         return fan
 
-    def run_steps(self, steps: WritePlan) -> None:
+    def run_steps(self, steps: WritePlan, parent: Request | None = None) -> None:
         """A multi-step plan (cross-slot write emulation): each batch it yields runs in
         parallel, its replies are sent back into the plan, until the plan returns the reply.
-        Commands of a batch with the same routing key go in order on one connection."""
-        parent = new_request(self, b"")
-        self.queue.append(parent)
+        Commands of a batch with the same routing key go in order on one connection. The
+        reply is the client's next one, or ``parent``'s (a command of a transaction)."""
+        if parent is None:
+            parent = new_request(self, b"")
+            self.queue.append(parent)
 
         def advance(replies: list[bytes] | None) -> bytes:
             try:

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from rproxy.core import errors, multi_pop, resp
 from rproxy.core.commands import CommandInfo
+from rproxy.core.emulate_writes import WritePlan
 from rproxy.core.local_commands import Wait
 from rproxy.core.redirect import proves_not_run
-from rproxy.core.request import REPLY, complete, new_request
+from rproxy.core.request import REPLY, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, encode_command
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot
 from rproxy.core.topology import Addr
@@ -101,6 +102,7 @@ class StatefulModes:
         def hand_over(self, batch: Any) -> None: ...
         def route_batch(self, commands: Batch) -> None: ...
         def dispatch(self, argv: list[bytes], enc: bytes) -> None: ...
+        def run_steps(self, steps: WritePlan, parent: Request | None = None) -> None: ...
         def close(self) -> None: ...
         def _stop_reading(self, closing: bool = False) -> None: ...
         def _resume_reading(self) -> None: ...
@@ -356,7 +358,12 @@ class StatefulModes:
                            self.reactor, cfg.max_redirects, cfg.failover_hold_s,
                            cfg.retry_backoff_s)
 
-        grouped = GroupedExec(owner, tx, make_block, ran)
+        def run_plan(parent: GroupedExec, plan: WritePlan) -> Request:
+            step = new_request(parent, b"")
+            self.run_steps(plan, step)
+            return step
+
+        grouped = GroupedExec(owner, tx, make_block, run_plan, ran)
         self.stats.emulated_transaction_groups += len(tx.groups())
         return grouped
 
@@ -425,10 +432,13 @@ class StatefulModes:
             # watch is checked before anything is written, then the blocks run per slot.
             leases = list(self.leases.values())
             first = None
-            if len(leases) == 1:  # the check can be one of the groups: no window
+            phase = tx.phases()[0] if tx.commands else 0
+            if len(leases) == 1 and not isinstance(phase, int):
+                # The check can be one of the groups that run first: no window.
                 addr = leases[0].addr
-                first = next((g for g, (slot, _) in enumerate(tx.groups())
-                              if (c := self.router.slot_conn[slot]) is not None
+                groups = tx.groups()
+                first = next((g for g in range(*phase)
+                              if (c := self.router.slot_conn[groups[g][0]]) is not None
                               and c.addr == addr), None)
             pool = self.cluster.leases
 
@@ -473,6 +483,8 @@ class StatefulModes:
             self.queue.append(grouped)
             self.stats.emulated_transactions += 1
             grouped.send()
+            if len(tx.phases()) > 1:  # phases after the first go out later: the client's
+                self.start_drain([])  # next commands wait for EXEC's reply (none overtakes)
             return
         slot = tx.slot
         if slot < 0:  # keyless: spread over the masters by client

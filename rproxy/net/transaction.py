@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Callable
 
 from rproxy.core import errors
+from rproxy.core.emulate_writes import WritePlan
 from rproxy.core.redirect import DELIVER
-from rproxy.core.request import DISCARD, FanOut, finish, settled_elsewhere
+from rproxy.core.request import DISCARD, FanOut, Request, finish, settled_elsewhere
 from rproxy.core.resp import encode_command
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
@@ -100,41 +101,76 @@ class TxBlock(Resent):
 
 class GroupedExec(FanOut):
     """EXEC of a transaction over several slots (``commands.cross_slot_transactions =
-    "emulate"``): one ``TxBlock`` per slot, sent in parallel, each atomic on its master and
-    settled by the TxBlock's own rules (redirects followed, a lost block's outcome unknown);
-    the client gets one EXEC array, merged in the order it queued the commands. The blocks
+    "emulate"``), phase by phase (``Transaction.phases``): one ``TxBlock`` per slot, sent in
+    parallel, each atomic on its master and settled by the TxBlock's own rules (redirects
+    followed, a lost block's outcome unknown); a command the proxy runs as rounds
+    (``run_plan``: a cross-slot write such as LMOVE), alone between them. The client gets one
+    EXEC array, merged in the order it queued the commands. The blocks and the plans' requests
     report here as their owner (``wake``)."""
 
-    __slots__ = ("blocks", "groups", "tx", "ran")
+    __slots__ = ("tx", "make_block", "run_plan", "replies", "results", "phase", "blocks",
+                 "step", "sending")
     dirty = False  # (a block always wakes this owner)
 
     def __init__(self, owner: object, tx: Transaction,
                  make_block: Callable[[GroupedExec, int, list[int]], TxBlock],
+                 run_plan: Callable[[GroupedExec, WritePlan], Request],
                  ran: tuple[int, bytes] | None = None) -> None:
-        groups = tx.groups()
-        super().__init__(owner, len(groups), settled_elsewhere)
+        super().__init__(owner, 1, settled_elsewhere)
         self.tx = tx
-        self.groups = groups
-        self.ran = ran  # (a group's index, its EXEC reply): run already (``WatchedExec``)
-        self.blocks = [make_block(self, slot, indexes) for g, (slot, indexes)
-                       in enumerate(groups) if ran is None or g != ran[0]]
+        self.make_block = make_block
+        self.run_plan = run_plan
+        self.replies: list[bytes | None] = [None] * len(tx.groups())  # each group's EXEC reply
+        if ran is not None:  # (a group's index, its EXEC reply): run already (``WatchedExec``)
+            self.replies[ran[0]] = ran[1]
+        self.results: dict[int, bytes] = {}  # the replies of the commands run as rounds
+        self.phase = 0
+        self.blocks: list[tuple[int, TxBlock]] = []  # the running phase's, by group
+        self.step: Request | None = None  # the running plan's request
+        self.sending = False
 
     def send(self) -> None:
-        for block in self.blocks:
-            block.send()
-        if not self.blocks:
-            self.wake()
-
-    def wake(self) -> None:
-        """``ReplyOwner``: a block answered; once all have, the merged EXEC reply."""
-        if self[0] is not None or any(b[0] is None for b in self.blocks):  # REPLY
-            return
-        replies = [b[0] for b in self.blocks]
-        if self.ran is not None:
-            replies.insert(self.ran[0], self.ran[1])
-        self[0] = self.tx.merge_groups(self.groups, replies)  # type: ignore[arg-type]
+        """Start the current phase (and the next ones, while a phase has nothing to run)."""
+        phases = self.tx.phases()
+        groups = self.tx.groups()
+        while self.phase < len(phases):
+            phase = phases[self.phase]
+            self.sending = True  # (a block or a round may be answered while it is sent)
+            if isinstance(phase, int):
+                plan = self.tx.local[phase]
+                assert not isinstance(plan, bytes)
+                self.step = self.run_plan(self, plan)
+            else:
+                self.blocks = [(g, self.make_block(self, *groups[g]))
+                               for g in range(*phase) if self.replies[g] is None]
+                for _, block in self.blocks:
+                    block.send()
+            self.sending = False
+            if self.step is not None or self.blocks:
+                self.wake()
+                return
+            self.phase += 1
+        self[0] = self.tx.exec_array(self.replies, self.results)  # type: ignore[arg-type]
         finish(self)
 
+    def wake(self) -> None:
+        """``ReplyOwner``: a block or a plan answered; once the phase is complete, the next."""
+        if self.sending or self[0] is not None:  # REPLY
+            return
+        step = self.step
+        if step is not None:
+            if step[0] is None:
+                return
+            self.results[self.tx.phases()[self.phase]] = step[0]  # type: ignore[index]
+            self.step = None
+        else:
+            if any(block[0] is None for _, block in self.blocks):
+                return
+            for g, block in self.blocks:
+                self.replies[g] = block[0]
+            self.blocks = []
+        self.phase += 1
+        self.send()
 
 
 class WatchLocks:
@@ -205,8 +241,8 @@ class WatchedExec(FanOut):
         self.first = first
         self.checks = checks
         self.locks = locks
-        # Watches on one master need no lock: the check is that master's own block.
-        self.keys = frozenset(watched) if first is None and len(leases) > 1 else frozenset()
+        # Watches checked by a group of the transaction need no lock: no window.
+        self.keys = frozenset(watched) if first is None else frozenset()
         self.sent = sent  # the checks are on the leases: the caller gives them back
 
     def send(self) -> None:

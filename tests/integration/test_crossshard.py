@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from rproxy.core.slots import key_slot
-from tests.support import node_client
+from tests.support import ProxyThread, node_client, proxy_config, raw_pipeline
+from tests.support import argv as A
 
 
 def _raw(client: redis.Redis) -> redis.Redis:
@@ -264,7 +265,6 @@ def test_flushall_empties_every_master(prx, cluster) -> None:
 
 
 def test_command_policy(cluster) -> None:
-    from tests.support import ProxyThread, proxy_config
 
     cfg = proxy_config(cluster.seeds, commands={"deny": ("KEYS", "FLUSHALL"), "allow": ("LOLWUT",)})
     with ProxyThread(cfg) as p:
@@ -292,7 +292,6 @@ def test_xread_over_streams_in_several_slots(std, prx) -> None:
 def test_cross_slot_writes_emulated_when_enabled(std, cluster) -> None:
     """cross_slot_writes = "emulate": multi-key writes over keys in different slots run as
     single-slot steps and end in the same replies and data as on one Redis."""
-    from tests.support import ProxyThread, proxy_config
 
     cfg = proxy_config(cluster.seeds, commands={"cross_slot_writes": "emulate"})
     with ProxyThread(cfg) as p:
@@ -335,3 +334,16 @@ def test_cross_slot_writes_refused_by_default(prx) -> None:
     with pytest.raises(redis.ResponseError, match="^Keys in request don't hash to the same slot$"):
         prx.execute_command("RENAME", a, b)
     assert prx.execute_command("GET", a) == b"1"
+
+
+def test_commands_pipelined_after_an_emulated_write_wait_for_it(cluster) -> None:
+    """An emulated write runs in rounds; the client's next commands, pipelined in the same
+    read, must not overtake its later rounds: a GET of the key a RENAME writes sees the value
+    (as on one Redis), and a SET of the source after it is not the value moved."""
+    cfg = proxy_config(cluster.seeds, commands={"cross_slot_writes": "emulate"})
+    with ProxyThread(cfg) as p:
+        for i in range(20):
+            src, dst = _keys(f"order{i}", 2)
+            got = raw_pipeline(p.port, [A("SET", src, "v"), A("RENAME", src, dst),
+                                        A("GET", dst), A("SET", src, "new"), A("GET", dst)])
+            assert got == [b"+OK\r\n", b"+OK\r\n", b"$1\r\nv\r\n", b"+OK\r\n", b"$1\r\nv\r\n"]

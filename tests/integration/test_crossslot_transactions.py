@@ -49,7 +49,8 @@ A_, B_, C_ = keys_in_slots(3)
 
 @pytest.fixture(scope="module")
 def emulating(cluster) -> Iterator[ProxyThread]:
-    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate"}))
+    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate",
+                                                          "cross_slot_writes": "emulate"}))
     p.start()
     try:
         yield p
@@ -77,6 +78,32 @@ CASES: dict[str, list[list[bytes]]] = {
         A("EXEC")],
     "discard": [A("DEL", A_, B_), A("MULTI"), A("SET", A_, "1"), A("SET", B_, "2"),
                 A("DISCARD"), A("EXISTS", A_, B_), A("EXEC")],
+    "emulated_writes_inside": [
+        A("DEL", A_, B_, C_), A("MULTI"), A("RPUSH", A_, "a", "b", "c"),
+        A("LMOVE", A_, B_, "LEFT", "RIGHT"), A("LRANGE", B_, "0", "-1"), A("RPOPLPUSH", A_, B_),
+        A("RENAME", B_, C_), A("EXISTS", B_), A("LRANGE", C_, "0", "-1"), A("LLEN", A_),
+        A("COPY", C_, A_, "REPLACE"), A("LRANGE", A_, "0", "-1"), A("EXEC"),
+        A("LRANGE", A_, "0", "-1"), A("LRANGE", C_, "0", "-1")],
+    "emulated_set_writes_inside": [
+        A("DEL", A_, B_, C_), A("MULTI"), A("SADD", A_, "1", "2", "3"), A("SADD", B_, "3", "4"),
+        A("SMOVE", A_, B_, "1"), A("SUNIONSTORE", C_, A_, B_), A("SINTERCARD", "2", A_, B_),
+        A("SDIFF", B_, A_), A("SMEMBERS", C_), A("MSETNX", A_, "x", "fresh:" + A_, "y"),
+        A("EXEC")],
+    "emulated_reads_inside": [
+        A("DEL", A_, B_, C_, A_ + "h", B_ + "h"), A("MULTI"), A("ZADD", A_, "1", "a", "2", "b"),
+        A("ZADD", B_, "3", "b", "4", "c"), A("ZUNION", "2", A_, B_, "WITHSCORES"),
+        A("ZINTERSTORE", C_, "2", A_, B_), A("ZRANGE", C_, "0", "-1", "WITHSCORES"),
+        A("PFADD", A_ + "h", "x"), A("PFCOUNT", A_ + "h", B_ + "h"), A("EXEC")],
+    "argument_errors_inside": [
+        A("DEL", A_, B_, C_), A("MULTI"), A("MSET", A_, "1", B_), A("LMOVE", A_, B_, "UP", "DOWN"),
+        A("RENAME", A_, B_), A("SET", C_, "1"), A("SMOVE", C_, A_, "m"), A("BITOP", "NOPE", C_,
+                                                                            A_, B_),
+        A("INCR", C_), A("EXEC"), A("GET", C_)],
+    "order_kept_around_emulated_writes": [
+        A("DEL", A_, B_, C_), A("MULTI"), A("SET", A_, "x"), A("RENAME", A_, B_), A("APPEND", B_,
+                                                                                     "y"),
+        A("RENAME", B_, C_), A("GET", C_), A("SET", A_, "again"), A("EXISTS", A_, B_, C_),
+        A("EXEC"), A("MGET", A_, B_, C_)],
     "many": [A("DEL", *keys_in_slots(20, "m")), A("MULTI"),
              *[A("INCRBY", k, i) for i, k in enumerate(keys_in_slots(20, "m"))],
              A("MGET", *keys_in_slots(20, "m")), A("EXEC")],
@@ -136,6 +163,15 @@ WATCH_CASES: dict[str, list[tuple[int, list[bytes]]]] = {
     "unwatch_then_cross_slot": [
         (0, A("WATCH", A_, B_)), (1, A("SET", A_, "x")), (0, A("UNWATCH")), (0, A("MULTI")),
         (0, A("SET", A_, "1")), (0, A("SET", B_, "2")), (0, A("EXEC"))],
+    "watch_conflict_with_an_emulated_write": [
+        (0, A("DEL", A_, B_, C_)), (0, A("RPUSH", A_, "j")), (0, A("WATCH", C_)),
+        (1, A("SET", C_, "theirs")), (0, A("MULTI")), (0, A("LMOVE", A_, B_, "LEFT", "LEFT")),
+        (0, A("EXEC")), (0, A("LRANGE", A_, "0", "-1")), (0, A("EXISTS", B_))],
+    "watch_untouched_with_an_emulated_write": [
+        (0, A("DEL", A_, B_, C_)), (0, A("RPUSH", A_, "j")), (0, A("WATCH", A_, C_)),
+        (1, A("GET", C_)), (0, A("MULTI")), (0, A("LMOVE", A_, B_, "LEFT", "LEFT")),
+        (0, A("SET", C_, "mine")), (0, A("EXEC")), (0, A("LRANGE", B_, "0", "-1")),
+        (0, A("GET", C_))],
     "empty_watched_transaction": [
         (0, A("WATCH", A_, C_)), (0, A("MULTI")), (0, A("EXEC")), (0, A("WATCH", A_, C_)),
         (1, A("SET", C_, "x")), (0, A("MULTI")), (0, A("EXEC"))],
@@ -226,6 +262,19 @@ def test_refused_by_default_naming_the_setting(proxy) -> None:
     assert got[2].startswith(b"-CROSSSLOT Keys in request don't hash to the same slot")
     assert b'cross_slot_transactions = "emulate"' in got[2] and b"--cross-slot" in got[2]
     assert got[3] == b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+
+
+def test_emulated_writes_inside_need_their_own_setting(cluster) -> None:
+    """Transactions emulated, writes not: a write over several slots inside is refused at
+    queue time (EXECABORT, nothing run), and the error names the setting that lets it run."""
+    cfg = proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate"})
+    with ProxyThread(cfg) as p:
+        got = run(p.port, [A("DEL", A_), A("MULTI"), A("SET", A_, "1"),
+                           A("RENAME", A_, B_), A("EXEC"), A("EXISTS", A_)])
+    assert got[3].startswith(b"-CROSSSLOT Keys in request don't hash to the same slot")
+    assert b'commands.cross_slot_writes = "emulate"' in got[3]
+    assert got[4:] == [b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+                       b":0\r\n"]
 
 
 def test_the_cross_slot_flag_turns_on_every_emulation() -> None:

@@ -447,6 +447,7 @@ class StubView:
     masters = 2
     map_epoch = 0
     cross_slot_transactions = "refuse"
+    cross_slot_writes = "refuse"
     cpu_seconds = (0.0, 0.0)
 
     def __init__(self) -> None:

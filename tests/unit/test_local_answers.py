@@ -47,6 +47,7 @@ class View:
     map_epoch: int = 5
     cpu_seconds: tuple[float, float] = (1.5, 2.25)
     cross_slot_transactions: str = "refuse"
+    cross_slot_writes: str = "refuse"
     counters: dict[str, int] = field(default_factory=dict)
     rows: list[ClientInfo] = field(default_factory=list)
     order: list[int] = field(default_factory=lambda: [0, 5461, 10923])
