@@ -9,6 +9,7 @@ from rproxy.core import errors
 from rproxy.core.commands import CommandTable
 from rproxy.core.redirect import DELIVER, FAIL, FOLLOW_ASK, FOLLOW_MOVED, HOLD, TRY_AGAIN
 from rproxy.core.resp import encode_command
+from rproxy.core.slots import key_slot
 from rproxy.core.transaction import (
     EMPTY_EXEC,
     QUEUED,
@@ -19,10 +20,10 @@ from rproxy.core.transaction import (
 
 
 def _cmd(name: str, arity: int, flags: tuple[bytes, ...] = (), first: int = 0,
-         subcommands: tuple[object, ...] = ()) -> list[object]:
+         subcommands: tuple[object, ...] = (), last: int = 0, step: int = 1) -> list[object]:
     spec = [[b"begin_search", [b"type", b"index", b"spec", [b"index", first]],
              b"find_keys", [b"type", b"range", b"spec",
-                            [b"lastkey", 0, b"keystep", 1, b"limit", 0]]]] if first else []
+                            [b"lastkey", last, b"keystep", step, b"limit", 0]]]] if first else []
     return [name.encode(), arity, list(flags), first, first, 1 if first else 0, [], [],
             [[b"flags", [b"RW"], *s] for s in spec], list(subcommands)]
 
@@ -32,6 +33,7 @@ TABLE = CommandTable.from_command_reply([
     _cmd("ping", -1), _cmd("dbsize", 1, (b"readonly",)), _cmd("save", 1, (b"no_multi",)),
     _cmd("object", -2, subcommands=(_cmd("object|encoding", 3, first=2),)),
     _cmd("blpop", -3, (b"blocking",), first=1),
+    _cmd("rename", 3, first=1, last=1), _cmd("mset", -3, first=1, last=-1, step=2),
 ])
 
 
@@ -72,6 +74,32 @@ def test_a_second_slot_or_a_command_the_proxy_answers_aborts():
     tx = Transaction()
     assert queue(tx, "DBSIZE").startswith(b"-ERR rproxy: 'dbsize' is not supported: inside")
     assert tx.exec_reply() == errors.EXECABORT
+
+
+def test_emulated_commands_over_several_slots_run_alone_in_order():
+    """Emulating: a write over several slots is run by the proxy between two phases of
+    per-slot groups; a split command with an argument error is its EXEC element."""
+    tx = Transaction(emulate=True, emulate_writes=True)
+    assert queue(tx, "SET", "{a}x", "1") == QUEUED
+    assert queue(tx, "RENAME", "{a}x", "{b}y") == QUEUED
+    assert queue(tx, "GET", "{b}y") == QUEUED
+    assert queue(tx, "MSET", "{a}1", "1", "{b}2") == QUEUED  # an error at EXEC, as in Redis
+    assert queue(tx, "PING") == QUEUED
+    assert not tx.aborted and tx.several
+    a, b = key_slot(b"{a}x"), key_slot(b"{b}y")
+    # SET; then RENAME alone; then GET and PING (keyless: with the first slot's group)
+    assert tx.phases() == [(0, 1), 1, (1, 3)]
+    assert tx.groups() == [(a, [0]), (b, [2]), (a, [4])]
+    got = tx.exec_array([b"*1\r\n+OK\r\n", b"*1\r\n$1\r\n1\r\n", b"*1\r\n+PONG\r\n"],
+                        {1: b"+OK\r\n"})
+    assert got == (b"*5\r\n+OK\r\n+OK\r\n$1\r\n1\r\n" + errors.wrong_arity(b"MSET")
+                   + b"+PONG\r\n")
+
+
+def test_emulated_writes_need_their_setting():
+    tx = Transaction(emulate=True)
+    assert queue(tx, "RENAME", "{a}x", "{b}y") == errors.CROSSSLOT_IN_EMULATED_TRANSACTION
+    assert tx.aborted
 
 
 def test_empty_transaction():
