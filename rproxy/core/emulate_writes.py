@@ -362,7 +362,7 @@ def _smove(src: bytes, dst: bytes, member: bytes) -> WritePlan:
 
 
 # -- LMOVE / RPOPLPUSH ----------------------------------------------------------------------------
-def _list_end(arg: bytes) -> bool | None:
+def list_end(arg: bytes) -> bool | None:
     """getListPositionFromObjectOrReply: True for LEFT (head), False for RIGHT, None if bad."""
     word = _cstr_lower(arg)
     if word == b"right":
@@ -640,14 +640,15 @@ def _sort_store(src: bytes, dst: bytes, read: list[bytes],
 # -- LMPOP / ZMPOP --------------------------------------------------------------------------------
 
 
-def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
-    """lmpopGenericCommand / zmpopGenericCommand: numkeys (1..LONG_MAX, also its parse error
-    says "should be greater than 0"), then LEFT|RIGHT (MIN|MAX), then at most one COUNT n
-    (1..LONG_MAX)."""
-    numkeys = resp.string2ll(argv[1])
+def parse_mpop(name: bytes, argv: list[bytes]) -> tuple[list[bytes], bytes, int | None] | bytes:
+    """lmpopGenericCommand / zmpopGenericCommand's arguments (``argv`` from numkeys on):
+    numkeys (1..LONG_MAX, also its parse error says "should be greater than 0"), then
+    LEFT|RIGHT (MIN|MAX), then at most one COUNT n (1..LONG_MAX). The keys, the end
+    (lowercase) and the count (None: not given), or the error reply."""
+    numkeys = resp.string2ll(argv[0])
     if numkeys is None or numkeys < 1:
         return errors.NUMKEYS_POSITIVE
-    where_idx = 2 + numkeys
+    where_idx = 1 + numkeys
     if where_idx >= len(argv):
         return errors.SYNTAX
     where = _cstr_lower(argv[where_idx])
@@ -665,7 +666,14 @@ def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
         else:
             return errors.SYNTAX
         j += 1
-    keys = argv[2:where_idx]
+    return argv[1:where_idx], where, count
+
+
+def _plan_mpop(name: bytes, argv: list[bytes]) -> WritePlan | bytes:
+    parsed = parse_mpop(name, argv[1:])
+    if isinstance(parsed, bytes):
+        return parsed
+    keys, where, count = parsed
     if len(set(keys)) == 1:
         return _passthrough(keys[0], argv)
     if name == b"LMPOP":
@@ -814,7 +822,7 @@ def plan_write(argv: list[bytes]) -> WritePlan | bytes | None:
         return _smove(argv[1], argv[2], argv[3])
     if name in (b"LMOVE", b"RPOPLPUSH"):
         if name == b"LMOVE":
-            from_left, to_left = _list_end(argv[3]), _list_end(argv[4])
+            from_left, to_left = list_end(argv[3]), list_end(argv[4])
             if from_left is None or to_left is None:
                 return errors.SYNTAX
         else:

@@ -97,7 +97,8 @@ class MultiSlotPop(FanOut):
     """A blocking pop over keys in several slots (rproxy/core/multi_pop.py): plain pops in the
     client's order, then one blocking pop per slot on leases, the first element to arrive
     wins; the other blocks are ended with CLIENT UNBLOCK and what they popped meanwhile is
-    pushed back. Its children are the steps' requests; it answers the client itself."""
+    pushed back. BLMOVE then pushes its element to the destination (``_won``). Its children
+    are the steps' requests; it answers the client itself."""
 
     __slots__ = ("plan", "router", "cluster", "leases", "next_key", "groups", "held",
                  "replies", "winner", "abandoned", "blocks", "tries")
@@ -133,12 +134,30 @@ class MultiSlotPop(FanOut):
         self.router.route([None, None, data, key_slot(key), False, 0, self, -1])
 
     def child_done(self, index: int, raw: bytes) -> None:
+        if index == _PUSHED:  # BLMOVE's push to its destination
+            if raw[:1] == b"-":  # (not a list): the element goes back, the error is the reply
+                undo = self.plan.undo(self.winner)  # type: ignore[arg-type]
+                self.router.route([None, None, undo, key_slot(self.plan.keys[0]), False, 0,
+                                   None, 0])
+                self._answer(raw)
+            else:
+                self._answer(self.winner)  # type: ignore[arg-type]
+            return
         got = self.plan.popped(self.plan.keys[self.next_key], raw)  # a plain pop
         self.next_key += 1
         if got is not None:
-            self._answer(got)
+            self._won(got)
         elif not self.abandoned:
             self._pop_next()
+
+    def _won(self, got: bytes) -> None:
+        """An element (or an error, the answer): the reply, once the command is complete."""
+        then = self.plan.then(got) if got[:1] != b"-" else None
+        if then is None:
+            self._answer(got)
+            return
+        self.winner = got
+        self.router.route([None, None, then, key_slot(self.plan.dst), False, 0, self, _PUSHED])
 
     # -- step 2: one blocking pop per slot, on leases ---------------------------------------
     def _block(self) -> None:
@@ -191,7 +210,7 @@ class MultiSlotPop(FanOut):
         block without running it (its slot moved, a failover) -- all over again where the
         map says now; any other error is the answer."""
         if self.winner is not None:
-            self._answer(self.winner)
+            self._won(self.plan.blocked(self.winner))
             return
         failed = [r for r in self.replies if r is not None and r[:1] == b"-"]
         if failed and all(proves_not_run(r) or r == errors.NOT_SENT for r in failed) \
@@ -218,6 +237,9 @@ class MultiSlotPop(FanOut):
             if lease is not None:
                 self.held[i] = None
                 self.leases.release(lease, unwatch=False, discard=True)
+
+
+_PUSHED = -2  # the index of BLMOVE's push (a plain pop's is -1)
 
 
 class _Blocks(FanOut):

@@ -19,6 +19,7 @@ from rproxy.core import local_commands
 from rproxy.core.commands import CommandInfo, CommandTable, Route
 from rproxy.core.emulate_reads import EMULATED
 from rproxy.core.emulate_writes import EMULATED_WRITES
+from rproxy.core.multi_pop import NAMES as POPS_OVER_SLOTS
 from rproxy.core.planner import FANOUT_MERGES, SPLIT_NAMES
 from rproxy.core.resp import encode_command
 
@@ -73,7 +74,11 @@ def describe(info: CommandInfo) -> tuple[str, str]:
             return "answered by rproxy (see its subcommands)", "-"
         return f"refused: {local_commands.refusal(info.name)}", "-"
     if r == Route.LEASED:
-        return "its keys' slot, on a leased connection of its own", "CROSSSLOT"
+        where = "its keys' slot, on a leased connection of its own"
+        if info.name in POPS_OVER_SLOTS:
+            return where, ('CROSSSLOT; served over several slots with '
+                           '`cross_slot_transactions = "emulate"`')
+        return where, "CROSSSLOT"
     if r == Route.REFUSED:
         return f"refused: {info.why}", "-"
     if r in (Route.ALL_MASTERS, Route.ALL_NODES):

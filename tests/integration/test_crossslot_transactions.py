@@ -355,6 +355,32 @@ POP_CASES: dict[str, list[list[bytes]]] = {
                     A("BZPOPMAX", P1, P2, "0.1")],
     "errors": [A("BLPOP", P1, P2, "x"), A("BLPOP", P1, P2, "-1"), A("SET", P1, "str"),
                A("BLPOP", P1, P2, "0"), A("DEL", P1)],
+    "blmpop_and_bzmpop": [
+        A("DEL", P1, P2, P3), A("RPUSH", P2, "1", "2", "3"), A("RPUSH", P3, "9"),
+        A("BLMPOP", "0", "3", P1, P2, P3, "LEFT", "COUNT", "2"),
+        A("BLMPOP", "0", "2", P3, P2, "RIGHT"), A("BLMPOP", "0.1", "2", P1, P3, "LEFT"),
+        A("ZADD", P1, "1", "a", "2", "b", "3", "c"),
+        A("BZMPOP", "0", "2", P2, P1, "MAX", "COUNT", "2"), A("BZMPOP", "0.1", "1", P2, "MIN"),
+        A("BZMPOP", "0", "2", P3, P1, "min"), A("BZMPOP", "0.1", "2", P3, P1, "MIN"),
+        A("LRANGE", P2, "0", "-1")],
+    "blmpop_errors": [
+        A("DEL", P1, P2), A("BLMPOP", "x", "2", P1, P2, "LEFT"), A("BLMPOP", "0", "0", P1, P2),
+        A("BLMPOP", "0", "2", P1, P2, "UP"), A("BLMPOP", "0", "2", P1, P2, "LEFT", "COUNT", "0"),
+        A("BLMPOP", "0", "2", P1, P2, "LEFT", "COUNT", "1", "COUNT", "1"),
+        A("BZMPOP", "-1", "2", P1, P2, "MIN"), A("SET", P2, "s"),
+        A("BLMPOP", "0", "2", P1, P2, "LEFT"), A("RPUSH", P1, "x"),
+        A("BLMPOP", "0", "2", P1, P2, "LEFT"), A("DEL", P2)],
+    "blmove": [
+        A("DEL", P1, P2, P3), A("RPUSH", P1, "a", "b", "c"),
+        A("BLMOVE", P1, P2, "LEFT", "RIGHT", "0"), A("BLMOVE", P1, P2, "RIGHT", "LEFT", "0"),
+        A("BRPOPLPUSH", P1, P2, "0"), A("BLMOVE", P1, P2, "LEFT", "LEFT", "0.1"),
+        A("BRPOPLPUSH", P1, P2, "0.1"), A("LRANGE", P2, "0", "-1"), A("EXISTS", P1)],
+    "blmove_errors": [
+        A("DEL", P1, P2), A("BLMOVE", P1, P2, "UP", "LEFT", "0"),
+        A("BLMOVE", P1, P2, "LEFT", "LEFT", "x"), A("BRPOPLPUSH", P1, P2, "-1"),
+        A("RPUSH", P1, "a", "b"), A("SET", P2, "str"), A("BLMOVE", P1, P2, "RIGHT", "LEFT", "0"),
+        A("LRANGE", P1, "0", "-1"), A("SET", P1, "str"), A("DEL", P2),
+        A("BLMOVE", P1, P2, "LEFT", "LEFT", "0"), A("DEL", P1)],
 }
 
 
@@ -364,13 +390,17 @@ def test_blocking_pop_over_slots_same_bytes_as_one_redis(name, emulating, standa
     assert run(emulating.port, commands) == run(standalone.port, commands)
 
 
-def test_a_block_on_several_slots_is_woken_by_a_push_to_any(emulating, standalone) -> None:
+@pytest.mark.parametrize("block", [
+    A("BLPOP", A_, B_, "5"), A("BLMPOP", "5", "2", A_, B_, "RIGHT", "COUNT", "3"),
+    A("BLMOVE", B_, C_, "LEFT", "RIGHT", "5"), A("BRPOPLPUSH", B_, C_, "5")],
+    ids=["BLPOP", "BLMPOP", "BLMOVE", "BRPOPLPUSH"])
+def test_a_block_on_several_slots_is_woken_by_a_push_to_any(block, emulating,
+                                                             standalone) -> None:
     def scenario(port: int) -> list[bytes]:
-        run(port, [A("DEL", A_, B_)])
+        run(port, [A("DEL", A_, B_, C_)])
         out: dict[str, list[bytes]] = {}
         waiter = RawConnection(port)
-        t = threading.Thread(target=lambda: out.update(r=waiter.pipeline([
-            A("BLPOP", A_, B_, "5"), A("PING")])))
+        t = threading.Thread(target=lambda: out.update(r=waiter.pipeline([block, A("PING")])))
         t.start()
         time.sleep(0.5)
         run(port, [A("RPUSH", B_, "x")])  # (pushes to two masters have no order between
@@ -378,7 +408,8 @@ def test_a_block_on_several_slots_is_woken_by_a_push_to_any(emulating, standalon
         run(port, [A("RPUSH", A_, "y")])
         t.join(10)
         waiter.close()
-        return out["r"] + run(port, [A("LRANGE", A_, "0", "-1"), A("LRANGE", B_, "0", "-1")])
+        return out["r"] + run(port, [A("LRANGE", A_, "0", "-1"), A("LRANGE", B_, "0", "-1"),
+                                     A("LRANGE", C_, "0", "-1")])
 
     assert scenario(emulating.port) == scenario(standalone.port)
 
