@@ -224,9 +224,12 @@ class StatefulModes:
             self._resume_reading()
 
     def on_lease_lost(self, conn: BackendConnection) -> None:
-        """``Holder``: a leased connection is gone, and the watches on it."""
-        if self.leases.get(conn.addr) is conn:
-            del self.leases[conn.addr]
+        """``Holder``: a leased connection is gone, and the watches on it. (One the client no
+        longer routes on -- its EXEC's checks are waiting for their turn -- is that EXEC's
+        business: ``WatchedExec``.)"""
+        if self.leases.get(conn.addr) is not conn:
+            return
+        del self.leases[conn.addr]
         self.watch_broken = True
         if not self.leases:
             self.slot_conn = self.router.slot_conn

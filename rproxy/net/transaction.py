@@ -25,7 +25,7 @@ from rproxy.core.resp import encode_command
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.core.transaction import EMPTY_EXEC, EXEC, MULTI, Transaction, exec_outcome
-from rproxy.net.backend import BackendConnection
+from rproxy.net.backend import CLOSED, BackendConnection
 from rproxy.net.reactor import Reactor
 from rproxy.net.resend import Resent, Scheduler
 from rproxy.net.router import Router
@@ -258,6 +258,13 @@ class WatchedExec(FanOut):
         finish(self)
 
     def _send(self) -> None:
+        if any(lease.state == CLOSED for lease in self.leases):
+            # Lost while this waited for the watch lock (a master failed): its watches are
+            # gone, and a check sent on it would never be answered. Nil, as a conflict.
+            self.sent()
+            self.stats.emulated_watch_aborts += 1
+            self.answer(errors.WATCH_NIL)
+            return
         i = 0
         for lease, block in zip(self.leases, self.checks):
             for data in block:

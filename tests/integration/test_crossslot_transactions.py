@@ -343,6 +343,72 @@ def test_a_failover_during_a_stream_of_transactions() -> None:
         c.stop()
 
 
+def test_a_failover_during_watched_transactions_over_two_masters() -> None:
+    """kill -9 of a master while two clients run WATCH loops over keys on two masters (one of
+    them the killed one), through the check-first path: no MOVED or ASK ever; each EXEC
+    answers nil (a watch that could not be checked counts as a conflict) or an array of two
+    elements, each the command's reply or a documented error; the loops go on after the
+    election."""
+    c = LocalCluster(masters=3, replicas=1, node_timeout_ms=1000)
+    c.start()
+    try:
+        victim, other = c.masters()[0], c.masters()[1]
+        src = next(f"wf:{RUN}:{i}" for i in range(10000)
+                   if c.master_of_slot(key_slot(f"wf:{RUN}:{i}".encode())).port == victim.port)
+        dst = next(f"wf:{RUN}:d{i}" for i in range(10000)
+                   if c.master_of_slot(key_slot(f"wf:{RUN}:d{i}".encode())).port == other.port)
+        cfg = proxy_config(c.seeds, commands={"cross_slot_transactions": "emulate"})
+        with ProxyThread(cfg) as p:
+            p.client().mset({src: 1000, dst: 0})
+            outcomes: list[tuple[float, object]] = []
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def mover() -> None:
+                r = p.client(socket_timeout=30)
+                while not stop.is_set():
+                    with r.pipeline() as pipe:
+                        try:
+                            pipe.watch(src, dst)
+                            a, b = int(pipe.get(src)), int(pipe.get(dst))
+                            pipe.multi()
+                            pipe.set(src, a - 1)
+                            pipe.set(dst, b + 1)
+                            got: object = pipe.execute(raise_on_error=False)
+                        except redis.WatchError:
+                            got = None
+                        except redis.RedisError as exc:  # a WATCH or GET during the election
+                            got = exc
+                    with lock:
+                        outcomes.append((time.monotonic(), got))
+
+            threads = [threading.Thread(target=mover) for _ in range(2)]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            c.kill(victim)
+            killed_at = time.monotonic()
+            time.sleep(8.0)
+            stop.set()
+            for t in threads:
+                t.join(40)
+                assert not t.is_alive()
+        errors_ = [str(x) for _, got in outcomes
+                   for x in (got if isinstance(got, list) else [got]) if isinstance(x, Exception)]
+        nils = sum(1 for _, got in outcomes if got is None)
+        print(f"\n{len(outcomes)} watched transactions around the kill: {nils} nil, errors "
+              f"{len(errors_)} ({sorted(set(errors_))})")
+        assert not [e for e in errors_ if "MOVED" in e or "ASK" in e], errors_[:5]
+        allowed = ("may or may not have run", "failover_hold_s")
+        assert all(any(a in e for a in allowed) for e in errors_), set(errors_)
+        assert all(got is None or isinstance(got, Exception)
+                   or (isinstance(got, list) and len(got) == 2) for _, got in outcomes)
+        after = [got for at, got in outcomes if at > killed_at + 5]
+        assert any(got == [True, True] for got in after), (len(after), after[-5:])  # served again
+    finally:
+        c.stop()
+
+
 # -- blocking pops over several slots ----------------------------------------------------------
 P1, P2, P3 = keys_in_slots(3, "pop")
 POP_CASES: dict[str, list[list[bytes]]] = {
