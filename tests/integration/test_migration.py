@@ -121,3 +121,55 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
     for node in [target, source] + [m for m in cluster.masters() if m not in (source, target)]:
         node_client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
     assert r.mget(a, b) == [b"1", b"2"]
+
+
+def test_emulated_transactions_over_a_migrating_slot(cluster) -> None:
+    """Emulated transactions over two slots while one of them is resharded: each EXEC's block
+    for the moving slot follows ASK (with ASKING) and MOVED as a whole, the other slot's block
+    runs where it is; the client sees no redirect and no error, and every increment counts
+    once, on the new owner."""
+    from tests.support import ProxyThread, proxy_config
+
+    tag = f"{{txmig-{os.urandom(3).hex()}}}"
+    slot = key_slot(tag[1:-1].encode())
+    keys = [f"m:{tag}:{i}" for i in range(40)]
+    run = os.urandom(3).hex()
+    other = next(k for k in (f"o:{run}:{i}" for i in range(1000)) if key_slot(k.encode()) != slot)
+    source = cluster.master_of_slot(slot)
+    target = _other_master(cluster, source)
+    cfg = proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate"})
+    with ProxyThread(cfg) as p:
+        r = p.client()
+        r.delete(other, *keys)
+        errors: list[str] = []
+        ops = [0]
+        stop = threading.Event()
+
+        def load() -> None:
+            c = p.client()
+            while not stop.is_set():
+                k = keys[ops[0] % len(keys)]
+                try:
+                    with c.pipeline() as pipe:  # MULTI ... EXEC over two slots
+                        got = pipe.incr(k).incr(other).execute()
+                except redis.RedisError as exc:
+                    errors.append(repr(exc))
+                    return
+                ops[0] += 1
+                if got[1] != ops[0]:
+                    errors.append(f"{other}: got {got[1]}, expected {ops[0]}")
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            wait_until(lambda: ops[0] >= 3, 20, "load to start")
+            _migrate(cluster, slot, source, target, batch=5, pause_s=0.05)
+            moved_at = ops[0]
+            wait_until(lambda: ops[0] >= moved_at + 20 or errors, 30, "load after the move")
+        finally:
+            stop.set()
+            t.join(30)
+        assert not errors, errors[:5]
+        assert cluster.master_of_slot(slot).port == target.port
+        direct = node_client(target)
+        assert sum(int(direct.get(k) or 0) for k in keys) == ops[0] == int(r.get(other))
