@@ -36,6 +36,23 @@ def _migrate(cluster, slot: int, source, target, batch: int, pause_s: float) -> 
         node_client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
 
 
+def _migrate_under_load(load, stop: threading.Event, ops: list[int], errors: list[str],
+                        cluster, slot: int, source, target, batch: int) -> int:
+    """Run ``load`` in a thread while the slot moves, and a while after; the ops count when
+    the move was done."""
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        wait_until(lambda: ops[0] >= 3, 20, "load to start")
+        _migrate(cluster, slot, source, target, batch=batch, pause_s=0.05)
+        moved_at = ops[0]
+        wait_until(lambda: ops[0] >= moved_at + 20 or errors, 30, "load after the move")
+    finally:
+        stop.set()
+        t.join(30)
+    return moved_at
+
+
 def _other_master(cluster, node):
     return next(m for m in cluster.masters() if m.port != node.port)
 
@@ -74,16 +91,7 @@ def test_live_migration_under_load_is_invisible(proxy, cluster) -> None:
                     errors.append(f"{k}: got {v}, expected {expected[k]}")
             ops[0] += 1
 
-    t = threading.Thread(target=load)
-    t.start()
-    try:
-        wait_until(lambda: ops[0] >= 3, 20, "load to start")
-        _migrate(cluster, slot, source, target, batch=10, pause_s=0.05)
-        moved_at = ops[0]
-        wait_until(lambda: ops[0] >= moved_at + 20 or errors, 30, "load after the move")
-    finally:
-        stop.set()
-        t.join(30)
+    moved_at = _migrate_under_load(load, stop, ops, errors, cluster, slot, source, target, 10)
     assert not errors, errors[:5]
     assert ops[0] > moved_at
     # The data is on the new owner, with every increment counted once.
@@ -159,16 +167,7 @@ def test_emulated_transactions_over_a_migrating_slot(cluster) -> None:
                 if got[1] != ops[0]:
                     errors.append(f"{other}: got {got[1]}, expected {ops[0]}")
 
-        t = threading.Thread(target=load)
-        t.start()
-        try:
-            wait_until(lambda: ops[0] >= 3, 20, "load to start")
-            _migrate(cluster, slot, source, target, batch=5, pause_s=0.05)
-            moved_at = ops[0]
-            wait_until(lambda: ops[0] >= moved_at + 20 or errors, 30, "load after the move")
-        finally:
-            stop.set()
-            t.join(30)
+        _migrate_under_load(load, stop, ops, errors, cluster, slot, source, target, 5)
         assert not errors, errors[:5]
         assert cluster.master_of_slot(slot).port == target.port
         direct = node_client(target)
