@@ -544,7 +544,9 @@ class ScanFramer:
         return not self._buf and not self._parts and not self._pending
 
 
-_REPLY_HEADS = b"+-:$*"  # RESP2 type bytes
+# One-line replies: RESP2's status, error, integer and nil ($-1, *-1); RESP3's null, double,
+# boolean and big number.
+_LINE_HEADS = b"+-:$*_,#("
 
 
 class ReplyFramer:
@@ -571,6 +573,9 @@ class ReplyFramer:
             return self._feed_scan(data)
         reader = self._reader
         reader.feed(data)
+        out: list[bytes] = []
+        buf = b""
+        pos = -1  # (not yet framing: what hiredis refuses starts with the buffered tail)
         try:
             value = reader.gets()
             if value is False:
@@ -583,9 +588,11 @@ class ReplyFramer:
                 self._tail = []
             else:
                 buf = data
-            out = []
             pos = 0
             while value is not False:
+                if buf[pos] == 124:  # '|': hiredis returns an attribute apart from the reply
+                    # it annotates (RESP3; rare): the scanner frames them as one, from here on.
+                    return out + self._to_scanner(buf[pos:])
                 if type(value) is bytes and buf[pos] == 36:  # '$'
                     n = len(value)
                     end = pos + (_BULK[n] if n < _BULK_N else _bulk_size(n))
@@ -593,23 +600,30 @@ class ReplyFramer:
                     end = pos + len(value) + 3
                 elif type(value) is list:
                     end = _array_end(buf, pos, value)
-                elif buf[pos] in _REPLY_HEADS:  # status, error, integer, nil
+                elif buf[pos] in _LINE_HEADS:  # status, error, integer, nil; RESP3 scalars
                     end = buf.index(b"\r\n", pos) + 2
-                else:  # a RESP3 type: not from a RESP2 connection
-                    raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
+                else:  # a RESP3 aggregate or blob (a RESP3 connection): scanned
+                    end = scan_reply(buf, pos, len(buf), 1)[0]
                 out.append(buf[pos:end])
                 pos = end
                 value = reader.gets()
         except hiredis.ProtocolError:
-            # Too deep for hiredis, or garbage: the scanner takes it from this reply on.
-            rest = b"".join(self._tail) + data if self._tail else data
-            self._tail = []
-            self._reader = hiredis.Reader()
-            self._scan = ScanFramer()
-            return self._feed_scan(rest)
+            # Too deep for hiredis, a type it does not know (RESP3's blob error), or garbage:
+            # the scanner takes it from this reply on.
+            if pos < 0:
+                rest = b"".join(self._tail) + data if self._tail else data
+                self._tail = []
+            else:
+                rest = buf[pos:]
+            return out + self._to_scanner(rest)
         if pos < len(buf):
             self._tail.append(buf[pos:])
         return out
+
+    def _to_scanner(self, rest: bytes) -> list[bytes]:
+        self._reader = hiredis.Reader()
+        self._scan = ScanFramer()
+        return self._feed_scan(rest)
 
     def _feed_scan(self, data: bytes) -> list[bytes]:
         scan = self._scan
@@ -631,8 +645,8 @@ def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
     An array of bulk strings and nils (MGET, HMGET, LRANGE ...) is measured from the values,
     as a top-level bulk is: each element's header byte is checked, its extent computed. Any
     other element (integer, status, nested array) sends the whole array to the header scan."""
-    if buf[pos] != 42:  # a RESP3 aggregate (map, set, push): not from a RESP2 connection
-        raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
+    if buf[pos] != 42:  # a RESP3 aggregate (map, set, push, attribute): scanned
+        return scan_reply(buf, pos, len(buf), 1)[0]
     head = b"*%d\r\n" % len(value)
     if buf.startswith(head, pos):
         end = pos + len(head)
@@ -650,10 +664,15 @@ def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
 
 
 def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
-    """Walk RESP2 headers from ``pos`` until the reply in progress is complete (``left``, the
-    elements it still lacks, reaches 0) or the bytes run out. Returns ``(pos, left, need)``:
-    where it stopped, what is still lacking, and for a bulk not all there, the bytes it needs
-    from its header on. A malformed length raises ValueError."""
+    """Walk RESP2 and RESP3 headers from ``pos`` until the reply in progress is complete
+    (``left``, the elements it still lacks, reaches 0) or the bytes run out. Returns ``(pos,
+    left, need)``: where it stopped, what is still lacking, and for a blob not all there, the
+    bytes it needs from its header on. A malformed length raises ValueError.
+
+    RESP3 (a connection after ``HELLO 3``): ``=`` verbatim and ``!`` blob error are blobs like
+    ``$``; ``%`` map counts two elements per entry, ``~`` set and ``>`` push one; an ``|``
+    attribute (a map) comes before the reply it annotates, which still counts as one; ``_``
+    null, ``,`` double, ``#`` boolean and ``(`` big number are one line."""
     while left:
         if pos >= n:
             break
@@ -661,18 +680,26 @@ def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
             break
-        if t == 36:  # '$'
+        if t == 36 or t == 61 or t == 33:  # '$', '=', '!'
             ln = int(buf[pos + 1 : eol])
             end = eol + 4 + ln if ln >= 0 else eol + 2
             if end > n:
                 return pos, left, end - pos
             pos = end
             left -= 1
-        elif t == 42:  # '*'
+        elif t == 42 or t == 126 or t == 62:  # '*', '~', '>'
             ln = int(buf[pos + 1 : eol])
             pos = eol + 2
             left += ln - 1 if ln > 0 else -1
-        elif t == 43 or t == 45 or t == 58:  # '+', '-', ':'
+        elif t == 37:  # '%'
+            ln = int(buf[pos + 1 : eol])
+            pos = eol + 2
+            left += 2 * ln - 1
+        elif t == 124:  # '|': its entries, then the reply it annotates
+            ln = int(buf[pos + 1 : eol])
+            pos = eol + 2
+            left += 2 * ln
+        elif t in _LINE_HEADS:  # '+', '-', ':', '_', ',', '#', '('
             pos = eol + 2
             left -= 1
         else:

@@ -3,6 +3,7 @@ inline splitting (sds.c sdssplitargs), string2ll (util.c), reply framing and enc
 
 from __future__ import annotations
 
+import random
 import re
 import tracemalloc
 
@@ -19,9 +20,9 @@ from rproxy.core.resp import (
     PROTO_INLINE_MAX_SIZE,
     BackendProtocolError,
     ReplyFramer,
-    ScanFramer,
     RequestLimits,
     RequestParser,
+    ScanFramer,
     array,
     bulk,
     encode_command,
@@ -779,15 +780,27 @@ def test_framer_garbage_raises_backend_protocol_error(framer, garbage: bytes):
         framer().feed(garbage)
 
 
-@pytest.mark.parametrize(
-    "resp3", [b"_\r\n", b",1.5\r\n", b"#t\r\n", b"(12\r\n", b"=5\r\ntxt:a\r\n", b"%1\r\n+a\r\n+b\r\n",
-              b"~1\r\n+a\r\n", b"*2\r\n+a\r\n_\r\n"],
-)
+RESP3_REPLIES = [
+    b"_\r\n", b",1.5\r\n", b",-inf\r\n", b"#t\r\n", b"(12345678901234567890\r\n",
+    b"=8\r\ntxt:abcd\r\n", b"%2\r\n+a\r\n:1\r\n+b\r\n,1.5\r\n", b"~2\r\n$1\r\nx\r\n$1\r\ny\r\n",
+    b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n", b"*2\r\n+a\r\n_\r\n", b"!5\r\nERR x\r\n",
+    b"|1\r\n+key\r\n+val\r\n:5\r\n", b"%1\r\n$1\r\nk\r\n~1\r\n%0\r\n", b"$3\r\nend\r\n",
+]
+
+
 @pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
-def test_framer_refuses_resp3_types(framer, resp3: bytes):
-    # hiredis parses RESP3; a backend connection speaks RESP2, so these mean a broken stream.
-    with pytest.raises(BackendProtocolError):
-        framer().feed(b"+OK\r\n" + resp3)
+def test_framer_frames_resp3_replies_however_split(framer):
+    """A connection after HELLO 3 gets RESP3: each reply framed whole (an attribute with the
+    reply it annotates), byte for byte, whatever the chunking."""
+    data = b"".join(RESP3_REPLIES)
+    rng = random.Random(3)
+    for _ in range(200):
+        f, out, i = framer(), [], 0
+        while i < len(data):
+            j = i + rng.randint(1, 40)
+            out += f.feed(data[i:j])
+            i = j
+        assert out == RESP3_REPLIES
 
 
 def test_framer_takes_over_what_hiredis_refuses():
