@@ -207,8 +207,8 @@ def raw_exchange(port: int, payload: bytes, *, timeout_s: float = 5.0,
 
 
 class RawConnection:
-    """A raw RESP2 connection: replies come back as the exact bytes the server sent (for
-    byte-for-byte differential tests; redis-py would parse them)."""
+    """A raw connection (RESP2, or RESP3 after HELLO 3): replies come back as the exact bytes
+    the server sent (for byte-for-byte differential tests; redis-py would parse them)."""
 
     def __init__(self, port: int) -> None:
         from rproxy.core import resp
@@ -217,16 +217,22 @@ class RawConnection:
         self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.framer = resp.ReplyFramer()
+        self._early: list[bytes] = []  # replies (pushes) read beyond what was asked for
 
     def pipeline(self, commands: list[list[bytes]]) -> list[bytes]:
         self.sock.sendall(b"".join(self._resp.encode_command(c) for c in commands))
-        out: list[bytes] = []
-        while len(out) < len(commands):
+        return self.read_replies(len(commands))
+
+    def read_replies(self, n: int) -> list[bytes]:
+        """The next ``n`` replies (or pushes), in order."""
+        out = self._early
+        while len(out) < n:
             data = self.sock.recv(1 << 20)
             if not data:
                 raise ConnectionError("redis-server closed the connection")
             out.extend(self.framer.feed(data))
-        return out
+        self._early = out[n:]
+        return out[:n]
 
     def __call__(self, *args: object) -> bytes:
         argv = [a if isinstance(a, bytes) else str(a).encode() for a in args]

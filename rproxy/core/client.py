@@ -28,7 +28,7 @@ class ClientState:
         self.id = client_id
         self.name = b""  # CLIENT SETNAME / HELLO SETNAME
         self.quit = False  # QUIT: reply, then close once the replies before it are sent
-        self.protocol = 2  # RESP version (HELLO); only 2 is spoken yet
+        self.protocol = 2  # RESP version (HELLO 2 or 3)
         self.multi: Transaction | None = None  # between MULTI and EXEC/DISCARD
         self.watch_slot = -1  # the slot of the keys WATCHed (until EXEC, DISCARD, UNWATCH)
         self.subs: Subscriptions | None = None  # its pub/sub subscriptions, once it has any
@@ -68,3 +68,4 @@ class ClientInfo:
     psub: int = 0
     ssub: int = 0
     multi: int = -1  # commands queued in its MULTI, -1 outside one
+    resp: int = 2  # the protocol it speaks (HELLO)

@@ -185,7 +185,7 @@ def _why(container: bytes) -> str:
 def _ping(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.wrong_arity(b"ping")
-    if c.subscribed:
+    if c.subscribed and c.protocol == 2:  # (RESP3 clients run any command subscribed)
         return pubsub.subscribed_pong(argv)
     return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
 
@@ -225,16 +225,18 @@ def _auth(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    """HELLO [protover [AUTH user pass] [SETNAME name]] (src/networking.c helloCommand).
-    Only RESP2 is spoken: HELLO 3 gets -NOPROTO, as from a server without RESP3."""
+    """HELLO [protover [AUTH user pass] [SETNAME name]] (src/networking.c helloCommand):
+    RESP2 or RESP3, the switch taking effect with this reply (a map in RESP3); the session
+    then routes the client's commands on connections of its protocol."""
+    ver = 0
     if len(argv) >= 2:
-        ver = resp.string2ll(argv[1])
-        if ver is None:
+        parsed = resp.string2ll(argv[1])
+        if parsed is None:
             return errors.PROTOVER_NOT_INT
-        if ver != 2:
+        if parsed not in (2, 3):
             return errors.NOPROTO
+        ver = parsed
     i = 2
-    name = None
     while i < len(argv):
         opt = argv[i].upper()
         more = len(argv) - i - 1
@@ -247,15 +249,16 @@ def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
             name = argv[i + 1]
             if not _valid_name(name):
                 return errors.BAD_CLIENT_NAME
+            c.name = name  # (at once, as Redis: a later bad option does not undo it)
             i += 2
         else:
             return errors.hello_syntax(argv[i])
-    if name is not None:
-        c.name = name
-    return resp.encode_value(
-        [b"server", b"redis", b"version", view.redis_version.encode(), b"proto", c.protocol,
-         b"id", c.id, b"mode", b"standalone", b"role", b"master", b"modules", []]
-    )
+    if ver:
+        c.protocol = ver
+    return resp.encode_map(
+        [(b"server", b"redis"), (b"version", view.redis_version.encode()),
+         (b"proto", c.protocol), (b"id", c.id), (b"mode", b"standalone"),
+         (b"role", b"master"), (b"modules", [])], c.protocol)
 
 
 def _valid_name(name: bytes) -> bool:
@@ -323,7 +326,7 @@ def _client_setname(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply
 
 
 def _client_getname(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    return resp.bulk(c.name or None)
+    return resp.bulk(c.name) if c.name else resp.null(c.protocol)
 
 
 def _client_id(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
@@ -336,11 +339,11 @@ def _client_line(c: ClientInfo) -> bytes:
     return (
         b"id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d "
         b"ssub=%d multi=%d qbuf=%d qbuf-free=%d argv-mem=0 multi-mem=0 rbs=%d rbp=0 obl=0 "
-        b"oll=%d omem=%d tot-mem=%d events=r cmd=NULL user=default redir=-1 resp=2"
+        b"oll=%d omem=%d tot-mem=%d events=r cmd=NULL user=default redir=-1 resp=%d"
         % (c.id, c.addr.encode(), c.laddr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.flags,
            c.sub, c.psub, c.ssub, c.multi, c.query_buffer, max(0, 65536 - c.query_buffer),
            max(c.query_buffer, 1024), c.pending, c.output_buffer,
-           c.query_buffer + c.output_buffer)
+           c.query_buffer + c.output_buffer, c.resp)
     )
 
 
@@ -412,13 +415,14 @@ def _client_on_off(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _client_info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    return resp.bulk(_client_line(view.client(c.id)) + b"\n")
+    return resp.verbatim(_client_line(view.client(c.id)) + b"\n", c.protocol)
 
 
 def _client_list(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.not_supported(b"CLIENT LIST", "filters are not implemented by the proxy")
-    return resp.bulk(b"".join(_client_line(row) + b"\n" for row in view.clients()))
+    return resp.verbatim(b"".join(_client_line(row) + b"\n" for row in view.clients()),
+                         c.protocol)
 
 
 def _client_setinfo(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
@@ -514,7 +518,7 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                 ]))
             elif name == "proxy":
                 sections.append(("Proxy", [*figures("proxy"), ("read_from", view.read_from)]))
-        return merge.format_info(sections)
+        return resp.verbatim(merge.format_info(sections), c.protocol)
 
     remote = [n for n in chosen if n in _FROM_MASTERS]
     if not remote:
@@ -686,9 +690,9 @@ def _subscription(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if c.subs is None:
         c.subs = pubsub.Subscriptions()
     if sub:
-        reply, changed = pubsub.subscribe(c.subs, kind, names)
+        reply, changed = pubsub.subscribe(c.subs, kind, names, c.protocol)
     else:
-        reply, changed = pubsub.unsubscribe(c.subs, kind, names)
+        reply, changed = pubsub.unsubscribe(c.subs, kind, names, c.protocol)
     return Subscribe(kind, sub, changed, reply)
 
 

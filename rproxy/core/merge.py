@@ -93,12 +93,12 @@ def sum_keyspace(parts: list[bytes]) -> dict[str, dict[str, int]]:
 
 def format_info(sections: list[tuple[str, list[tuple[str, object]]]]) -> bytes:
     """Render INFO text as Redis does: ``# Name`` headers, ``key:value`` lines, CRLF, a blank
-    line between sections; returned as a bulk string reply."""
+    line between sections; the text (the reply is a bulk, or RESP3's verbatim string)."""
     chunks = []
     for name, fields in sections:
         lines = [f"# {name}"] + [f"{k}:{v}" for k, v in fields]
         chunks.append("\r\n".join(lines) + "\r\n")
-    return resp.bulk("\r\n".join(chunks).encode())
+    return "\r\n".join(chunks).encode()
 
 
 def split_array(raw: bytes) -> list[bytes]:

@@ -21,7 +21,7 @@ import re
 from functools import lru_cache
 from typing import Protocol
 
-from rproxy.core import errors
+from rproxy.core import errors, resp
 
 CHANNEL, PATTERN, SHARD = 0, 1, 2  # the three kinds of subscription
 PUBLISH_SLOT = 0  # the proxy's channels and patterns live on this slot's master, and PUBLISH
@@ -79,8 +79,10 @@ class Subscriptions:
         return sum(len(d) for d in self.by_kind)
 
 
-def subscribe(subs: Subscriptions, kind: int, names: list[bytes]) -> tuple[bytes, list[bytes]]:
-    """(P|S)SUBSCRIBE: the reply frames, and the names that are new for this client."""
+def subscribe(subs: Subscriptions, kind: int, names: list[bytes],
+              protocol: int = 2) -> tuple[bytes, list[bytes]]:
+    """(P|S)SUBSCRIBE: the reply frames (RESP3: pushes), and the names that are new for this
+    client."""
     have = subs.by_kind[kind]
     added: list[bytes] = []
     out = []
@@ -88,28 +90,39 @@ def subscribe(subs: Subscriptions, kind: int, names: list[bytes]) -> tuple[bytes
         if name not in have:
             have[name] = None
             added.append(name)
-        out.append(b"*3\r\n%s$%d\r\n%s\r\n:%d\r\n"
-                   % (_SUBSCRIBED[kind], len(name), name, subs.count(kind)))
+        out.append(b"%s3\r\n%s$%d\r\n%s\r\n:%d\r\n"
+                   % (_HEAD[protocol], _SUBSCRIBED[kind], len(name), name, subs.count(kind)))
     return b"".join(out), added
 
 
-def unsubscribe(subs: Subscriptions, kind: int, names: list[bytes]) -> tuple[bytes, list[bytes]]:
+def unsubscribe(subs: Subscriptions, kind: int, names: list[bytes],
+                protocol: int = 2) -> tuple[bytes, list[bytes]]:
     """(P|S)UNSUBSCRIBE: the reply frames, and the names this client dropped. No names: all
     of that kind; none to drop still answers one frame with a nil name."""
     have = subs.by_kind[kind]
     if not names:
         names = list(have)
         if not names:
-            return b"*3\r\n%s$-1\r\n:%d\r\n" % (_UNSUBSCRIBED[kind], subs.count(kind)), []
+            return (b"%s3\r\n%s%s:%d\r\n" % (_HEAD[protocol], _UNSUBSCRIBED[kind],
+                                                resp.null(protocol), subs.count(kind)), [])
     dropped: list[bytes] = []
     out = []
     for name in names:
         if name in have:
             del have[name]
             dropped.append(name)
-        out.append(b"*3\r\n%s$%d\r\n%s\r\n:%d\r\n"
-                   % (_UNSUBSCRIBED[kind], len(name), name, subs.count(kind)))
+        out.append(b"%s3\r\n%s$%d\r\n%s\r\n:%d\r\n"
+                   % (_HEAD[protocol], _UNSUBSCRIBED[kind], len(name), name, subs.count(kind)))
     return b"".join(out), dropped
+
+
+_HEAD = {2: b"*", 3: b">"}  # a pub/sub frame's type: an array in RESP2, a push in RESP3
+
+
+def as_push(frame: bytes) -> bytes:
+    """A node's message frame (RESP2: ``*3 message <channel> <payload>``, ``*4 pmessage``
+    ...) as RESP3 sends it: a push (its elements are bulks, never nil)."""
+    return b">" + frame[1:]
 
 
 def subscribed_mode_error(name: bytes) -> bytes:

@@ -443,6 +443,20 @@ OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
 NULL_BULK = b"$-1\r\n"
 NULL_ARRAY = b"*-1\r\n"
+NULL3 = b"_\r\n"  # RESP3's null (for a nil bulk and a nil array alike)
+
+
+def null(protocol: int) -> bytes:
+    """A nil reply in the client's protocol (RESP2: the nil bulk)."""
+    return NULL3 if protocol == 3 else NULL_BULK
+
+
+def verbatim(text: bytes, protocol: int) -> bytes:
+    """A text reply (INFO, CLIENT LIST ...): RESP3's verbatim string of format ``txt``, or
+    RESP2's bulk."""
+    if protocol == 3:
+        return b"=%d\r\ntxt:%s\r\n" % (len(text) + 4, text)
+    return bulk(text)
 
 
 def bulk(value: bytes | None) -> bytes:
@@ -480,6 +494,14 @@ def encode_value(value: object) -> bytes:
     if isinstance(value, (list, tuple)):
         return array([encode_value(v) for v in value])
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode_map(pairs: list[tuple[object, object]], protocol: int) -> bytes:
+    """A map reply: RESP3's ``%`` map, or RESP2's flat array of keys and values."""
+    if protocol == 3:
+        return b"%%%d\r\n%s" % (len(pairs), b"".join(
+            encode_value(k) + encode_value(v) for k, v in pairs))
+    return encode_value([x for pair in pairs for x in pair])
 
 
 # -- reply framing (backend -> proxy) -----------------------------------------------------------

@@ -46,6 +46,7 @@ CLOSED = 2
 RECV_SIZE = 256 * 1024
 PING = encode_command([b"PING"])
 READONLY = encode_command([b"READONLY"])
+HELLO3 = encode_command([b"HELLO", b"3"])
 
 
 class Owner(Protocol):
@@ -73,11 +74,11 @@ class BackendConnection:
     __slots__ = (
         "addr", "owner", "reactor", "transport", "fd", "state", "out", "fifo", "framer",
         "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
-        "blocking", "__weakref__",
+        "blocking", "resp3", "__weakref__",
     )
 
     def __init__(self, addr: tuple[str, int], owner: Owner, reactor: Reactor,
-                 max_pending: int, replica: bool = False) -> None:
+                 max_pending: int, replica: bool = False, resp3: bool = False) -> None:
         self.addr = addr
         self.owner = owner
         self.reactor = reactor
@@ -95,6 +96,7 @@ class BackendConnection:
         self.max_pending = max_pending  # limits.max_pending_per_backend
         self.replica = replica  # a READONLY connection for replica reads
         self.blocking = False  # a blocking command is waiting on it: no op-timeout
+        self.resp3 = resp3  # speaks RESP3 (HELLO 3 in the handshake), for RESP3 clients
 
     def __repr__(self) -> str:
         return f"<BackendConnection {self.addr[0]}:{self.addr[1]} state={self.state}>"
@@ -244,8 +246,11 @@ class BackendConnection:
         self.reactor.flush()
 
     async def _handshake(self, sock: socket.socket) -> None:
-        """``[READONLY,] PING`` and their replies: the node is alive and serving."""
+        """``[HELLO 3,] [READONLY,] PING`` and their replies: the node is alive and serving
+        (and speaks RESP3, for RESP3 clients: a map answers HELLO)."""
         hello = (READONLY + PING) if self.replica else PING
+        if self.resp3:
+            hello = HELLO3 + hello
         while hello:
             await trio.lowlevel.wait_writable(sock)
             try:
@@ -254,7 +259,7 @@ class BackendConnection:
                 continue
         framer = ReplyFramer()
         replies: list[bytes] = []
-        while len(replies) < (2 if self.replica else 1):
+        while len(replies) < 1 + self.replica + self.resp3:
             await trio.lowlevel.wait_readable(sock)
             try:
                 data = sock.recv(4096)
@@ -263,6 +268,10 @@ class BackendConnection:
             if not data:
                 raise ConnectionResetError("closed during the handshake")
             replies += framer.feed(data)
+        if self.resp3:
+            hello_reply = replies.pop(0)
+            if hello_reply[:1] != b"%":  # -NOPROTO: a server without RESP3
+                raise ConnectionRefusedError(hello_reply.rstrip().decode(errors="replace"))
         for raw in replies:
             # -LOADING, -MASTERDOWN, ...: not serving yet. -BUSY: serving, but running a
             # script (or a function) for longer than its busy-reply-threshold; it answers

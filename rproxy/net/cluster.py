@@ -65,16 +65,31 @@ def _runs_script(conn: BackendConnection) -> bool:
 
 
 class ClusterManager:
-    def __init__(self, config: Config, reactor: Reactor, router: Router, stats: Stats) -> None:
+    """The topology and the backend connections. The main manager speaks RESP2 and polls the
+    map; its RESP3 plane (``resp3_plane``: a manager of its own connections, made on the
+    first ``HELLO 3``) serves RESP3 clients on connections that said ``HELLO 3``, so that
+    every reply reaches them as the node sent it. The main manager installs each map it
+    learns in the plane too; the plane shares its pub/sub hub, watch locks and scripts."""
+
+    def __init__(self, config: Config, reactor: Reactor, router: Router, stats: Stats,
+                 main: ClusterManager | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.router = router
         self.stats = stats
+        self.main = main  # the RESP2 manager, if this is its RESP3 plane
+        self.resp3 = main is not None
+        self._resp3: ClusterManager | None = None  # the RESP3 plane, once a client asks
         self.pool = SharedPool(config, reactor, router, stats, self)
         self.leases = LeasePool(self, self.pool, stats, config.cluster.max_leases_per_node)
-        self.pubsub = PubSubHub(self, router, reactor, stats, config.cluster.retry_backoff_s)
-        # emulated transactions watching several masters, one at a time per key
-        self.watch_locks = WatchLocks()
+        if main is not None:
+            self.pubsub = main.pubsub
+            self.watch_locks = main.watch_locks
+            self.pool.scripts = main.pool.scripts
+        else:
+            self.pubsub = PubSubHub(self, router, reactor, stats, config.cluster.retry_backoff_s)
+            # emulated transactions watching several masters, one at a time per key
+            self.watch_locks = WatchLocks()
         self.slotmap: SlotMap | None = None
         self.conns: dict[Addr, list[BackendConnection]] = {}
         self.replica_conns: dict[Addr, BackendConnection] = {}  # READONLY connections
@@ -103,7 +118,30 @@ class ClusterManager:
             task_status.started()
 
     def request_refresh(self) -> None:
+        if self.main is not None:  # (the plane's map comes from the main manager)
+            self.main.request_refresh()
+            return
         self._refresh_wanted.set()
+
+    def resp3_plane(self) -> ClusterManager:
+        """The manager of the RESP3 connections (made now if this is the first RESP3 client):
+        the current map and command table installed at once, so that the client's first
+        commands wait on connections being opened, as in a failover hold."""
+        plane = self._resp3
+        if plane is None:
+            plane = self._resp3 = ClusterManager(
+                self.config, self.reactor, Router(self.config.cluster.read_from), self.stats,
+                main=self)
+            plane.nursery = self.nursery
+            if self.nursery is not None:
+                self.nursery.start_soon(plane.pool.run_retries)
+                self.nursery.start_soon(plane._watchdog)
+            plane.redis_version = self.redis_version
+            if self.router.table_loaded:
+                plane.router.load_table(self.router.table)
+            if self.slotmap is not None:
+                plane.install(self.slotmap)
+        return plane
 
     async def _refresher(self) -> None:
         cfg = self.config.cluster
@@ -181,6 +219,8 @@ class ClusterManager:
             if line.startswith("redis_version:"):
                 self.redis_version = line.split(":", 1)[1].strip()
         self.router.load_table(table)
+        if self._resp3 is not None:
+            self._resp3.router.load_table(table)
 
     def install(self, slotmap: SlotMap) -> None:
         """Swap in a new slot map: connections for new masters, retire the others."""
@@ -242,11 +282,13 @@ class ClusterManager:
                      covered=slotmap.covered, nodes=len(slotmap.nodes))
         if not self.ready.is_set():
             self.ready.set()
+        if self._resp3 is not None:
+            self._resp3.install(slotmap)
         self.reactor.flush()
 
     def _new_conn(self, addr: Addr, replica: bool = False) -> BackendConnection:
         conn = BackendConnection(addr, self.pool, self.reactor,
-                                 self.config.limits.max_pending_per_backend, replica)
+                                 self.config.limits.max_pending_per_backend, replica, self.resp3)
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
         if failures:  # jittered exponential back-off: no reconnect storm against a dead node,
@@ -260,7 +302,8 @@ class ClusterManager:
                         cls: type[BackendConnection] = BackendConnection) -> BackendConnection:
         """A new connection to ``addr`` owned by ``owner`` (a lease, the pub/sub hub),
         outside the tables."""
-        conn = cls(addr, owner, self.reactor, self.config.limits.max_pending_per_backend)
+        conn = cls(addr, owner, self.reactor, self.config.limits.max_pending_per_backend,
+                   resp3=self.resp3)
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s)
         return conn
@@ -355,8 +398,13 @@ class ClusterManager:
         out = [c for conns in self.conns.values() for c in conns if c.state != CLOSED]
         out.extend(c for c in self.replica_conns.values() if c.state != CLOSED)
         out.extend(self.leases.connections())
-        out.extend(self.pubsub.connections())
+        if self.main is None:  # (the plane shares the main manager's hub)
+            out.extend(self.pubsub.connections())
         return out
+
+    def planes(self) -> list[ClusterManager]:
+        """This manager and its RESP3 plane, if any (for the gauges and INFO)."""
+        return [self] if self._resp3 is None else [self, self._resp3]
 
     def held(self) -> int:
         """Requests waiting: queued on connections that are not up, or for a retry."""
@@ -432,8 +480,11 @@ class ClusterManager:
     def close(self) -> None:
         """Close every backend connection (shutdown); requests still pending get an error."""
         self.closing = True
+        if self._resp3 is not None:
+            self._resp3.close()
         self.leases.close()
-        self.pubsub.close()
+        if self.main is None:
+            self.pubsub.close()
         for c in self.connections():
             c.close()
         self.conns.clear()

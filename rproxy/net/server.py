@@ -263,13 +263,13 @@ GAUGES: dict[str, Callable[[ProxyServer], int]] = {
     "connected_clients": lambda s: len(s.sessions),
     "blocked_clients": lambda s: sum(1 for c in s.sessions.values()
                                      if c.blocked is not None and c.blocked[0] is None),  # REPLY
-    "backend_connections": lambda s: len(s.cluster.connections()),
-    "held_requests": lambda s: s.cluster.held(),
+    "backend_connections": lambda s: sum(len(p.connections()) for p in s.cluster.planes()),
+    "held_requests": lambda s: sum(p.held() for p in s.cluster.planes()),
     "slotmap_epoch": lambda s: s.router.map_epoch,
     "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
     "unreachable_nodes": lambda s: len(s.cluster.down_since),
     "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,
-    "leased_connections": lambda s: s.cluster.leases.leased,
+    "leased_connections": lambda s: sum(p.leases.leased for p in s.cluster.planes()),
     "pubsub_clients": lambda s: sum(1 for c in s.sessions.values() if c.client.subscribed),
     "pubsub_channels": lambda s: len(s.cluster.pubsub.subscribers[0]),
     "pubsub_patterns": lambda s: len(s.cluster.pubsub.subscribers[1]),

@@ -47,7 +47,7 @@ from rproxy.core.local_commands import (
     Wait,
 )
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
-from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, subscribed_mode_error
+from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, as_push, subscribed_mode_error
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
 from rproxy.core.scripts import LEARNS
@@ -62,7 +62,7 @@ from rproxy.net.blocking import BlockingCall
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
-from rproxy.net.stateful import Batch, StatefulModes
+from rproxy.net.stateful import Batch, LeaseOverlay, StatefulModes
 from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
@@ -322,6 +322,8 @@ class ClientSession(StatefulModes):
         carries out what it returns."""
         subs = self.client.subs
         result = local_commands.run(self.client, info, argv, self.host.view)
+        if (self.client.protocol == 3) != self.cluster.resp3:  # HELLO, RESET
+            self._switch_protocol()
         if isinstance(result, bytes):
             self.reply_local(result)
         elif isinstance(result, Subscribe):
@@ -351,17 +353,39 @@ class ClientSession(StatefulModes):
             self.closing = True
         elif self.client.reply != REPLY_ON and self.on_commands == self.route_batch:
             self.enter_mode(self.quiet_batch)  # CLIENT REPLY OFF / SKIP
-        elif self.client.subscribed != (self.on_commands == self.pubsub_batch):
-            if self.client.subscribed:
+        elif (self.client.subscribed and self.client.protocol == 2) != (
+                self.on_commands == self.pubsub_batch):  # (RESP3 has no subscribed mode)
+            if self.client.subscribed and self.client.protocol == 2:
                 self.enter_mode(self.pubsub_batch)
-                self.output_limit = self.host.config.limits.pubsub_output_buffer_limit
             else:
                 self.leave_mode()
-                self.output_limit = self.host.config.limits.output_buffer_limit
         elif self.client.multi is not None:  # MULTI: the transaction mode from now on
             self.enter_mode(self.tx_batch)
         elif self.client.watch_slot < 0 and (self.leases or self.watch_broken):
             self.end_watch(unwatch=True)  # UNWATCH, RESET
+        limits = self.host.config.limits
+        self.output_limit = (limits.pubsub_output_buffer_limit if self.client.subscribed
+                             else limits.output_buffer_limit)
+
+    def _switch_protocol(self) -> None:
+        """The client switched between RESP2 and RESP3: from now on its commands go on the
+        connections of its protocol (the cluster manager's RESP3 plane, or the main one), so
+        that each reply reaches it as the node sent it. (A lease it holds stays in the
+        protocol it was opened with until given back.)"""
+        main = self.host.cluster
+        cluster = main.resp3_plane() if self.client.protocol == 3 else main
+        self.cluster = cluster
+        self.router = router = cluster.router
+        if isinstance(self.slot_conn, LeaseOverlay):
+            self.slot_conn.base = router.slot_conn
+        else:
+            self.slot_conn = router.slot_conn
+            self.read_conn = router.read_conn
+        if self.queue and not self.client.subscribed:
+            # Its next commands must not overtake those still on the other connections.
+            self.start_drain([])
+        else:
+            self._reroute()
 
     # -- pub/sub: the subscribed mode (rproxy/core/pubsub.py, rproxy/net/pubsub.py) ----------
     def subscription(self, change: Subscribe) -> None:
@@ -459,6 +483,8 @@ class ClientSession(StatefulModes):
         request per message and subscriber (a third of the fan-out's cost)."""
         if self.closed:
             return
+        if self.client.protocol == 3:
+            frame = as_push(frame)
         if self.queue:
             self.reply_local(frame)
             return
@@ -594,7 +620,8 @@ class ClientSession(StatefulModes):
                           int(now - self.last_active), self.parser.buffered, len(self.queue),
                           len(self.wbuf), self.host.listen_addr, flags or b"N", len(subs[0]),
                           len(subs[1]), len(subs[2]),
-                          len(client.multi.commands) if client.multi is not None else -1)
+                          len(client.multi.commands) if client.multi is not None else -1,
+                          client.protocol)
 
     # -- output -----------------------------------------------------------------------------
     def flush(self) -> None:

@@ -50,7 +50,7 @@ def test_hello(proxy, r: redis.Redis) -> None:
     assert fields[b"id"] == r.client_id()
     reply = r.execute_command("HELLO", "2", "SETNAME", "myapp")
     assert r.client_getname() == "myapp"
-    got, _ = raw_exchange(proxy.port, b"HELLO 3\r\n", until=b"\r\n")
+    got, _ = raw_exchange(proxy.port, b"HELLO 4\r\n", until=b"\r\n")
     assert got == b"-NOPROTO unsupported protocol version\r\n"
     with pytest.raises(redis.ResponseError, match="Protocol version is not an integer"):
         r.execute_command("HELLO", "abc")

@@ -81,7 +81,7 @@ def run(client: ClientState, *words: bytes | str, view: View | None = None) -> o
     (("AUTH", "pw"), errors.AUTH_NO_PASSWORD),
     (("AUTH", "default", "pw"), b"+OK\r\n"),
     (("AUTH", "alice", "pw"), errors.WRONGPASS),
-    (("HELLO", "3"), errors.NOPROTO),
+    (("HELLO", "4"), errors.NOPROTO),
     (("HELLO", "x"), errors.PROTOVER_NOT_INT),
     (("HELLO", "2", "FOO"), errors.hello_syntax(b"FOO")),
     (("CLUSTER", "KEYSLOT", "{user1000}.following"), b":3443\r\n"),

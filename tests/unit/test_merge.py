@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from rproxy.core import errors
-from rproxy.core.merge import first_error, format_info, merge_concat, merge_sum, parse_info, sum_keyspace
+from rproxy.core import errors, resp
+from rproxy.core.merge import (
+    first_error,
+    format_info,
+    merge_concat,
+    merge_sum,
+    parse_info,
+    sum_keyspace,
+)
 from rproxy.core.resp import bulk
 
 ERR_A = b"-ERR first\r\n"
@@ -120,16 +127,20 @@ def test_format_info_shape():
         b"\r\n"
         b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"
     )
-    assert raw == b"$%d\r\n%b\r\n" % (len(text), text)
+    assert raw == text
+    assert resp.verbatim(raw, 2) == b"$%d\r\n%b\r\n" % (len(text), text)
+    assert resp.verbatim(raw, 3) == b"=%d\r\ntxt:%b\r\n" % (len(text) + 4, text)
 
 
 def test_format_info_single_and_empty_sections():
-    assert format_info([("Server", [])]) == b"$10\r\n# Server\r\n\r\n"
-    assert format_info([]) == b"$0\r\n\r\n"
+    assert format_info([("Server", [])]) == b"# Server\r\n"
+    assert format_info([]) == b""
 
 
-def test_format_info_round_trips_through_parse_info():
-    raw = format_info([("Clients", [("connected_clients", 3)]), ("Keyspace", [("db0", "keys=2")])])
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_format_info_round_trips_through_parse_info(protocol: int):
+    raw = resp.verbatim(format_info([("Clients", [("connected_clients", 3)]),
+                                     ("Keyspace", [("db0", "keys=2")])]), protocol)
     assert parse_info(raw) == {"clients": {"connected_clients": "3"}, "keyspace": {"db0": "keys=2"}}
 
 
