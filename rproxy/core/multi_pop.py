@@ -132,6 +132,7 @@ _MPOP = {b"BLMPOP": b"LMPOP", b"BZMPOP": b"ZMPOP"}
 _MOVE = (b"BLMOVE", b"BRPOPLPUSH")
 NAMES = frozenset([*_POP, *_MPOP, *_MOVE])
 
+_SIDE = {True: b"left", False: b"right"}
 _BAD_TIMEOUT = errors.error_reply(b"ERR timeout is not a float or out of range")
 
 
@@ -154,17 +155,17 @@ def plan_pop(argv: list[bytes]) -> PopPlan | bytes:
     name = argv[0].upper()
     if name in _MOVE:
         if name == b"BLMOVE":
-            ends = list_end(argv[3]), list_end(argv[4])
-            if None in ends:
+            wherefrom, whereto = list_end(argv[3]), list_end(argv[4])
+            if wherefrom is None or whereto is None:
                 return errors.SYNTAX
         else:
-            ends = (False, True)  # RPOPLPUSH: from the tail to the head
+            wherefrom, whereto = False, True  # RPOPLPUSH: from the tail to the head
         timeout = argv[-1]
         error = _timeout_error(timeout)
         if error is not None:
             return error
-        side = {True: b"left", False: b"right"}
-        return PopPlan(name, [argv[1]], timeout, side[ends[0]], dst=argv[2], to=side[ends[1]])
+        return PopPlan(name, [argv[1]], timeout, _SIDE[wherefrom], dst=argv[2],
+                       to=_SIDE[whereto])
     if name in _MPOP:
         timeout = argv[1]
         error = _timeout_error(timeout)

@@ -82,6 +82,8 @@ class ClusterManager:
         self._resp3: ClusterManager | None = None  # the RESP3 plane, once a client asks
         self.pool = SharedPool(config, reactor, router, stats, self)
         self.leases = LeasePool(self, self.pool, stats, config.cluster.max_leases_per_node)
+        self.pubsub: PubSubHub
+        self.watch_locks: WatchLocks
         if main is not None:
             self.pubsub = main.pubsub
             self.watch_locks = main.watch_locks
