@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from rproxy.core.pubsub import Subscriptions
 from rproxy.core.transaction import Transaction
 
-
 REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT = 0, 1, 2  # CLIENT REPLY
 
 

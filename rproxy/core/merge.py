@@ -102,9 +102,10 @@ def format_info(sections: list[tuple[str, list[tuple[str, object]]]]) -> bytes:
 
 
 def split_array(raw: bytes) -> list[bytes]:
-    """The raw elements of an array reply (each still byte-exact)."""
+    """The raw elements of an array reply (each still byte-exact); of a RESP3 map, its keys
+    and values in turn."""
     eol = raw.index(b"\r\n")
-    n = int(raw[1:eol])
+    n = int(raw[1:eol]) * (2 if raw[:1] == b"%" else 1)
     if n <= 0:
         return []
     if n == 1:  # one element (MGET's part for a key in a slot of its own): a header walk,
@@ -216,14 +217,25 @@ def merge_xread(replies: list[bytes], order: dict[bytes, int], nkeys: int) -> by
     if err is not None:
         return err
     found: list[tuple[int, bytes]] = []
+    resp3 = False
     for raw in replies:
-        if raw.startswith(b"*-1"):
+        if raw.startswith(b"*-1") or raw == resp.NULL3:
+            resp3 = resp3 or raw == resp.NULL3
+            continue
+        if raw[:1] == b"%":  # RESP3: a map of stream name -> entries
+            resp3 = True
+            items = split_array(raw)
+            for i in range(0, len(items), 2):
+                name = items[i]
+                key = name[name.index(b"\r\n") + 2 : -2]
+                found.append((order.get(key, nkeys), items[i] + items[i + 1]))
             continue
         for stream in split_array(raw):
             name = split_array(stream)[0]
             key = name[name.index(b"\r\n") + 2 : -2]
             found.append((order.get(key, nkeys), stream))
     if not found:
-        return b"*-1\r\n"
+        return resp.NULL3 if resp3 else b"*-1\r\n"
     found.sort(key=lambda t: t[0])
-    return b"*%d\r\n" % len(found) + b"".join(s for _, s in found)
+    head = b"%%%d\r\n" if resp3 else b"*%d\r\n"
+    return head % len(found) + b"".join(s for _, s in found)

@@ -59,7 +59,7 @@ class Transaction:
     commands queued before it and before those after it (``phases``)."""
 
     __slots__ = ("commands", "slot", "aborted", "emulate", "emulate_writes", "slots", "several",
-                 "split", "local", "_groups", "_phases")
+                 "split", "local", "local_argv", "_groups", "_phases")
 
     def __init__(self, slot: int = -1, emulate: bool = False,
                  emulate_writes: bool = False) -> None:
@@ -76,6 +76,7 @@ class Transaction:
         # A command the proxy runs itself, by index: its plan of rounds, or its reply known at
         # queue time (an argument error, which one Redis gives at EXEC).
         self.local: dict[int, WritePlan | bytes] = {}
+        self.local_argv: dict[int, list[bytes]] = {}  # (the command of each plan)
         self._groups: list[tuple[int, list[int]]] | None = None
         self._phases: list[Phase] | None = None
 
@@ -109,6 +110,7 @@ class Transaction:
             self.aborted = True
             return errors.CROSSSLOT_IN_EMULATED_TRANSACTION
         self.local[len(self.commands)] = plan
+        self.local_argv[len(self.commands)] = argv
         self._append(b"", LOCAL)
         if self.slot < 0:  # (the group keyless commands join)
             self.slot = key_slot(keys[0])

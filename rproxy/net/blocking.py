@@ -15,6 +15,8 @@ blocked has its leased connection closed: the node ends the block and pops nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rproxy.core import errors
 from rproxy.core.multi_pop import NIL, PopPlan
 from rproxy.core.redirect import DELIVER, decide, proves_not_run
@@ -101,7 +103,7 @@ class MultiSlotPop(FanOut):
     are the steps' requests; it answers the client itself."""
 
     __slots__ = ("plan", "router", "cluster", "leases", "next_key", "groups", "held",
-                 "replies", "winner", "abandoned", "blocks", "tries")
+                 "replies", "winner", "abandoned", "blocks", "tries", "convert")
     lease = None  # (CLIENT UNBLOCK does not reach a pop over several slots: it answers 0)
 
     def __init__(self, owner: object, plan: PopPlan, router: Router, cluster: Scheduler,
@@ -119,6 +121,8 @@ class MultiSlotPop(FanOut):
         self.abandoned = False
         self.blocks = _Blocks(self)  # the lease parts' parent: raw, never redirected alone
         self.tries = 0
+        # The reply into the client's protocol (RESP3), if not RESP2.
+        self.convert: Callable[[bytes], bytes] | None = None
 
     def start(self) -> None:
         self.next_key = 0
@@ -223,7 +227,7 @@ class MultiSlotPop(FanOut):
 
     def _answer(self, reply: bytes) -> None:
         if self[REPLY] is None:
-            self[REPLY] = reply
+            self[REPLY] = reply if self.convert is None else self.convert(reply)
             finish(self)
 
     def on_lease_lost(self, conn: BackendConnection) -> None:

@@ -23,8 +23,8 @@ import trio
 from rproxy import __version__
 from rproxy.core import errors
 from rproxy.core.client import ClientInfo
-from rproxy.core.pubsub import PubSubView
 from rproxy.core.config import Config
+from rproxy.core.pubsub import PubSubView
 from rproxy.core.stats import Stats
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLIN, Reactor

@@ -35,7 +35,7 @@ from rproxy.core import errors, local_commands, resp
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
-from rproxy.core.emulate_reads import plan_read
+from rproxy.core.emulate_reads import ReadPlan, plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
 from rproxy.core.local_commands import (
     AllMasters,
@@ -50,6 +50,7 @@ from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, as_push, subscribed_mode_error
 from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
 from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
+from rproxy.core.resp3 import to_resp3
 from rproxy.core.scripts import LEARNS
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
@@ -504,12 +505,18 @@ class ClientSession(StatefulModes):
             self.run_parts(split.parts, split.merge, info.readonly)
             return
         plan = plan_read(argv)
-        if plan is None and self.host.config.commands.cross_slot_writes == "emulate":
+        writes = self.host.config.commands.cross_slot_writes == "emulate"
+        if isinstance(plan, ReadPlan) or (plan is None and writes):
+            if self.client.protocol == 3 and self.queue:
+                # Computed on the RESP2 connections: after the client's earlier replies.
+                self.start_drain([(argv, encode_command(argv))])
+                return
+        if plan is None and writes:
             steps = plan_write(argv)
             if isinstance(steps, bytes):
                 self.reply_local(steps)
             elif steps is not None:
-                self.run_steps(steps)
+                self.run_steps(steps, convert=self.converter(argv))
                 # Its later rounds go out after the client's next commands would: those wait
                 # for its reply, so that none overtakes it (a GET of the key it writes).
                 self.start_drain([])
@@ -526,19 +533,39 @@ class ClientSession(StatefulModes):
                 self.reply_local(errors.CROSSSLOT)
                 return
             parts = [(key_slot(argv[pos]), read) for pos, read in zip(positions, plan.reads)]
-            self.run_parts(parts, plan.compute, True)
+            convert = self.converter(argv)
+            if convert is None:
+                self.run_parts(parts, plan.compute, True)
+            else:
+                compute = plan.compute
+                self.run_parts(parts, lambda raw: convert(compute(raw)), True,
+                               table=self.host.router.slot_conn)
+                self.start_drain([])
+
+    def converter(self, argv: list[bytes]) -> Callable[[bytes], bytes] | None:
+        """For a RESP3 client, how a reply rproxy computes in RESP2 for ``argv`` becomes
+        RESP3 (rproxy/core/resp3.py); None for a RESP2 client."""
+        if self.client.protocol != 3:
+            return None
+        return lambda raw: to_resp3(argv, raw)
+
+    def emulation_table(self) -> list[BackendConnection | None]:
+        """Where the rounds of an emulated command go: the masters on RESP2 connections (the
+        emulations read RESP2), on the client's leases if it holds any (RESP2 clients)."""
+        return self.slot_conn if self.client.protocol == 2 else self.host.router.slot_conn
 
     def run_parts(self, parts: list[tuple[int, list[bytes]]], merge: Merge, readonly: bool,
-                  parent: Request | None = None) -> FanOut:
+                  parent: Request | None = None,
+                  table: list[BackendConnection | None] | None = None) -> FanOut:
         """Send each (slot, argv) part to its master in parallel; ``merge`` builds the reply.
-        Queued as this client's next reply unless it serves a multi-step ``parent``."""
+        Queued as this client's next reply unless it serves a multi-step ``parent``. Parts go
+        to masters (Router.route, inlined) by ``table``: by default the client's, on its
+        leases if it holds any (after the commands it sent there before)."""
         fan = FanOut(self if parent is None else None, len(parts), merge)
         if parent is None:
             self.queue.append(fan)
         router = self.router
-        # Parts go to masters (Router.route, inlined), on the client's leases if it holds any:
-        # after the commands it sent there before.
-        slot_conn = self.slot_conn
+        slot_conn = self.slot_conn if table is None else table
         for i, (slot, sub) in enumerate(parts):
             data = encode_command(sub)
             child = [None, None, data, slot, readonly, 0, fan, i]  # fan.child, inlined
@@ -549,27 +576,30 @@ class ClientSession(StatefulModes):
                 conn.send(child, data)
         return fan
 
-    def run_steps(self, steps: WritePlan, parent: Request | None = None) -> None:
+    def run_steps(self, steps: WritePlan, parent: Request | None = None,
+                  convert: Callable[[bytes], bytes] | None = None) -> None:
         """A multi-step plan (cross-slot write emulation): each batch it yields runs in
-        parallel, its replies are sent back into the plan, until the plan returns the reply.
-        Commands of a batch with the same routing key go in order on one connection. The
-        reply is the client's next one, or ``parent``'s (a command of a transaction)."""
+        parallel, its replies are sent back into the plan, until the plan returns the reply
+        (``convert``: into the client's protocol). Commands of a batch with the same routing
+        key go in order on one connection. The reply is the client's next one, or
+        ``parent``'s (a command of a transaction)."""
         if parent is None:
             parent = new_request(self, b"")
             self.queue.append(parent)
+        table = self.emulation_table()
 
         def advance(replies: list[bytes] | None) -> bytes:
             try:
                 batch = next(steps) if replies is None else steps.send(replies)
             except StopIteration as stop:
-                complete(parent, stop.value)
+                complete(parent, stop.value if convert is None else convert(stop.value))
                 return b""
             except Exception as exc:  # a plan must never take the proxy down
                 log.exception("write_plan_failed", client_id=self.id)
                 complete(parent, errors.not_supported(b"cross-slot write", type(exc).__name__))
                 return b""
             parts = [(key_slot(key), argv) for key, argv in batch]
-            self.run_parts(parts, advance, False, parent)
+            self.run_parts(parts, advance, False, parent, table)
             return b""
 
         advance(None)

@@ -102,7 +102,9 @@ class StatefulModes:
         def hand_over(self, batch: Any) -> None: ...
         def route_batch(self, commands: Batch) -> None: ...
         def dispatch(self, argv: list[bytes], enc: bytes) -> None: ...
-        def run_steps(self, steps: WritePlan, parent: Request | None = None) -> None: ...
+        def run_steps(self, steps: WritePlan, parent: Request | None = None,
+                      convert: Callable[[bytes], bytes] | None = None) -> None: ...
+        def converter(self, argv: list[bytes]) -> Callable[[bytes], bytes] | None: ...
         def close(self) -> None: ...
         def _stop_reading(self, closing: bool = False) -> None: ...
         def _resume_reading(self) -> None: ...
@@ -286,14 +288,16 @@ class StatefulModes:
         self.start_drain([])
 
     def multi_slot_pop(self, argv: list[bytes]) -> None:
-        """BLPOP / BRPOP / BZPOPMIN / BZPOPMAX over keys in several slots, emulated
-        (rproxy/core/multi_pop.py); later commands wait for its reply, as for any blocking
-        command."""
+        """A blocking pop over keys in several slots, emulated (rproxy/core/multi_pop.py),
+        on RESP2 connections (a RESP3 client's reply converted); later commands wait for its
+        reply, as for any blocking command."""
         plan = multi_pop.plan_pop(argv)
         if isinstance(plan, bytes):
             self.reply_local(plan)
             return
-        call = MultiSlotPop(self, plan, self.router, self.cluster, self.cluster.leases)
+        main = self.host.cluster
+        call = MultiSlotPop(self, plan, main.router, main, main.leases)
+        call.convert = self.converter(argv)
         self.queue.append(call)
         self.blocked = call  # type: ignore[assignment]
         call.start()
@@ -349,6 +353,10 @@ class StatefulModes:
             else:
                 wrote.update(m.addr for m in self.router.masters)
 
+    def nil_array(self) -> bytes:
+        """EXEC's nil (a WATCH conflict) in the client's protocol."""
+        return resp.NULL3 if self.client.protocol == 3 else errors.WATCH_NIL
+
     def _grouped(self, owner: object, tx: Transaction,
                  ran: tuple[int, bytes] | None = None) -> GroupedExec:
         """The EXEC of ``tx`` as one TxBlock per slot (rproxy/net/transaction.py), but for
@@ -361,9 +369,11 @@ class StatefulModes:
                            self.reactor, cfg.max_redirects, cfg.failover_hold_s,
                            cfg.retry_backoff_s)
 
-        def run_plan(parent: GroupedExec, plan: WritePlan) -> Request:
+        def run_plan(parent: GroupedExec, i: int) -> Request:
+            plan = tx.local[i]
+            assert not isinstance(plan, bytes)
             step = new_request(parent, b"")
-            self.run_steps(plan, step)
+            self.run_steps(plan, step, self.converter(tx.local_argv[i]))
             return step
 
         grouped = GroupedExec(owner, tx, make_block, run_plan, ran)
@@ -427,7 +437,7 @@ class StatefulModes:
         master), in one piece on its shared connection (rproxy/net/transaction.py) -- or on
         the client's lease after WATCH, where a block the node refused answers nil."""
         if tx.aborted or self.watch_broken:
-            self.reply_local(errors.EXECABORT if tx.aborted else errors.WATCH_NIL)
+            self.reply_local(errors.EXECABORT if tx.aborted else self.nil_array())
             self.end_watch(unwatch=True)
             return
         if self.leases and (len(self.leases) > 1 or tx.several):
@@ -453,6 +463,7 @@ class StatefulModes:
             watched = WatchedExec(self, leases, tx,
                                   lambda owner, ran: self._grouped(owner, tx, ran), self.stats,
                                   first, self.cluster.watch_locks, self.watched, give_back)
+            watched.nil = self.nil_array()
             self.queue.append(watched)
             self.stats.emulated_transactions += 1
             # The client's next commands no longer go on the leases (they come after EXEC);
@@ -466,6 +477,7 @@ class StatefulModes:
             block = TxBlock(self, tx.block(), tx.slot, self.router, self.cluster, self.reactor,
                             cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s,
                             watched=True)
+            block.nil = self.nil_array()
             self.queue.append(block)
             block.send(lease)
             # Given back at once: whatever the node answers to the block (the EXEC array, or

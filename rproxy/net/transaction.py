@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable
 
 from rproxy.core import errors
-from rproxy.core.emulate_writes import WritePlan
 from rproxy.core.redirect import DELIVER
 from rproxy.core.request import DISCARD, FanOut, Request, finish, settled_elsewhere
 from rproxy.core.resp import encode_command
@@ -47,7 +46,7 @@ class RawRequest(FanOut):
 class TxBlock(Resent):
     """The client's EXEC request; its children are the block's parts, in order."""
 
-    __slots__ = ("block", "slot", "watched")
+    __slots__ = ("block", "slot", "watched", "nil")
 
     def __init__(self, owner: object, block: list[bytes], slot: int, router: Router,
                  cluster: Scheduler, reactor: Reactor, max_redirects: int, hold_s: float,
@@ -57,6 +56,7 @@ class TxBlock(Resent):
         self.block = block
         self.slot = slot  # the transaction's slot, or a master's lowest slot if keyless
         self.watched = watched  # on the client's lease after WATCH: never sent again
+        self.nil = errors.WATCH_NIL  # EXEC's nil in the client's protocol
 
     def send(self, conn: BackendConnection | None = None, asking: bool = False) -> None:
         """Append the whole block to ``conn`` (default: the slot's master now)."""
@@ -90,7 +90,7 @@ class TxBlock(Resent):
         if self.watched and (decision.kind != DELIVER or unsent):
             # The watches were on the node that refused the block (or on a connection that is
             # gone): nothing ran, and it cannot run elsewhere with them. Nil, as a conflict.
-            self.answer(errors.WATCH_NIL)
+            self.answer(self.nil)
         elif decision.kind != DELIVER:
             self.follow(decision)
         elif unsent:
@@ -104,7 +104,7 @@ class GroupedExec(FanOut):
     "emulate"``), phase by phase (``Transaction.phases``): one ``TxBlock`` per slot, sent in
     parallel, each atomic on its master and settled by the TxBlock's own rules (redirects
     followed, a lost block's outcome unknown); a command the proxy runs as rounds
-    (``run_plan``: a cross-slot write such as LMOVE), alone between them. The client gets one
+    (``run_plan``, by its index: a cross-slot write such as LMOVE), alone between them. The client gets one
     EXEC array, merged in the order it queued the commands. The blocks and the plans' requests
     report here as their owner (``wake``)."""
 
@@ -114,7 +114,7 @@ class GroupedExec(FanOut):
 
     def __init__(self, owner: object, tx: Transaction,
                  make_block: Callable[[GroupedExec, int, list[int]], TxBlock],
-                 run_plan: Callable[[GroupedExec, WritePlan], Request],
+                 run_plan: Callable[[GroupedExec, int], Request],
                  ran: tuple[int, bytes] | None = None) -> None:
         super().__init__(owner, 1, settled_elsewhere)
         self.tx = tx
@@ -137,9 +137,7 @@ class GroupedExec(FanOut):
             phase = phases[self.phase]
             self.sending = True  # (a block or a round may be answered while it is sent)
             if isinstance(phase, int):
-                plan = self.tx.local[phase]
-                assert not isinstance(plan, bytes)
-                self.step = self.run_plan(self, plan)
+                self.step = self.run_plan(self, phase)
             else:
                 self.blocks = [(g, self.make_block(self, *groups[g]))
                                for g in range(*phase) if self.replies[g] is None]
@@ -221,7 +219,7 @@ class WatchedExec(FanOut):
     watches held, atomically, and there is no window."""
 
     __slots__ = ("leases", "tx", "start", "stats", "checked_at", "grouped", "first", "checks",
-                 "locks", "keys", "sent")
+                 "locks", "keys", "sent", "nil")
     raw = True
     dirty = False  # (the grouped EXEC always wakes this owner)
 
@@ -244,6 +242,7 @@ class WatchedExec(FanOut):
         # Watches checked by a group of the transaction need no lock: no window.
         self.keys = frozenset(watched) if first is None else frozenset()
         self.sent = sent  # the checks are on the leases: the caller gives them back
+        self.nil = errors.WATCH_NIL  # EXEC's nil in the client's protocol
 
     def send(self) -> None:
         if self.keys:
@@ -263,7 +262,7 @@ class WatchedExec(FanOut):
             # gone, and a check sent on it would never be answered. Nil, as a conflict.
             self.sent()
             self.stats.emulated_watch_aborts += 1
-            self.answer(errors.WATCH_NIL)
+            self.answer(self.nil)
             return
         i = 0
         for lease, block in zip(self.leases, self.checks):
@@ -285,7 +284,7 @@ class WatchedExec(FanOut):
         held = all(e[:1] == b"*" and e[:3] != b"*-1" for e in execs)
         if not held:  # nil (a watched key changed), or the node refused the block
             self.stats.emulated_watch_aborts += 1
-            self.answer(errors.WATCH_NIL)
+            self.answer(self.nil)
         elif not self.tx.commands:
             self.answer(EMPTY_EXEC)
         else:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from rproxy.core.slots import key_slot
-from tests.support import RawConnection
+from tests.support import ProxyThread, RawConnection, proxy_config
 from tests.support import argv as A
 from tests.support import raw_pipeline as run
 
@@ -171,3 +172,73 @@ def test_blocking_pop_woken_over_resp3(proxy, standalone) -> None:
         return out["r"]
 
     assert scenario(proxy.port) == scenario(standalone.port)
+
+
+# -- replies rproxy computes (cross-slot emulation), in RESP3 -------------------------------------
+@pytest.fixture(scope="module")
+def emulating(cluster) -> Iterator[ProxyThread]:
+    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate",
+                                                          "cross_slot_writes": "emulate"}))
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def spread(n: int) -> list[str]:
+    """``n`` keys, each in a slot of its own."""
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        key = f"r3e:{RUN}:{i}"
+        if key_slot(key.encode()) not in {key_slot(x.encode()) for x in out}:
+            out.append(key)
+        i += 1
+    return out
+
+
+E1, E2, E3 = spread(3)
+EMULATED: dict[str, list[list[bytes]]] = {
+    "reads": [A("DEL", E1, E2, E3), A("SADD", E1, "1", "2"), A("SADD", E2, "2", "3"),
+              A("SUNION", E1, E2), A("SINTER", E1, E2), A("SDIFF", E1, E3),
+              A("SINTERCARD", "2", E1, E2), A("DEL", E1, E2),
+              A("ZADD", E1, "1", "a", "2.5", "b"), A("ZADD", E2, "3", "b", "inf", "c"),
+              A("ZUNION", "2", E1, E2, "WITHSCORES"), A("ZINTER", "2", E1, E2),
+              A("ZDIFF", "2", E1, E2, "WITHSCORES"), A("ZINTERCARD", "2", E1, E2),
+              A("DEL", E1, E2), A("SET", E1, "ohmytext"), A("SET", E2, "mynewtext"),
+              A("LCS", E1, E2), A("LCS", E1, E2, "LEN"), A("LCS", E1, E2, "IDX", "WITHMATCHLEN"),
+              A("PFCOUNT", E1 + "h", E2 + "h")],
+    "writes": [A("DEL", E1, E2, E3), A("LMOVE", E1, E2, "LEFT", "LEFT"), A("RPUSH", E1, "x"),
+               A("LMOVE", E1, E2, "LEFT", "LEFT"), A("RENAME", E2, E3), A("LMPOP", "2", E1, E2,
+                                                                          "LEFT"),
+               A("ZADD", E2, "1.5", "m", "2", "n"), A("ZMPOP", "2", E1, E2, "MIN", "COUNT", "2"),
+               A("ZMPOP", "2", E1, E2, "MIN"), A("MSETNX", E1, "1", E2, "2"),
+               A("SMOVE", E1 + "s", E2, "m")],
+    "blocking": [A("DEL", E1, E2, E3), A("BLPOP", E1, E2, "0.05"), A("ZADD", E2, "2.5", "m"),
+                 A("BZPOPMIN", E1, E2, "0"), A("BZPOPMAX", E1, E2, "0.05"),
+                 A("ZADD", E1, "1", "a", "inf", "b"), A("BZMPOP", "0", "2", E2, E1, "MAX"),
+                 A("BLMPOP", "0.05", "2", E1, E2, "LEFT"), A("BLMOVE", E1, E2, "LEFT", "LEFT",
+                                                             "0.05")],
+    "streams": [A("DEL", E1, E2), A("XADD", E1, "1-1", "f", "v"), A("XADD", E2, "2-1", "g", "w"),
+                A("XREAD", "STREAMS", E2, E1, "0", "0"), A("XREAD", "STREAMS", E2, E1, "9", "9")],
+    "transaction": [A("DEL", E1, E2, E3), A("SADD", E1, "1"), A("MULTI"), A("SADD", E2, "2"),
+                    A("SUNION", E1, E2), A("RPUSH", E3, "j"), A("LMOVE", E3, E1 + "l", "LEFT",
+                                                                 "LEFT"),
+                    A("LMOVE", E3, E1 + "l", "LEFT", "LEFT"), A("MGET", E1 + "x", E2 + "y"),
+                    A("EXEC")],
+    "watch_conflict_is_null": [A("DEL", E1, E2), A("WATCH", E1, E2), A("SET", E2, "mine"),
+                               A("MULTI"), A("SET", E1, "1"), A("EXEC")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMULATED))
+def test_resp3_computed_replies_same_bytes_as_one_redis(name: str, emulating, standalone) -> None:
+    commands = [A("HELLO", "3"), *EMULATED[name]]
+    assert run(emulating.port, commands)[1:] == run(standalone.port, commands)[1:]
+
+
+@pytest.mark.parametrize("name", sorted(EMULATED))
+def test_resp2_computed_replies_unchanged(name: str, emulating, standalone) -> None:
+    commands = EMULATED[name]
+    assert run(emulating.port, commands) == run(standalone.port, commands)
