@@ -217,11 +217,14 @@ class Proxy:
         os.unlink(self.log.name)
 
 
-def bench_cmd(args: argparse.Namespace, target: Addr, cluster: bool, test: str, pipeline: int, n: int) -> list[str]:
+def bench_cmd(args: argparse.Namespace, target: Addr, cluster: bool, test: str, pipeline: int, n: int,
+              resp3: bool = False) -> list[str]:
     cmd = [args.redis_benchmark, "-h", target[0], "-p", str(target[1]), "-c", str(args.clients),
            "-n", str(n), "-P", str(pipeline), "-t", test, "-d", "64", "-r", str(args.keyspace)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if resp3:
+        cmd.append("-3")  # HELLO 3 on every connection first
     return cmd + (["--cluster"] if cluster else [])
 
 
@@ -659,6 +662,39 @@ def run_workers_scaling(args: argparse.Namespace, procs: dict[str, "Proxy"]) -> 
     return runs, rows
 
 
+def run_resp3(args: argparse.Namespace, proxy_addr: Addr, proxy_pid: Optional[int],
+              proxy_alive: Callable[[], bool]) -> tuple[list, list]:
+    """--resp3: GET/SET -P 16 and -P 1 through one rproxy, from RESP2 clients and from RESP3
+    clients (redis-benchmark -3), interleaved, the first alternating by round."""
+    warm_up(args, {"proxy": (proxy_addr, False, None)})
+    scen = [("get", 16), ("set", 16), ("get", 1), ("set", 1)]
+    runs = []
+    for rnd in range(args.rounds):
+        order = ["resp2", "resp3"] if rnd % 2 == 0 else ["resp3", "resp2"]
+        for test, pipeline in scen:
+            n = args.requests if pipeline > 1 else args.requests_p1
+            for target in order:
+                if not proxy_alive():
+                    raise RuntimeError("rproxy process has exited")
+                name = f"{test.upper()} -P {pipeline}"
+                runs.append(run_logged(f"[round {rnd + 1}/{args.rounds}] {name:<9} {target}",
+                                       bench_cmd(args, proxy_addr, False, test, pipeline, n,
+                                                 resp3=target == "resp3"), args, proxy_pid,
+                                       dict(round=rnd + 1, scenario=name, target=target, requests=n)))
+    rows = paired_rows(runs, [f"{t.upper()} -P {p}" for t, p in scen], "resp2", "resp3")
+    return runs, rows
+
+
+def print_resp3_table(rows: list[dict[str, Any]]) -> None:
+    head = ["scenario", "RESP2 ops/s", "RESP3 ops/s", "RESP3/RESP2", "RESP2 p50/p99/p99.9 ms",
+            "RESP3 p50/p99/p99.9 ms", "RESP2 CPU-s/M ops", "RESP3 CPU-s/M ops"]
+    body = [[r["scenario"], fmt(r["resp2_rps"], ",.0f"), fmt(r["resp3_rps"], ",.0f"),
+             fmt(r["ratio"], ".3f"), lat3(r, "resp2_"), lat3(r, "resp3_"),
+             fmt(r["resp2_cpu_s_per_mops"], ".1f"), fmt(r["resp3_cpu_s_per_mops"], ".1f")]
+            for r in rows]
+    print_grid(head, body)
+
+
 def print_workers_table(rows: list[dict[str, Any]]) -> None:
     head = ["scenario", "1 worker ops/s", "2 workers ops/s", "ratio 2/1", "1w p50/p99/p99.9 ms",
             "2w p50/p99/p99.9 ms", "1w CPU-s/M ops", "2w CPU-s/M ops"]
@@ -911,6 +947,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       help="GET -P 1 at 1, 10, 100, 1000, 5000 clients, proxy vs direct")
     mode.add_argument("--idle", action="store_true",
                       help="open --idle-conns idle connections to the proxy; proxy RSS per connection")
+    mode.add_argument("--resp3", action="store_true",
+                      help="GET/SET -P 16/-P 1 through rproxy from RESP2 and RESP3 clients (-3), interleaved")
     mode.add_argument("--mix", action="store_true",
                       help="loadgen.py mix (80%% GET / 20%% SET, 64 B-4 KiB, verified replies), proxy vs direct")
     ap.add_argument("--requests", type=int, help="requests per -P 16 run (default 600000; --quick 200000; "
@@ -1029,6 +1067,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise RuntimeError("rproxy exited during --idle:\n" + (proxies[0].tail() if proxies else ""))
         elif args.mix:
             runs, rows = run_mix(args, seeds, proxy_addr, proxy_pid, proxy_alive)
+        elif args.resp3:
+            log(f"RESP2 vs RESP3 clients through {proxy_addr[0]}:{proxy_addr[1]}: {args.rounds} round(s), "
+                f"-P 16 n={args.requests}, -P 1 n={args.requests_p1}, -c {args.clients}")
+            runs, rows = run_resp3(args, proxy_addr, proxy_pid, proxy_alive)
         else:
             log(f"direct: --cluster via {seeds[0][0]}:{seeds[0][1]}; proxy: {proxy_addr[0]}:{proxy_addr[1]}; "
                 f"{args.rounds} round(s), -P 16 n={args.requests}, -P 1 n={args.requests_p1}, -c {args.clients}")
@@ -1053,6 +1095,10 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"ratios to GET x1 at the same -P")
         out["fanout_medians"] = fanout_rows
         out["fanout_layout"] = layout
+    elif args.resp3:
+        print_resp3_table(rows)
+        print(f"\n{tail}; RESP3/RESP2 = median of per-round ratios; one rproxy, same workload")
+        out["resp3_medians"] = rows
     elif args.workers_scaling:
         print_workers_table(rows)
         print(f"\n{tail}; ratio 2/1 = median of per-round (2 workers ops/s / 1 worker ops/s); "

@@ -160,7 +160,7 @@ def run(client: ClientState, info: CommandInfo, argv: list[bytes], view: ProxyVi
     if handler is None:
         if b"|" in info.name:  # a subcommand the proxy does not implement
             container, _, sub = info.name.partition(b"|")
-            return errors.not_supported(container + b" " + sub, _why(container))
+            return errors.not_supported(container + b" " + sub, _why(container, sub))
         return errors.not_supported(argv[0], "not implemented by the proxy")
     return handler(client, argv, view)
 
@@ -172,13 +172,22 @@ def handled(name: bytes) -> bool:
 
 def refusal(name: bytes) -> str:
     """Why a locally-routed command the proxy does not implement is refused."""
-    container = name.split(b"|", 1)[0]
-    return _why(container) if b"|" in name else "not implemented by the proxy"
+    container, _, sub = name.partition(b"|")
+    return _why(container, sub) if sub else "not implemented by the proxy"
 
 
-def _why(container: bytes) -> str:
+# Client-side caching (README, "RESP3"): a node tracks the keys each of its connections read
+# and invalidates them once; behind rproxy the reads of many clients share one connection.
+_TRACKING = {b"TRACKING", b"CACHING", b"GETREDIR", b"TRACKINGINFO"}
+
+
+def _why(container: bytes, sub: bytes = b"") -> str:
     if container == b"CLUSTER":
         return "the proxy hides the cluster topology (the proxy is one standalone server)"
+    if container == b"CLIENT" and sub.upper() in _TRACKING:
+        return ("client-side caching: a node tracks the keys read on each of its connections, "
+                "and behind the proxy many clients' reads share one connection, so the "
+                "invalidations could not be told apart")
     return "it acts on one backend connection, which clients share behind the proxy"
 
 

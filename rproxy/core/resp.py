@@ -612,15 +612,16 @@ class ReplyFramer:
                 buf = data
             pos = 0
             while value is not False:
-                if buf[pos] == 124:  # '|': hiredis returns an attribute apart from the reply
-                    # it annotates (RESP3; rare): the scanner frames them as one, from here on.
-                    return out + self._to_scanner(buf[pos:])
                 if type(value) is bytes and buf[pos] == 36:  # '$'
                     n = len(value)
                     end = pos + (_BULK[n] if n < _BULK_N else _bulk_size(n))
                 elif type(value) is bytes and buf[pos] == 43:  # '+': "+<value>\r\n"
                     end = pos + len(value) + 3
                 elif type(value) is list:
+                    if buf[pos] == 124:  # '|': hiredis returns an attribute (as a list) apart
+                        # from the reply it annotates (RESP3; rare): the scanner frames them
+                        # as one, from here on.
+                        return out + self._to_scanner(buf[pos:])
                     end = _array_end(buf, pos, value)
                 elif buf[pos] in _LINE_HEADS:  # status, error, integer, nil; RESP3 scalars
                     end = buf.index(b"\r\n", pos) + 2
