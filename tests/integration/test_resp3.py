@@ -42,10 +42,11 @@ S, H, Z, L, SET, X, G, HLL = (k(n) for n in ("s", "h", "z", "l", "set", "x", "g"
 KA, KB = two_slots()
 
 CASES: dict[str, list[list[bytes]]] = {
-    "strings": [A("SET", S, "v"), A("GET", S), A("GET", k("missing")), A("INCRBYFLOAT", S + "f", "1.5"),
-                A("GETDEL", S + "f"), A("STRLEN", S), A("SET", S, "w", "GET"),
+    "strings": [A("SET", S, "v"), A("GET", S), A("GET", k("missing")),
+                A("INCRBYFLOAT", S + "f", "1.5"), A("GETDEL", S + "f"), A("STRLEN", S), A("SET", S, "w", "GET"),
                 A("SET", S, "x", "NX", "GET")],
-    "hashes": [A("DEL", H), A("HSET", H, "a", "1", "b", "2"), A("HGETALL", H), A("HGETALL", k("nh")),
+    "hashes": [A("DEL", H), A("HSET", H, "a", "1", "b", "2"), A("HGETALL", H),
+               A("HGETALL", k("nh")),
                A("HMGET", H, "a", "zz"), A("HGET", H, "zz"), A("HINCRBYFLOAT", H, "a", "0.5"),
                A("HKEYS", H)],
     "sorted_sets": [A("DEL", Z), A("ZADD", Z, "1.5", "m", "2", "n", "inf", "top", "-inf", "bottom"),
@@ -77,7 +78,9 @@ CASES: dict[str, list[list[bytes]]] = {
     "proxy_built": [A("CLIENT", "GETNAME"), A("CLIENT", "SETNAME", "r3"), A("CLIENT", "GETNAME"),
                     A("MGET", KA, KB), A("SET", KA, "1"), A("MGET", KA, KB), A("EXISTS", KA, KB),
                     A("DEL", KA, KB), A("PUBSUB", "NUMSUB", "nochan"), A("ECHO", "hi"),
-                    A("PING"), A("SELECT", "0"), A("CONFIG", "GET", "maxmemory-policy")],
+                    A("PING"), A("SELECT", "0"), A("CONFIG", "GET", "maxmemory-policy"),
+                    A("SET", KA, "k"), A("KEYS", KA), A("KEYS", KA + "nomatch*"),
+                    A("DEL", KA)],
     "hello": [A("HELLO", "2"), A("HGETALL", H), A("GET", k("missing")), A("HELLO", "3"),
               A("HGETALL", H), A("HELLO", "4"), A("HELLO", "3", "SETNAME", "ok", "BAD"),
               A("CLIENT", "GETNAME")],
