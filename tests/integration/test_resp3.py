@@ -43,8 +43,8 @@ KA, KB = two_slots()
 
 CASES: dict[str, list[list[bytes]]] = {
     "strings": [A("SET", S, "v"), A("GET", S), A("GET", k("missing")),
-                A("INCRBYFLOAT", S + "f", "1.5"), A("GETDEL", S + "f"), A("STRLEN", S), A("SET", S, "w", "GET"),
-                A("SET", S, "x", "NX", "GET")],
+                A("INCRBYFLOAT", S + "f", "1.5"), A("GETDEL", S + "f"), A("STRLEN", S),
+                A("SET", S, "w", "GET"), A("SET", S, "x", "NX", "GET")],
     "hashes": [A("DEL", H), A("HSET", H, "a", "1", "b", "2"), A("HGETALL", H),
                A("HGETALL", k("nh")),
                A("HMGET", H, "a", "zz"), A("HGET", H, "zz"), A("HINCRBYFLOAT", H, "a", "0.5"),
