@@ -247,7 +247,8 @@ class StatefulModes:
         target = self.host.session_by_id(client_id)
         call = target.blocked if target is not None else None
         lease = call.lease if call is not None and call[REPLY] is None else None
-        backend_id = self.cluster.leases.backend_id(lease) if lease is not None else None
+        # (the lease is in the pool of the target's protocol plane, maybe not this client's)
+        backend_id = target.cluster.leases.backend_id(lease) if lease is not None else None
         if lease is None or backend_id is None:
             self.reply_local(b":0\r\n")
             return

@@ -167,15 +167,19 @@ def test_a_worker_queue_with_several_producers(proxy) -> None:
     assert sorted(got) == sorted(f"{n}:{i}".encode() for n in range(4) for i in range(50))
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("reason", [None, "TIMEOUT", "ERROR"])
-def test_client_unblock_as_one_redis(reason: str | None, proxy, standalone) -> None:
+def test_client_unblock_as_one_redis(reason: str | None, protocol: int, proxy,
+                                     standalone) -> None:
     """CLIENT UNBLOCK <id of a client blocked through the proxy>: the same replies as on one
-    Redis, for the unblocker and for the unblocked client."""
+    Redis, for the unblocker (a RESP2 client) and for the unblocked client (RESP2 or RESP3)."""
     outcomes = []
     for port in (standalone.port, proxy.port):
-        k = key(f"unblock-{reason}-{port}")
+        k = key(f"unblock-{reason}-{protocol}-{port}")
         blocked, other = RawConnection(port), RawConnection(port)
         try:
+            if protocol == 3:
+                blocked(b"HELLO", b"3")
             client_id = int(blocked(b"CLIENT", b"ID")[1:-2])
             assert other(b"CLIENT", b"UNBLOCK", str(client_id)) == b":0\r\n"  # not blocked
             blocked.sock.sendall(b"*3\r\n$5\r\nBLPOP\r\n$%d\r\n%s\r\n$1\r\n0\r\n"
