@@ -1,6 +1,7 @@
 """kill -9 of a master while clients hold stateful sessions through rproxy (a subprocess, in
 front of a fresh 3+3 cluster): WATCH/MULTI/EXEC retry loops, plain MULTI/EXEC blocks, BLPOP
-consumers fed by producers, and a pub/sub subscriber, on every shard.
+consumers fed by producers, and a pub/sub subscriber, on every shard; half the workers and
+the subscriber speak RESP3 (served on rproxy's RESP3 connections), the others RESP2.
 
 What must hold (README, "Transactions", "Blocking commands", "Pub/Sub"):
 * nobody hangs: every worker finishes its loop by the deadline;
@@ -16,6 +17,7 @@ What must hold (README, "Transactions", "Blocking commands", "Pub/Sub"):
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -52,12 +54,16 @@ def _tags_on_every_master(cluster: LocalCluster, per_master: int) -> list[str]:
     return [t for tags in found.values() for t in tags]
 
 
+_PROTOCOLS = itertools.cycle([2, 3])  # the workers alternate: RESP2 and RESP3 clients
+
+
 class Worker(threading.Thread):
     def __init__(self, port: int, stop: threading.Event, killed_at: list[float]) -> None:
         super().__init__(daemon=True)
         # No retries of its own: every error the proxy gives is seen (and judged).
-        self.r = redis.Redis(host="127.0.0.1", port=port, protocol=2, socket_timeout=20,
-                             retry=Retry(NoBackoff(), 0))
+        self.protocol = next(_PROTOCOLS)
+        self.r = redis.Redis(host="127.0.0.1", port=port, protocol=self.protocol,
+                             socket_timeout=20, retry=Retry(NoBackoff(), 0))
         self.stop = stop
         self.killed_at = killed_at
         self.errors: Counter[str] = Counter()
@@ -172,7 +178,7 @@ def test_kill_master_with_stateful_sessions(chaos_cluster: LocalCluster, start_p
     workers: list[Worker] = [*watchers, *blocks, *consumers, *producers]
 
     channel = f"chaos-{RUN}"
-    sub = redis.Redis(host="127.0.0.1", port=proxy.port, protocol=2).pubsub()
+    sub = redis.Redis(host="127.0.0.1", port=proxy.port, protocol=3).pubsub()  # pushes
     sub.subscribe(channel)
     assert sub.get_message(timeout=5)["type"] == "subscribe"
     publisher = redis.Redis(host="127.0.0.1", port=proxy.port, protocol=2)
