@@ -115,7 +115,8 @@ class ProxyThread:
     def client(self, **kw: Any) -> redis.Redis:
         """A plain (non-cluster) RESP2 redis-py client, as a legacy application uses."""
         kw.setdefault("socket_timeout", 10)
-        return redis.Redis(host="127.0.0.1", port=self.port, protocol=2, **kw)
+        kw.setdefault("protocol", 2)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def __enter__(self) -> ProxyThread:
         return self.start()

@@ -422,7 +422,7 @@ class ClusterManager:
             if conn.state != CONNECTING or not conn.fifo:
                 continue
             since = self.down_since.get(conn.addr)
-            if self.unreachable and since is not None:
+            if (self.main or self).unreachable and since is not None:  # (a plane: the main's)
                 error = errors.CLUSTER_UNREACHABLE
             elif since is not None and now - since >= hold:
                 error = errors.HOLD_EXPIRED

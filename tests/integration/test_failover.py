@@ -50,13 +50,16 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return result, time.monotonic() - t0
 
 
-def test_held_requests_go_through_when_the_node_returns_and_expire_past_the_hold(bare) -> None:
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_held_requests_go_through_when_the_node_returns_and_expire_past_the_hold(
+        bare, protocol: int) -> None:
     # A restarted master answers CLUSTERDOWN for its first 2 s (Redis's CLUSTER_WRITABLE_DELAY):
-    # those requests wait too, so the hold must be longer than that here.
+    # those requests wait too, so the hold must be longer than that here. RESP3 clients are
+    # served on connections of their own (the RESP3 plane): the same holds.
     hold = 3.5
     cfg = proxy_config(bare.seeds, cluster={"failover_hold_s": hold})
     with ProxyThread(cfg) as p:
-        r = p.client()
+        r = p.client(protocol=protocol)
         victim, other = bare.masters()[0], bare.masters()[1]
         key, other_key = _key_on(bare, victim, "hold"), _key_on(bare, other, "free")
         r.set(key, "v1")
@@ -68,7 +71,7 @@ def test_held_requests_go_through_when_the_node_returns_and_expire_past_the_hold
         bare.kill(victim)
         results: list[Any] = []
         held = threading.Thread(target=lambda: results.append(
-            _timed(lambda: p.client().pipeline(transaction=False)
+            _timed(lambda: p.client(protocol=protocol).pipeline(transaction=False)
                    .set(key, "v2").get(key).execute())))
         held.start()
         got, waited = _timed(lambda: r.get(other_key))
@@ -100,10 +103,11 @@ def test_held_requests_go_through_when_the_node_returns_and_expire_past_the_hold
         assert r.info("proxy")["unreachable_nodes"] == 0
 
 
-def test_the_whole_cluster_unreachable_fails_fast_then_recovers(bare) -> None:
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_whole_cluster_unreachable_fails_fast_then_recovers(bare, protocol: int) -> None:
     cfg = proxy_config(bare.seeds, cluster={"failover_hold_s": 30.0})
     with ProxyThread(cfg) as p:
-        r = p.client()
+        r = p.client(protocol=protocol)
         r.set("everywhere", "1")
         nodes = list(bare.nodes)
         for node in nodes:
