@@ -151,7 +151,7 @@ class StandaloneRedis:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                 "--logfile", str(self.dir / "redis.log")],
+                 "--logfile", str(self.dir / "redis.log"), "--enable-debug-command", "local"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )

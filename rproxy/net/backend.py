@@ -153,6 +153,8 @@ class BackendConnection:
         except BackendProtocolError as exc:
             self.fail(exc)
             return
+        if self.resp3:  # a push (DEBUG PROTOCOL push) answers no request: never forwarded
+            replies = [r for r in replies if r[0] != 62]  # '>'
         fifo = self.fifo
         if len(replies) > len(fifo) - len(self.out):
             self.fail(BackendProtocolError("reply with no request"))

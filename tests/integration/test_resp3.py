@@ -245,3 +245,22 @@ def test_resp3_computed_replies_same_bytes_as_one_redis(name: str, emulating, st
 def test_resp2_computed_replies_unchanged(name: str, emulating, standalone) -> None:
     commands = EMULATED[name]
     assert run(emulating.port, commands) == run(standalone.port, commands)
+
+
+def test_every_resp3_type_as_the_node_sends_it(cluster, standalone) -> None:
+    """DEBUG PROTOCOL <type> (allowed through rproxy by commands.allow) answers each RESP3 type
+    -- attribute, big number, boolean, double, map, set, null, verbatim string -- and rproxy
+    passes it through as the node sent it. A push that answers no request (DEBUG PROTOCOL
+    push sends one before its reply) is not forwarded: a shared connection's pushes belong to
+    no client."""
+    types = ["string", "integer", "double", "bignum", "null", "array", "set", "map", "attrib",
+             "verbatim", "true", "false"]
+    commands = [A("HELLO", "3"), *[A("DEBUG", "PROTOCOL", t) for t in types]]
+    with ProxyThread(proxy_config(cluster.seeds, commands={"allow": ["DEBUG"]})) as p:
+        got = run(p.port, commands)
+        push = run(p.port, [A("HELLO", "3"), A("DEBUG", "PROTOCOL", "push"), A("PING")])
+    want = run(standalone.port, commands)
+    assert got[1:] == want[1:]
+    assert got[1 + types.index("attrib")].startswith(b"|")
+    # One Redis: the push, then the reply; through rproxy: the reply, in step with the PING.
+    assert push[1:] == [b"$40\r\nSome real reply following the push reply\r\n", b"+PONG\r\n"]
