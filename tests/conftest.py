@@ -44,6 +44,18 @@ def proxy(cluster: LocalCluster) -> Iterator[ProxyThread]:
         p.stop()
 
 
+@pytest.fixture(scope="module")
+def emulating(cluster: LocalCluster) -> Iterator[ProxyThread]:
+    """A proxy with every cross-slot emulation on (``--cross-slot emulate``)."""
+    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate",
+                                                          "cross_slot_writes": "emulate"}))
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
 @pytest.fixture
 def r(proxy: ProxyThread):  # type: ignore[no-untyped-def]
     """A plain redis-py client (RESP2) connected to the shared proxy."""

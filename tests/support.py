@@ -243,6 +243,23 @@ class RawConnection:
         self.sock.close()
 
 
+def keys_in_slots(n: int, prefix: str) -> list[str]:
+    """``n`` keys ``<prefix>:<i>``, each in a slot of its own."""
+    from rproxy.core.slots import key_slot
+
+    out: list[str] = []
+    slots: set[int] = set()
+    i = 0
+    while len(out) < n:
+        key = f"{prefix}:{i}"
+        slot = key_slot(key.encode())
+        if slot not in slots:
+            slots.add(slot)
+            out.append(key)
+        i += 1
+    return out
+
+
 def argv(*words: object) -> list[bytes]:
     """A command as bytes: ``argv("SET", key, 1)``."""
     return [w if isinstance(w, bytes) else str(w).encode() for w in words]

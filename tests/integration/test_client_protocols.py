@@ -12,24 +12,13 @@ import uuid
 import pytest
 import redis
 
-from rproxy.core.slots import key_slot
+from tests.support import keys_in_slots
 
 RUN = uuid.uuid4().hex[:8]
 TAG = f"{{cp:{RUN}}}"
 
 
-def spread(n: int) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        key = f"cp:{RUN}:{i}"
-        if key_slot(key.encode()) not in {key_slot(x.encode()) for x in out}:
-            out.append(key)
-        i += 1
-    return out
-
-
-K1, K2, K3 = spread(3)
+K1, K2, K3 = keys_in_slots(3, f"cp:{RUN}")
 
 
 def py_scenario(port: int, protocol: int | None) -> list[object]:

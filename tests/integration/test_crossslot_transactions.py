@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -24,38 +23,18 @@ from rproxy.core.slots import key_slot
 from rproxy.localcluster import LocalCluster
 from tests.support import ProxyThread, RawConnection, proxy_config
 from tests.support import argv as A
+from tests.support import keys_in_slots as support_keys_in_slots
 from tests.support import raw_pipeline as run
 
 RUN = uuid.uuid4().hex[:10]
 
 
 def keys_in_slots(n: int, prefix: str = "x") -> list[str]:
-    """``n`` keys, each in a slot of its own."""
-    out: list[str] = []
-    slots: set[int] = set()
-    i = 0
-    while len(out) < n:
-        k = f"{prefix}:{RUN}:{i}"
-        slot = key_slot(k.encode())
-        if slot not in slots:
-            slots.add(slot)
-            out.append(k)
-        i += 1
-    return out
+    """``n`` keys of this run, each in a slot of its own."""
+    return support_keys_in_slots(n, f"{prefix}:{RUN}")
 
 
 A_, B_, C_ = keys_in_slots(3)
-
-
-@pytest.fixture(scope="module")
-def emulating(cluster) -> Iterator[ProxyThread]:
-    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate",
-                                                          "cross_slot_writes": "emulate"}))
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 CASES: dict[str, list[list[bytes]]] = {

@@ -13,13 +13,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from rproxy.core.slots import key_slot
-from tests.support import ProxyThread, RawConnection, proxy_config
+from tests.support import ProxyThread, RawConnection, keys_in_slots, proxy_config
 from tests.support import argv as A
 from tests.support import raw_pipeline as run
 
@@ -178,30 +177,8 @@ def test_blocking_pop_woken_over_resp3(proxy, standalone) -> None:
 
 
 # -- replies rproxy computes (cross-slot emulation), in RESP3 -------------------------------------
-@pytest.fixture(scope="module")
-def emulating(cluster) -> Iterator[ProxyThread]:
-    p = ProxyThread(proxy_config(cluster.seeds, commands={"cross_slot_transactions": "emulate",
-                                                          "cross_slot_writes": "emulate"}))
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-def spread(n: int) -> list[str]:
-    """``n`` keys, each in a slot of its own."""
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        key = f"r3e:{RUN}:{i}"
-        if key_slot(key.encode()) not in {key_slot(x.encode()) for x in out}:
-            out.append(key)
-        i += 1
-    return out
-
-
-E1, E2, E3 = spread(3)
+# (``emulating``: tests/conftest.py, every cross-slot emulation on)
+E1, E2, E3 = keys_in_slots(3, f"r3e:{RUN}")
 EMULATED: dict[str, list[list[bytes]]] = {
     "reads": [A("DEL", E1, E2, E3), A("SADD", E1, "1", "2"), A("SADD", E2, "2", "3"),
               A("SUNION", E1, E2), A("SINTER", E1, E2), A("SDIFF", E1, E3),
