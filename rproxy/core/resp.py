@@ -512,9 +512,10 @@ class ScanFramer:
     Linear in the reply size however it is split: the scanned prefix of a reply that is still
     incomplete is kept as parts, and a large bulk is collected as chunks and joined once."""
 
-    __slots__ = ("_buf", "_parts", "_left", "_need", "_pending", "_pending_len")
+    __slots__ = ("_buf", "_parts", "_left", "_need", "_pending", "_pending_len", "_resp3")
 
-    def __init__(self) -> None:
+    def __init__(self, resp3: bool = True) -> None:
+        self._resp3 = resp3  # RESP3 types allowed (a connection after HELLO 3)
         self._buf = b""  # unscanned bytes
         self._parts: list[bytes] = []  # scanned bytes of the incomplete reply
         self._left = 1  # elements still to frame in the current reply
@@ -539,7 +540,7 @@ class ScanFramer:
         need = 0
         try:
             while pos < n:
-                pos, left, need = scan_reply(buf, pos, n, left)
+                pos, left, need = scan_reply(buf, pos, n, left, self._resp3)
                 if left:  # the bytes ran out inside a reply
                     break
                 if parts:
@@ -568,6 +569,7 @@ class ScanFramer:
 
 # One-line replies: RESP2's status, error, integer and nil ($-1, *-1); RESP3's null, double,
 # boolean and big number.
+_REPLY_HEADS = b"+-:$*"
 _LINE_HEADS = b"+-:$*_,#("
 
 
@@ -583,9 +585,12 @@ class ReplyFramer:
     completes it (linear however the reply is split). Whatever hiredis refuses (nesting past its
     limit, garbage) goes to a ``ScanFramer`` for that reply, which raises on real garbage."""
 
-    __slots__ = ("_reader", "_tail", "_scan")
+    __slots__ = ("_reader", "_tail", "_scan", "_resp3", "_heads")
 
-    def __init__(self) -> None:
+    def __init__(self, resp3: bool = True) -> None:
+        # A RESP2 connection (``resp3`` False) refuses RESP3's types: a broken stream.
+        self._resp3 = resp3
+        self._heads = _LINE_HEADS if resp3 else _REPLY_HEADS
         self._reader = hiredis.Reader()
         self._tail: list[bytes] = []  # bytes of the incomplete reply, as received
         self._scan: ScanFramer | None = None  # set while the fallback finishes a reply
@@ -618,15 +623,17 @@ class ReplyFramer:
                 elif type(value) is bytes and buf[pos] == 43:  # '+': "+<value>\r\n"
                     end = pos + len(value) + 3
                 elif type(value) is list:
-                    if buf[pos] == 124:  # '|': hiredis returns an attribute (as a list) apart
-                        # from the reply it annotates (RESP3; rare): the scanner frames them
-                        # as one, from here on.
+                    if buf[pos] == 124 and self._resp3:  # '|': hiredis returns an attribute
+                        # (as a list) apart from the reply it annotates (rare): the scanner
+                        # frames them as one, from here on.
                         return out + self._to_scanner(buf[pos:])
-                    end = _array_end(buf, pos, value)
-                elif buf[pos] in _LINE_HEADS:  # status, error, integer, nil; RESP3 scalars
+                    end = _array_end(buf, pos, value, self._resp3)
+                elif buf[pos] in self._heads:  # status, error, integer, nil; RESP3 scalars
                     end = buf.index(b"\r\n", pos) + 2
-                else:  # a RESP3 aggregate or blob (a RESP3 connection): scanned
+                elif self._resp3:  # a RESP3 aggregate or blob: scanned
                     end = scan_reply(buf, pos, len(buf), 1)[0]
+                else:
+                    raise BackendProtocolError(f"unexpected reply type byte {buf[pos]!r}")
                 out.append(buf[pos:end])
                 pos = end
                 value = reader.gets()
@@ -645,7 +652,7 @@ class ReplyFramer:
 
     def _to_scanner(self, rest: bytes) -> list[bytes]:
         self._reader = hiredis.Reader()
-        self._scan = ScanFramer()
+        self._scan = ScanFramer(self._resp3)
         return self._feed_scan(rest)
 
     def _feed_scan(self, data: bytes) -> list[bytes]:
@@ -662,14 +669,14 @@ class ReplyFramer:
         return not self._tail and self._scan is None
 
 
-def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
+def _array_end(buf: bytes, pos: int, value: list[object], resp3: bool = True) -> int:
     """End of the complete array reply at ``pos``, which hiredis parsed into ``value``.
 
     An array of bulk strings and nils (MGET, HMGET, LRANGE ...) is measured from the values,
     as a top-level bulk is: each element's header byte is checked, its extent computed. Any
     other element (integer, status, nested array) sends the whole array to the header scan."""
     if buf[pos] != 42:  # a RESP3 aggregate (map, set, push, attribute): scanned
-        return scan_reply(buf, pos, len(buf), 1)[0]
+        return scan_reply(buf, pos, len(buf), 1, resp3)[0]
     head = b"*%d\r\n" % len(value)
     if buf.startswith(head, pos):
         end = pos + len(head)
@@ -683,10 +690,11 @@ def _array_end(buf: bytes, pos: int, value: list[object]) -> int:
                 break
         else:
             return end
-    return scan_reply(buf, pos, len(buf), 1)[0]
+    return scan_reply(buf, pos, len(buf), 1, resp3)[0]
 
 
-def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
+def scan_reply(buf: bytes, pos: int, n: int, left: int,
+               resp3: bool = True) -> tuple[int, int, int]:
     """Walk RESP2 and RESP3 headers from ``pos`` until the reply in progress is complete
     (``left``, the elements it still lacks, reaches 0) or the bytes run out. Returns ``(pos,
     left, need)``: where it stopped, what is still lacking, and for a blob not all there, the
@@ -695,7 +703,9 @@ def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
     RESP3 (a connection after ``HELLO 3``): ``=`` verbatim and ``!`` blob error are blobs like
     ``$``; ``%`` map counts two elements per entry, ``~`` set and ``>`` push one; an ``|``
     attribute (a map) comes before the reply it annotates, which still counts as one; ``_``
-    null, ``,`` double, ``#`` boolean and ``(`` big number are one line."""
+    null, ``,`` double, ``#`` boolean and ``(`` big number are one line. Without ``resp3``
+    (a RESP2 connection) they are garbage."""
+    heads = _LINE_HEADS if resp3 else _REPLY_HEADS
     while left:
         if pos >= n:
             break
@@ -703,26 +713,26 @@ def scan_reply(buf: bytes, pos: int, n: int, left: int) -> tuple[int, int, int]:
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
             break
-        if t == 36 or t == 61 or t == 33:  # '$', '=', '!'
+        if t == 36 or (resp3 and (t == 61 or t == 33)):  # '$'; '=', '!'
             ln = int(buf[pos + 1 : eol])
             end = eol + 4 + ln if ln >= 0 else eol + 2
             if end > n:
                 return pos, left, end - pos
             pos = end
             left -= 1
-        elif t == 42 or t == 126 or t == 62:  # '*', '~', '>'
+        elif t == 42 or (resp3 and (t == 126 or t == 62)):  # '*'; '~', '>'
             ln = int(buf[pos + 1 : eol])
             pos = eol + 2
             left += ln - 1 if ln > 0 else -1
-        elif t == 37:  # '%'
+        elif t == 37 and resp3:  # '%'
             ln = int(buf[pos + 1 : eol])
             pos = eol + 2
             left += 2 * ln - 1
-        elif t == 124:  # '|': its entries, then the reply it annotates
+        elif t == 124 and resp3:  # '|': its entries, then the reply it annotates
             ln = int(buf[pos + 1 : eol])
             pos = eol + 2
             left += 2 * ln
-        elif t in _LINE_HEADS:  # '+', '-', ':', '_', ',', '#', '('
+        elif t in heads:  # '+', '-', ':'; '_', ',', '#', '('
             pos = eol + 2
             left -= 1
         else:

@@ -87,7 +87,7 @@ class BackendConnection:
         self.state = CONNECTING
         self.out: list[bytes] = []  # encoded requests not yet written
         self.fifo: deque[Request] = deque()  # every request sent or queued, in order
-        self.framer = ReplyFramer()
+        self.framer = ReplyFramer(resp3)
         self.wbuf = b""  # bytes a previous send could not write
         self.dirty = False
         self.replies = 0  # replies received (the op-timeout watchdog reads it)
@@ -259,7 +259,7 @@ class BackendConnection:
                 hello = hello[sock.send(hello):]
             except BlockingIOError:
                 continue
-        framer = ReplyFramer()
+        framer = ReplyFramer(self.resp3)
         replies: list[bytes] = []
         while len(replies) < 1 + self.replica + self.resp3:
             await trio.lowlevel.wait_readable(sock)

@@ -410,6 +410,8 @@ class StubCluster:
     transaction's block needs to be sent again (``rproxy.net.transaction.Scheduler``): the
     fake nodes and the test's nursery."""
 
+    resp3 = False  # the main (RESP2) manager; the fake nodes speak RESP2
+
     def __init__(self, nodes: FakeNodes, nursery: trio.Nursery | None = None) -> None:
         self.nodes = nodes
         self.nursery = nursery

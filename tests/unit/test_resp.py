@@ -788,6 +788,17 @@ RESP3_REPLIES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "resp3", [b"_\r\n", b",1.5\r\n", b"#t\r\n", b"(12\r\n", b"=5\r\ntxt:a\r\n", b"%1\r\n+a\r\n+b\r\n",
+              b"~1\r\n+a\r\n", b"*2\r\n+a\r\n_\r\n", b">1\r\n+a\r\n", b"|1\r\n+a\r\n+b\r\n:1\r\n"],
+)
+@pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
+def test_a_resp2_framer_refuses_resp3_types(framer, resp3: bytes):
+    # A backend connection that did not say HELLO 3 speaks RESP2: these mean a broken stream.
+    with pytest.raises(BackendProtocolError):
+        framer(resp3=False).feed(b"+OK\r\n" + resp3)
+
+
 @pytest.mark.parametrize("framer", [ReplyFramer, ScanFramer])
 def test_framer_frames_resp3_replies_however_split(framer):
     """A connection after HELLO 3 gets RESP3: each reply framed whole (an attribute with the
