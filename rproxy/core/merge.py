@@ -168,9 +168,9 @@ def merge_random_nonnull(parts: list[bytes], choice: object = None) -> bytes:
     err = first_error(parts)
     if err is not None:
         return err
-    found = [p for p in parts if p != resp.NULL_BULK]
+    found = [p for p in parts if p != resp.NULL_BULK and p != resp.NULL3]
     if not found:
-        return resp.NULL_BULK
+        return parts[0] if parts else resp.NULL_BULK  # (a nil in the parts' protocol)
     return (choice or random.choice)(found)  # type: ignore[operator]
 
 

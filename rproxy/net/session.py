@@ -539,7 +539,7 @@ class ClientSession(StatefulModes):
             else:
                 compute = plan.compute
                 self.run_parts(parts, lambda raw: convert(compute(raw)), True,
-                               table=self.host.router.slot_conn)
+                               table=self.emulation_table())
                 self.start_drain([])
 
     def converter(self, argv: list[bytes]) -> Callable[[bytes], bytes] | None:

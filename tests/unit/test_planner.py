@@ -434,6 +434,12 @@ def test_randomkey_picks_only_among_non_null_parts():
     assert len(seen) > 1  # really random: P(one value 200 times) = 3 * 3**-200
 
 
+@pytest.mark.parametrize("nil", [NULL_BULK, b"_\r\n"])
+def test_randomkey_of_empty_masters_is_a_nil_in_their_protocol(nil: bytes):
+    assert merge_random_nonnull([nil, nil]) == nil
+    assert merge_random_nonnull([nil, bulk(b"k")]) == bulk(b"k")
+
+
 def test_keys_concat_is_byte_exact_for_large_and_odd_elements():
     big = b"k" * 70000
     parts = [array([bulk(big), bulk(b"")]), array([bulk(b"*1\r\n:1")]), b"*0\r\n"]
