@@ -17,6 +17,7 @@ import uuid
 import pytest
 import redis
 
+from rproxy.core.merge import split_array
 from rproxy.core.slots import key_slot
 from tests.support import ProxyThread, RawConnection, keys_in_slots, proxy_config
 from tests.support import argv as A
@@ -241,3 +242,37 @@ def test_every_resp3_type_as_the_node_sends_it(cluster, standalone) -> None:
     assert got[1 + types.index("attrib")].startswith(b"|")
     # One Redis: the push, then the reply; through rproxy: the reply, in step with the PING.
     assert push[1:] == [b"$40\r\nSome real reply following the push reply\r\n", b"+PONG\r\n"]
+
+
+def test_scan_dbsize_randomkey_merged_for_resp3(proxy, standalone) -> None:
+    """Merges whose values differ between a shared cluster and one Redis (other tests' keys):
+    the same shape in RESP3 -- SCAN's ``[cursor, [keys]]`` (the same keys found, over every
+    master), DBSIZE's integer, RANDOMKEY's bulk."""
+    keys = [f"r3scan:{RUN}:{i}" for i in range(30)]  # spread over every master
+
+    def scan(port: int) -> tuple[list[bytes], list[bytes]]:
+        conn = RawConnection(port)
+        try:
+            conn(b"HELLO", b"3")
+            conn(b"MSET", *[x.encode() for k in keys for x in (k, "v")])
+            cursor, found, raws = b"0", [], []
+            while True:
+                raw = conn(b"SCAN", cursor, b"MATCH", f"r3scan:{RUN}:*".encode(), b"COUNT",
+                           b"1000")
+                raws.append(raw)
+                parts = split_array(raw)
+                cursor = parts[0].split(b"\r\n")[1]
+                found += [p.split(b"\r\n")[1] for p in split_array(parts[1])]
+                if cursor == b"0":
+                    break
+            tail = [conn(b"DBSIZE")[:1], conn(b"RANDOMKEY")[:1]]
+            conn(b"DEL", *[k.encode() for k in keys])
+            return sorted(found), tail + [r[:4] for r in raws]
+        finally:
+            conn.close()
+
+    got_keys, got_shapes = scan(proxy.port)
+    want_keys, want_shapes = scan(standalone.port)
+    assert got_keys == want_keys == sorted(k.encode() for k in keys)
+    assert got_shapes[:2] == want_shapes[:2] == [b":", b"$"]
+    assert {s for s in got_shapes[2:]} == {b"*2\r\n"}
