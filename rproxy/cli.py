@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-slot-transactions", choices=["refuse", "emulate"],
                    help="commands.cross_slot_transactions "
                    "(env RPROXY_COMMANDS_CROSS_SLOT_TRANSACTIONS)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (/metrics) and the health probes (/healthz, "
+                   "/readyz) over HTTP here (metrics.listen; env RPROXY_METRICS_LISTEN; "
+                   "default off)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "console", "json"])
     p.add_argument("--version", action="version", version=f"rproxy {__version__}")
@@ -86,6 +90,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> Config:
         commands["cross_slot_transactions"] = args.cross_slot_transactions
     if commands:
         overrides["commands"] = commands
+    if args.metrics_listen:
+        overrides["metrics"] = {"listen": args.metrics_listen}
     return load(args.config, env, overrides)
 
 

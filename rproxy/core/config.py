@@ -150,6 +150,18 @@ class CommandsSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    listen: str = ""  # HOST:PORT of the HTTP endpoint (/metrics, /healthz, /readyz); "" = off
+    cluster_poll_s: float = 10.0  # how often every node's INFO is read for the redis_* metrics
+
+    def validate(self) -> None:
+        if self.listen:
+            parse_addr(self.listen, "metrics.listen")
+        if self.cluster_poll_s <= 0:
+            raise ConfigError(f"metrics.cluster_poll_s: must be > 0, got {self.cluster_poll_s!r}")
+
+
+@dataclass(frozen=True)
 class EmbeddedSection:
     masters: int = 3
     replicas: int = 1
@@ -179,11 +191,15 @@ class Config:
     timeouts: TimeoutsSection = field(default_factory=TimeoutsSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
     commands: CommandsSection = field(default_factory=CommandsSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        if self.metrics.listen and self.proxy.workers != 1:
+            raise ConfigError("metrics.listen: served by one process; not with proxy.workers "
+                              f"= {self.proxy.workers} (use one worker, or no metrics)")
         return self
 
     @property

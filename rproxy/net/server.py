@@ -23,10 +23,11 @@ import trio
 from rproxy import __version__
 from rproxy.core import errors
 from rproxy.core.client import ClientInfo
-from rproxy.core.config import Config
+from rproxy.core.config import Config, parse_addr
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.stats import Stats
 from rproxy.net.cluster import ClusterManager
+from rproxy.net.metrics import MetricsServer
 from rproxy.net.reactor import EPOLLIN, Reactor
 from rproxy.net.router import Router
 from rproxy.net.session import ClientSession
@@ -131,6 +132,7 @@ class ProxyServer:
         self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0
+        self.metrics_port = 0  # the metrics endpoint's, once it listens
         self.started_at = time.time()
         self.now = time.monotonic()
         self.view = ProxyView(self)
@@ -200,6 +202,12 @@ class ProxyServer:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.reactor.run)
                 await nursery.start(self.cluster.run)
+                if self.config.metrics.listen:  # /metrics, /healthz, /readyz
+                    server = MetricsServer(self.view.stat, self.cluster,
+                                           self.config.metrics.cluster_poll_s,
+                                           self.config.timeouts.connect_timeout_s)
+                    self.metrics_port = await nursery.start(
+                        server.serve, parse_addr(self.config.metrics.listen, "metrics.listen"))
                 with trio.move_on_after(self.config.timeouts.connect_timeout_s * 2):
                     await self.cluster.ready.wait()
                 self.reactor.register(sock.fileno(), EPOLLIN, _Listener(self, sock))

@@ -1,0 +1,291 @@
+"""The operations endpoint: Prometheus metrics and health probes over HTTP, off the data path.
+
+``metrics.listen = "HOST:PORT"`` (``--metrics-listen``) serves, on trio, with h11 for HTTP/1.1:
+
+* ``GET /metrics``: Prometheus text (prometheus-client's exposition format), made when scraped:
+  - the proxy's own figures, from the one table that declares them (rproxy/core/stats.py): a
+    counter ``rproxy_<name>_total`` or a gauge ``rproxy_<name>``, with the table's help text;
+  - every cluster node's figures under **redis_exporter's names** with a ``node`` label
+    (``redis_up``, ``redis_memory_used_bytes``, ``redis_commands_processed_total``,
+    ``redis_db_keys``, ``redis_master_repl_offset``, ``redis_cluster_state`` ...), read by
+    ``ClusterPoller`` every ``metrics.cluster_poll_s`` on control connections of its own, so
+    that dashboards and alerts written for redis_exporter work with rproxy as the one target;
+* ``GET /healthz``: 200 while the process serves (liveness);
+* ``GET /readyz``: 200 once the slot map covers every slot and every shard's master is
+  reachable and not marked failed, else 503 with the reason (readiness: it flips during a
+  failover and back).
+
+Nothing here runs on the data path: a scrape reads counters the data path already keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
+
+import h11
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rproxy.core.merge import parse_info_text
+from rproxy.core.slots import SLOTS
+from rproxy.core.stats import COUNTER, STATS
+from rproxy.core.topology import Addr
+from rproxy.net.cluster import ClusterManager
+from rproxy.net.control import ControlError, control_command
+
+log = structlog.get_logger("rproxy.net.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_REQUEST = 8192  # bytes of request head accepted (the probes and Prometheus send little)
+
+
+# -- the cluster's figures, under redis_exporter's names ------------------------------------------
+# (INFO field, metric name, kind, help): redis_exporter's names for the INFO fields it exports.
+NODE_FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("uptime_in_seconds", "redis_uptime_in_seconds", "gauge", "uptime of the node"),
+    ("connected_clients", "redis_connected_clients", "gauge", "client connections"),
+    ("blocked_clients", "redis_blocked_clients", "gauge", "clients in a blocking command"),
+    ("used_memory", "redis_memory_used_bytes", "gauge", "memory used"),
+    ("used_memory_rss", "redis_memory_used_rss_bytes", "gauge", "resident memory"),
+    ("maxmemory", "redis_memory_max_bytes", "gauge", "maxmemory (0: no limit)"),
+    ("total_connections_received", "redis_connections_received_total", "counter",
+     "connections accepted"),
+    ("total_commands_processed", "redis_commands_processed_total", "counter",
+     "commands processed"),
+    ("total_net_input_bytes", "redis_net_input_bytes_total", "counter", "bytes received"),
+    ("total_net_output_bytes", "redis_net_output_bytes_total", "counter", "bytes sent"),
+    ("keyspace_hits", "redis_keyspace_hits_total", "counter", "key lookups that found the key"),
+    ("keyspace_misses", "redis_keyspace_misses_total", "counter", "key lookups that missed"),
+    ("expired_keys", "redis_expired_keys_total", "counter", "keys expired"),
+    ("evicted_keys", "redis_evicted_keys_total", "counter", "keys evicted"),
+    ("rdb_changes_since_last_save", "redis_rdb_changes_since_last_save", "gauge",
+     "changes since the last save"),
+    ("connected_slaves", "redis_connected_slaves", "gauge", "replicas connected"),
+    ("master_repl_offset", "redis_master_repl_offset", "gauge", "replication offset"),
+    ("slave_repl_offset", "redis_slave_repl_offset", "gauge", "a replica's offset"),
+    ("used_cpu_sys", "redis_cpu_sys_seconds_total", "counter", "system CPU seconds"),
+    ("used_cpu_user", "redis_cpu_user_seconds_total", "counter", "user CPU seconds"),
+)
+CLUSTER_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("cluster_slots_assigned", "redis_cluster_slots_assigned", "slots assigned"),
+    ("cluster_slots_ok", "redis_cluster_slots_ok", "slots served"),
+    ("cluster_slots_pfail", "redis_cluster_slots_pfail", "slots of nodes suspected down"),
+    ("cluster_slots_fail", "redis_cluster_slots_fail", "slots of nodes marked failed"),
+    ("cluster_known_nodes", "redis_cluster_known_nodes", "nodes this node knows"),
+    ("cluster_size", "redis_cluster_size", "masters serving slots"),
+)
+
+
+class ClusterPoller:
+    """Every node's ``INFO`` and ``CLUSTER INFO``, read every ``interval`` seconds on control
+    connections (never the data path's), kept for the next scrape."""
+
+    def __init__(self, cluster: ClusterManager, interval: float, timeout: float) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.timeout = timeout
+        self.nodes: dict[Addr, dict[str, dict[str, str]] | None] = {}  # None: did not answer
+        self.polled_at = 0.0
+
+    async def run(self) -> None:
+        while True:
+            await self.poll()
+            await trio.sleep(self.interval)
+
+    async def poll(self) -> None:
+        slotmap = self.cluster.slotmap
+        nodes = list(slotmap.nodes) if slotmap is not None else []
+        found: dict[Addr, dict[str, dict[str, str]] | None] = {}
+
+        async def one(addr: Addr) -> None:
+            try:
+                info = await control_command(addr, [b"INFO"], self.timeout)
+                cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout)
+            except (OSError, trio.TooSlowError, ControlError, ValueError):
+                found[addr] = None
+                return
+            sections = parse_info_text(bytes(info))
+            sections["cluster"] = parse_info_text(b"# cluster\r\n" + bytes(cluster))[
+                "cluster"]
+            found[addr] = sections
+
+        async with trio.open_nursery() as nursery:
+            for addr in nodes:
+                nursery.start_soon(one, addr)
+        self.nodes = found
+        self.polled_at = time.monotonic()
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+class Collector:
+    """prometheus-client's custom collector: everything is read when scraped. ``stat`` reads a
+    figure of rproxy/core/stats.py by name (the server's, as INFO does)."""
+
+    def __init__(self, stat: Callable[[str], int], poller: ClusterPoller) -> None:
+        self.stat = stat
+        self.poller = poller
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._proxy()
+        yield from self._nodes()
+
+    def _proxy(self) -> Iterable[Metric]:
+        for st in STATS:
+            name = f"rproxy_{st.name}"
+            family: Metric
+            if st.kind == COUNTER:
+                family = CounterMetricFamily(name, st.help)
+            else:
+                family = GaugeMetricFamily(name, st.help)
+            family.add_metric([], self.stat(st.name))
+            yield family
+        ready, _ = readiness(self.poller.cluster)
+        yield GaugeMetricFamily("rproxy_ready", "1 if /readyz answers 200", value=int(ready))
+
+    def _nodes(self) -> Iterable[Metric]:
+        polled = self.poller.nodes
+        up = GaugeMetricFamily("redis_up", "1 if the node answered the last poll", labels=["node"])
+        info = GaugeMetricFamily("redis_instance_info", "the node's role and version",
+                                 labels=["node", "role", "redis_version"])
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for field, name, kind, text in NODE_FIELDS:
+            families[field] = (CounterMetricFamily(name, text, labels=["node"]) if kind == "counter"
+                               else GaugeMetricFamily(name, text, labels=["node"]))
+        cluster: dict[str, GaugeMetricFamily] = {
+            field: GaugeMetricFamily(name, text, labels=["node"])
+            for field, name, text in CLUSTER_FIELDS}
+        state = GaugeMetricFamily("redis_cluster_state", "1 if the node says cluster_state:ok",
+                                  labels=["node"])
+        keys = GaugeMetricFamily("redis_db_keys", "keys per database", labels=["node", "db"])
+        expiring = GaugeMetricFamily("redis_db_keys_expiring", "keys with an expiry per database",
+                                     labels=["node", "db"])
+        for addr, sections in sorted(polled.items()):
+            node = f"{addr[0]}:{addr[1]}"
+            up.add_metric([node], 0 if sections is None else 1)
+            if sections is None:
+                continue
+            flat: dict[str, str] = {}
+            for section in sections.values():
+                flat.update(section)
+            info.add_metric([node, flat.get("role", ""), flat.get("redis_version", "")], 1)
+            for field, family in families.items():
+                value = _number(flat.get(field))
+                if value is not None:
+                    family.add_metric([node], value)
+            for field, family in cluster.items():
+                value = _number(sections.get("cluster", {}).get(field))
+                if value is not None:
+                    family.add_metric([node], value)
+            cstate = sections.get("cluster", {}).get("cluster_state")
+            if cstate is not None:
+                state.add_metric([node], 1 if cstate == "ok" else 0)
+            for db, text in sections.get("keyspace", {}).items():
+                fields = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
+                keys.add_metric([node, db], float(fields.get("keys", 0)))
+                expiring.add_metric([node, db], float(fields.get("expires", 0)))
+        yield up
+        yield info
+        yield from families.values()
+        yield from cluster.values()
+        yield state
+        yield keys
+        yield expiring
+
+
+def readiness(cluster: ClusterManager) -> tuple[bool, str]:
+    """Ready: a slot map covering every slot, and every shard's master reachable and not
+    marked failed by the cluster. Otherwise the reason."""
+    slotmap = cluster.slotmap
+    if slotmap is None:
+        return False, "no slot map yet"
+    if slotmap.covered < SLOTS:
+        return False, f"slot map covers {slotmap.covered} of {SLOTS} slots"
+    for addr in slotmap.masters:
+        if addr in slotmap.failed:
+            return False, f"master {addr[0]}:{addr[1]} marked failed by the cluster"
+        if addr in cluster.down_since:
+            return False, f"master {addr[0]}:{addr[1]} unreachable"
+    return True, "ready"
+
+
+class MetricsServer:
+    """The HTTP endpoint: one request per connection (``Connection: close``)."""
+
+    def __init__(self, stat: Callable[[str], int], cluster: ClusterManager, interval: float,
+                 timeout: float) -> None:
+        self.cluster = cluster
+        self.poller = ClusterPoller(cluster, interval, timeout)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(Collector(stat, self.poller))  # type: ignore[arg-type]
+
+    async def serve(self, listen: Addr,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``listen`` (reports the bound port) and poll the cluster, until
+        cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.poller.run)
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, self._handle, listen[1], host=listen[0]))
+            port = listeners[0].socket.getsockname()[1]
+            log.info("metrics_listening", address=f"{listen[0]}:{port}")
+            task_status.started(port)
+
+    def respond(self, target: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of ``target``."""
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, generate_latest(self.registry)
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ready, why = readiness(self.cluster)
+            return (200 if ready else 503), "text/plain", why.encode() + b"\n"
+        return 404, "text/plain", b"not found: /metrics, /healthz, /readyz\n"
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+        try:
+            with trio.move_on_after(10):
+                event = await _next_request(conn, stream)
+                if event is None:
+                    return
+                if event.method not in (b"GET", b"HEAD"):
+                    status, ctype, body = 405, "text/plain", b"GET only\n"
+                else:
+                    status, ctype, body = self.respond(event.target.decode(errors="replace"))
+                headers = [("content-type", ctype), ("content-length", str(len(body))),
+                           ("connection", "close")]
+                out = conn.send(h11.Response(status_code=status, headers=headers))
+                if event.method == b"GET":
+                    out += conn.send(h11.Data(data=body))  # type: ignore[operator]
+                out += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+                await stream.send_all(out)  # type: ignore[arg-type]
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass
+        finally:
+            await stream.aclose()
+
+
+async def _next_request(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            conn.receive_data(data)
+            if not data:
+                return None
+            continue
+        if isinstance(event, h11.Request):
+            return event
+        return None

@@ -1,0 +1,121 @@
+"""The operations endpoint (``metrics.listen``, ``--metrics-listen``): Prometheus text with the
+proxy's own figures and every node's under redis_exporter's names, and the health probes --
+against a real cluster. ``/readyz`` flips to 503 while a master is down and back to 200 after
+the failover."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from rproxy.cli import build_parser, config_from_args
+from rproxy.core.config import ConfigError
+from rproxy.core.slots import key_slot
+from rproxy.localcluster import LocalCluster
+from tests.support import ProxyThread, proxy_config, wait_until
+
+RUN = uuid.uuid4().hex[:8]
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def sample(text: str, name: str, labels: str = "") -> float | None:
+    """The value of one sample in Prometheus text, or None."""
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+@pytest.fixture(scope="module")
+def observed(cluster):  # type: ignore[no-untyped-def]
+    cfg = proxy_config(cluster.seeds, metrics={"listen": "127.0.0.1:0", "cluster_poll_s": 0.5})
+    with ProxyThread(cfg) as p:
+        yield p
+
+
+def test_metrics_show_proxy_counters_and_every_node(observed, cluster) -> None:
+    port = observed.server.metrics_port
+    r = observed.client()
+    wait_until(lambda: sample(get(port, "/metrics")[1], "redis_up",
+                              f'{{node="127.0.0.1:{cluster.masters()[0].port}"}}') == 1, 10,
+               "the first poll")
+    status, before = get(port, "/metrics")
+    assert status == 200
+    for i in range(50):
+        r.set(f"m:{RUN}:{i}", "v")
+    time.sleep(1.2)  # two polls
+    _, after = get(port, "/metrics")
+    # the proxy's own, from the one table of figures
+    assert sample(after, "rproxy_total_commands_processed_total") >= \
+        sample(before, "rproxy_total_commands_processed_total") + 50
+    assert "# HELP rproxy_held_requests requests waiting" in after
+    assert sample(after, "rproxy_ready") == 1
+    # every node, masters and replicas, under redis_exporter's names with a node label
+    for node in cluster.nodes:
+        label = f'{{node="127.0.0.1:{node.port}"}}'
+        assert sample(after, "redis_up", label) == 1
+        assert sample(after, "redis_cluster_state", label) == 1
+        assert sample(after, "redis_cluster_slots_ok", label) == 16384
+        assert sample(after, "redis_memory_used_bytes", label) > 0
+        assert sample(after, "redis_master_repl_offset", label) is not None
+    moved = sum(sample(after, "redis_commands_processed_total",
+                       f'{{node="127.0.0.1:{m.port}"}}') or 0 for m in cluster.masters())
+    was = sum(sample(before, "redis_commands_processed_total",
+                     f'{{node="127.0.0.1:{m.port}"}}') or 0 for m in cluster.masters())
+    assert moved >= was + 50
+    assert re.search(r'^redis_db_keys\{db="db0",node="[^"]+"\} [1-9]', after, re.M)
+
+
+def test_health_probes(observed) -> None:
+    port = observed.server.metrics_port
+    assert get(port, "/healthz") == (200, "ok\n")
+    assert get(port, "/readyz") == (200, "ready\n")
+    assert get(port, "/nope")[0] == 404
+
+
+def test_readyz_flips_during_a_failover_and_back() -> None:
+    c = LocalCluster(masters=3, replicas=1, node_timeout_ms=1000)
+    c.start()
+    try:
+        cfg = proxy_config(c.seeds, metrics={"listen": "127.0.0.1:0", "cluster_poll_s": 0.5})
+        with ProxyThread(cfg) as p:
+            port = p.server.metrics_port
+            assert get(port, "/readyz")[0] == 200
+            victim = c.master_of_slot(key_slot(b"x"))
+            c.kill(victim)  # (its connections close: the proxy knows at once)
+            seen: list[tuple[int, str]] = []
+            wait_until(lambda: seen.append(get(port, "/readyz")) or seen[-1][0] == 503, 10,
+                       "not ready")
+            assert f"{victim.port}" in seen[-1][1], seen[-1]
+            wait_until(lambda: get(port, "/readyz")[0] == 200, 30, "ready after the failover")
+            assert p.client().get("x") is None  # served by the promoted replica
+            text = get(port, "/metrics")[1]
+            assert sample(text, "redis_up", f'{{node="127.0.0.1:{victim.port}"}}') in (0, None)
+    finally:
+        c.stop()
+
+
+def test_the_flag_and_its_limits() -> None:
+    args = build_parser().parse_args(["--seed", "127.0.0.1:1", "--metrics-listen",
+                                      "127.0.0.1:9121"])
+    assert config_from_args(args, {}).metrics.listen == "127.0.0.1:9121"
+    env = config_from_args(build_parser().parse_args(["--seed", "127.0.0.1:1"]),
+                           {"RPROXY_METRICS_LISTEN": "0.0.0.0:9121"})
+    assert env.metrics.listen == "0.0.0.0:9121"
+    with pytest.raises(ConfigError, match="metrics.listen"):
+        config_from_args(build_parser().parse_args(
+            ["--seed", "127.0.0.1:1", "--metrics-listen", "nope"]), {})
+    with pytest.raises(ConfigError, match="one process"):
+        config_from_args(build_parser().parse_args(
+            ["--seed", "127.0.0.1:1", "--metrics-listen", "127.0.0.1:9121", "--workers", "2"]),
+            {})
