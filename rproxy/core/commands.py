@@ -209,6 +209,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"SELECT": (Route.LOCAL, ""),
     b"HELLO": (Route.LOCAL, ""),
     b"INFO": (Route.LOCAL, ""),
+    b"PROXY": (Route.LOCAL, ""),  # the proxy's own admin commands: rproxy.core.admin
     b"AUTH": (Route.LOCAL, ""),
     b"RESET": (Route.LOCAL, ""),
     b"READONLY": (Route.LOCAL, ""),

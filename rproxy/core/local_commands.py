@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rproxy.core import errors, merge, pubsub, resp, stats
+from rproxy.core import admin, errors, merge, pubsub, resp, stats
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
@@ -99,14 +99,12 @@ class Kill:
 Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait | Kill
 
 
-class ProxyView(Protocol):
+class ProxyView(admin.AdminView, Protocol):
     """What the proxy's own commands may read of the proxy and the cluster (the server
-    implements it). Read-only: a handler changes nothing but the client's own state."""
+    implements it), beyond what ``PROXY`` reads (``admin.AdminView``: the versions, uptime,
+    the cross-slot settings, the slot map ...). Read-only: a handler changes nothing but the
+    client's own state."""
 
-    @property
-    def proxy_version(self) -> str: ...
-    @property
-    def redis_version(self) -> str: ...  # the backend's
     @property
     def port(self) -> int: ...
     @property
@@ -117,8 +115,6 @@ class ProxyView(Protocol):
     def arch_bits(self) -> int: ...
     @property
     def os_name(self) -> str: ...
-    @property
-    def uptime_s(self) -> int: ...
     @property
     def max_clients(self) -> int: ...
     @property
@@ -131,10 +127,6 @@ class ProxyView(Protocol):
     def pubsub(self) -> pubsub.PubSubView: ...  # the proxy's shared subscriptions
     @property
     def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
-    @property
-    def cross_slot_transactions(self) -> str: ...  # "refuse" or "emulate"
-    @property
-    def cross_slot_writes(self) -> str: ...  # "refuse" or "emulate"
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -791,7 +783,13 @@ def _pubsub_numpat(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return AllMasters(resp.encode_command(argv), total, True, every_node=True)
 
 
+def _proxy(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """PROXY HELP / INFO / NODES / SLOTS / CONFIG GET / EXPLAIN (rproxy/core/admin.py)."""
+    return admin.run(c.protocol, argv, view)
+
+
 _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] = {
+    b"PROXY": _proxy,
     b"SUBSCRIBE": _subscription,
     b"UNSUBSCRIBE": _subscription,
     b"PSUBSCRIBE": _subscription,

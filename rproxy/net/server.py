@@ -21,11 +21,13 @@ import structlog
 import trio
 
 from rproxy import __version__
-from rproxy.core import errors
+from rproxy.core import errors, local_commands
 from rproxy.core.client import ClientInfo
+from rproxy.core.commands import CommandTable
 from rproxy.core.config import Config, parse_addr
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.stats import Stats
+from rproxy.core.topology import Addr, SlotMap
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.metrics import MetricsServer
 from rproxy.net.reactor import EPOLLIN, Reactor
@@ -98,6 +100,26 @@ class ProxyView:
     @property
     def cross_slot_transactions(self) -> str:
         return self._server.config.commands.cross_slot_transactions
+
+    @property
+    def slotmap(self) -> SlotMap | None:
+        return self._server.cluster.slotmap
+
+    @property
+    def table(self) -> CommandTable:
+        return self._server.router.table
+
+    def unreachable(self, addr: Addr) -> bool:
+        return addr in self._server.cluster.down_since
+
+    def answered(self, name: bytes) -> str | None:
+        """None if rproxy answers ``name`` itself, else why it refuses it."""
+        return None if local_commands.handled(name) else local_commands.refusal(name)
+
+    def config_items(self) -> list[tuple[str, str]]:
+        return [(f"{section}.{key}", ",".join(value) if isinstance(value, list) else str(value))
+                for section, keys in self._server.config.to_dict().items()
+                for key, value in keys.items()]
 
     @property
     def cross_slot_writes(self) -> str:
