@@ -1,7 +1,8 @@
 """The ``PROXY`` command family: the proxy's view of itself and of the cluster, sans-IO.
 
-``PROXY HELP``, ``PROXY INFO``, ``PROXY NODES``, ``PROXY SLOTS``, ``PROXY CONFIG GET
-<pattern>`` and ``PROXY EXPLAIN <command ...>`` -- how rproxy would route a command (its keys'
+``PROXY HELP``, ``PROXY INFO``, ``PROXY NODES``, ``PROXY SLOTS``, ``PROXY HOTSLOTS [n]`` and
+``PROXY HOTKEYS [n]`` (sampled: rproxy/core/hotspots.py), ``PROXY CONFIG GET <pattern>`` and
+``PROXY EXPLAIN <command ...>`` -- how rproxy would route a command (its keys'
 slots and their masters, split, emulated, refused, answered by rproxy, sent to every master,
 on a dedicated connection or not) without running it. Replies are built in the client's
 protocol (maps in RESP3, flat arrays in RESP2, as Redis builds ``CONFIG GET``).
@@ -16,6 +17,7 @@ from rproxy.core import errors, resp
 from rproxy.core.commands import CommandInfo, CommandTable, Route
 from rproxy.core.emulate_reads import plan_read
 from rproxy.core.emulate_writes import EMULATED_WRITES
+from rproxy.core.hotspots import HotSpots
 from rproxy.core.multi_pop import NAMES as POPS_OVER_SLOTS
 from rproxy.core.planner import SPLIT_NAMES
 from rproxy.core.slots import key_slot
@@ -40,6 +42,9 @@ class AdminView(Protocol):
     @property
     def uptime_s(self) -> int: ...
 
+    @property
+    def hot(self) -> HotSpots: ...  # sampled hot slots and keys
+
     def unreachable(self, addr: Addr) -> bool: ...  # its connection is lost
     def answered(self, name: bytes) -> str | None: ...  # why a local command is refused
     def config_items(self) -> list[tuple[str, str]]: ...  # "section.key", value
@@ -53,6 +58,10 @@ HELP = [
     "    Every node: address, role, its master (replicas), slot ranges, state.",
     "SLOTS",
     "    Every slot range: first slot, last slot, master, replicas.",
+    "HOTSLOTS [<count>]",
+    "    The most used slots over the sampling window, hottest first: slot, samples, master.",
+    "HOTKEYS [<count>]",
+    "    The most used keys over the sampling window, hottest first: key, samples.",
     "CONFIG GET <pattern>",
     "    The configuration keys (section.key) matching the glob pattern, and their values.",
     "EXPLAIN <command> [<arg> ...]",
@@ -74,13 +83,23 @@ def run(protocol: int, argv: list[bytes], view: AdminView) -> bytes:
         return _nodes(view)
     if sub == b"SLOTS" and len(argv) == 2:
         return _slots(view)
+    if sub in (b"HOTSLOTS", b"HOTKEYS") and len(argv) <= 3:
+        n = resp.string2ll(argv[2]) if len(argv) == 3 else 10
+        if n is None or n < 0:
+            return errors.error_reply(b"ERR count should be a non-negative integer")
+        if sub == b"HOTKEYS":
+            return resp.encode_value([[k, c] for k, c in view.hot.top_keys(n)])
+        owner = view.slotmap.owner if view.slotmap is not None else None
+        return resp.encode_value([[s, c, _node(owner[s]) if owner is not None else ""]
+                                  for s, c in view.hot.top_slots(n)])
     if sub == b"CONFIG" and len(argv) == 4 and argv[2].upper() == b"GET":
         pattern = argv[3].decode(errors="replace").lower()
         return resp.encode_map([(k, v) for k, v in view.config_items()
                                 if fnmatch.fnmatchcase(k, pattern)], protocol)
     if sub == b"EXPLAIN" and len(argv) >= 3:
         return resp.encode_map(explain(argv[2:], view), protocol)
-    if sub in (b"HELP", b"INFO", b"NODES", b"SLOTS", b"CONFIG", b"EXPLAIN"):
+    if sub in (b"HELP", b"INFO", b"NODES", b"SLOTS", b"CONFIG", b"EXPLAIN", b"HOTSLOTS",
+               b"HOTKEYS"):
         return errors.error_reply(
             b"ERR unknown subcommand or wrong number of arguments for '%s'. Try PROXY HELP."
             % argv[1])

@@ -153,12 +153,18 @@ class CommandsSection:
 class MetricsSection:
     listen: str = ""  # HOST:PORT of the HTTP endpoint (/metrics, /healthz, /readyz); "" = off
     cluster_poll_s: float = 10.0  # how often every node's INFO is read for the redis_* metrics
+    hot_window_s: float = 60.0  # the sliding window of PROXY HOTSLOTS / HOTKEYS
+    hot_top_n: int = 10  # hot slots and keys exported in /metrics (bounded cardinality)
+    hot_keys: bool = True  # export hot keys (names of keys) in /metrics
 
     def validate(self) -> None:
         if self.listen:
             parse_addr(self.listen, "metrics.listen")
-        if self.cluster_poll_s <= 0:
-            raise ConfigError(f"metrics.cluster_poll_s: must be > 0, got {self.cluster_poll_s!r}")
+        for key in ("cluster_poll_s", "hot_window_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"metrics.{key}: must be > 0, got {getattr(self, key)!r}")
+        if not 0 <= self.hot_top_n <= 1000:
+            raise ConfigError(f"metrics.hot_top_n: must be 0..1000, got {self.hot_top_n!r}")
 
 
 @dataclass(frozen=True)

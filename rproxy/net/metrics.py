@@ -31,6 +31,8 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from rproxy.core.config import MetricsSection
+from rproxy.core.hotspots import HotSpots
 from rproxy.core.merge import parse_info_text
 from rproxy.core.slots import SLOTS
 from rproxy.core.stats import COUNTER, STATS
@@ -132,13 +134,36 @@ class Collector:
     """prometheus-client's custom collector: everything is read when scraped. ``stat`` reads a
     figure of rproxy/core/stats.py by name (the server's, as INFO does)."""
 
-    def __init__(self, stat: Callable[[str], int], poller: ClusterPoller) -> None:
+    def __init__(self, stat: Callable[[str], int], poller: ClusterPoller, hot: HotSpots,
+                 top_n: int, hot_keys: bool) -> None:
         self.stat = stat
         self.poller = poller
+        self.hot = hot
+        self.top_n = top_n
+        self.hot_keys = hot_keys
 
     def collect(self) -> Iterator[Metric]:
         yield from self._proxy()
+        yield from self._hot()
         yield from self._nodes()
+
+    def _hot(self) -> Iterable[Metric]:
+        """The hottest slots (and keys) over the sampling window: the top N only."""
+        slotmap = self.poller.cluster.slotmap
+        slots = GaugeMetricFamily(
+            "rproxy_hot_slot_samples", "sampled commands of the hottest slots over the window",
+            labels=["slot", "node"])
+        for slot, count in self.hot.top_slots(self.top_n):
+            owner = slotmap.owner[slot] if slotmap is not None else None
+            slots.add_metric([str(slot), f"{owner[0]}:{owner[1]}" if owner else ""], count)
+        yield slots
+        if self.hot_keys:
+            keys = GaugeMetricFamily(
+                "rproxy_hot_key_samples", "sampled commands of the hottest keys over the window",
+                labels=["key"])
+            for key, count in self.hot.top_keys(self.top_n):
+                keys.add_metric([key[:128].decode(errors="backslashreplace")], count)
+            yield keys
 
     def _proxy(self) -> Iterable[Metric]:
         for st in STATS:
@@ -222,12 +247,13 @@ def readiness(cluster: ClusterManager) -> tuple[bool, str]:
 class MetricsServer:
     """The HTTP endpoint: one request per connection (``Connection: close``)."""
 
-    def __init__(self, stat: Callable[[str], int], cluster: ClusterManager, interval: float,
-                 timeout: float) -> None:
+    def __init__(self, stat: Callable[[str], int], cluster: ClusterManager, hot: HotSpots,
+                 config: MetricsSection, timeout: float) -> None:
         self.cluster = cluster
-        self.poller = ClusterPoller(cluster, interval, timeout)
+        self.poller = ClusterPoller(cluster, config.cluster_poll_s, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(stat, self.poller))  # type: ignore[arg-type]
+        self.registry.register(Collector(stat, self.poller, hot, config.hot_top_n,  # type: ignore[arg-type]
+                                         config.hot_keys))
 
     async def serve(self, listen: Addr,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -25,6 +25,7 @@ from rproxy.core import errors, local_commands
 from rproxy.core.client import ClientInfo
 from rproxy.core.commands import CommandTable
 from rproxy.core.config import Config, parse_addr
+from rproxy.core.hotspots import HotSpots
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr, SlotMap
@@ -35,6 +36,8 @@ from rproxy.net.router import Router
 from rproxy.net.session import ClientSession
 
 log = structlog.get_logger("rproxy.net.server")
+
+HOT_BUCKETS = 6  # the hot-spot window is sampled in this many buckets
 
 
 class _Listener:
@@ -109,6 +112,10 @@ class ProxyView:
     def table(self) -> CommandTable:
         return self._server.router.table
 
+    @property
+    def hot(self) -> HotSpots:
+        return self._server.hot
+
     def unreachable(self, addr: Addr) -> bool:
         return addr in self._server.cluster.down_since
 
@@ -151,6 +158,7 @@ class ProxyServer:
         self.reactor = Reactor(config.proxy.busy_poll_us)
         self.router = Router(config.cluster.read_from)
         self.stats = Stats()
+        self.hot = HotSpots(HOT_BUCKETS)  # rotated by _housekeeping
         self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0
@@ -225,8 +233,8 @@ class ProxyServer:
                 await nursery.start(self.reactor.run)
                 await nursery.start(self.cluster.run)
                 if self.config.metrics.listen:  # /metrics, /healthz, /readyz
-                    server = MetricsServer(self.view.stat, self.cluster,
-                                           self.config.metrics.cluster_poll_s,
+                    server = MetricsServer(self.view.stat, self.cluster, self.hot,
+                                           self.config.metrics,
                                            self.config.timeouts.connect_timeout_s)
                     self.metrics_port = await nursery.start(
                         server.serve, parse_addr(self.config.metrics.listen, "metrics.listen"))
@@ -278,9 +286,14 @@ class ProxyServer:
         """Keeps ``now`` current (a cheap timestamp for the data path, at most 0.1 s old) and
         closes idle clients (so ``client_idle_s`` is honoured to within 0.1 s)."""
         idle = self.config.timeouts.client_idle_s
+        bucket_s = self.config.metrics.hot_window_s / HOT_BUCKETS
+        rotate_at = time.monotonic() + bucket_s
         while True:
             await trio.sleep(0.1)
             self.now = time.monotonic()
+            if self.now >= rotate_at:
+                self.hot.rotate()
+                rotate_at = self.now + bucket_s
             if idle:
                 for session in list(self.sessions.values()):
                     if (not session.queue and self.now - session.last_active > idle

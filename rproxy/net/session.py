@@ -37,6 +37,7 @@ from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
 from rproxy.core.emulate_reads import ReadPlan, plan_read
 from rproxy.core.emulate_writes import WritePlan, plan_write
+from rproxy.core.hotspots import KEY_EVERY, HotSpots
 from rproxy.core.local_commands import (
     AllMasters,
     Kill,
@@ -84,6 +85,7 @@ class SessionHost(Protocol):
     router: Router
     cluster: ClusterManager
     stats: Stats
+    hot: HotSpots  # hot slots and keys, sampled
     now: float  # a cheap timestamp, at most 0.1 s old
 
     @property
@@ -104,7 +106,7 @@ class ClientSession(StatefulModes):
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
-        "silent", "outbox",
+        "silent", "outbox", "hot",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -113,6 +115,7 @@ class ClientSession(StatefulModes):
         self.router = host.router
         self.cluster = host.cluster
         self.stats = host.stats
+        self.hot = host.hot  # hot slots and keys, sampled (rproxy/core/hotspots.py)
         self.transport: Transport = plain(sock)
         self.fd = sock.fileno()
         self.id = client_id
@@ -207,6 +210,7 @@ class ClientSession(StatefulModes):
         dispatch = self.dispatch
         mode = self.on_commands
         batch = iter(commands)
+        slot = -1
         for argv, enc in batch:
             info = fast.get(argv[0])
             if info is not None:
@@ -231,6 +235,14 @@ class ClientSession(StatefulModes):
             if self.on_commands is not mode:  # the command changed the client's mode
                 self.hand_over(batch)
                 break
+        if slot >= 0:  # one sample per read: the last one-key command (HotSpots.add, inlined)
+            hot = self.hot
+            samples = hot.slots
+            n = samples[slot] + 1
+            samples[slot] = n
+            if not n % KEY_EVERY:
+                keys = hot.keys
+                keys[key] = keys.get(key, 0) + 1
 
     def enter_mode(self, handler: Callable[[Batch], None]) -> None:
         """From the next command on (the rest of the current batch included), batches go to

@@ -104,9 +104,9 @@ class GroupedExec(FanOut):
     "emulate"``), phase by phase (``Transaction.phases``): one ``TxBlock`` per slot, sent in
     parallel, each atomic on its master and settled by the TxBlock's own rules (redirects
     followed, a lost block's outcome unknown); a command the proxy runs as rounds
-    (``run_plan``, by its index: a cross-slot write such as LMOVE), alone between them. The client gets one
-    EXEC array, merged in the order it queued the commands. The blocks and the plans' requests
-    report here as their owner (``wake``)."""
+    (``run_plan``, by its index: a cross-slot write such as LMOVE), alone between them. The
+    client gets one EXEC array, merged in the order it queued the commands. The blocks and the
+    plans' requests report here as their owner (``wake``)."""
 
     __slots__ = ("tx", "make_block", "run_plan", "replies", "results", "phase", "blocks",
                  "step", "sending")

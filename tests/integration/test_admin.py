@@ -89,3 +89,20 @@ def test_resp3_maps(proxy) -> None:
     got = r.execute_command("PROXY", "EXPLAIN", "GET", A)
     assert isinstance(got, dict) and got[b"route"] == b"the keys' slot's master"
     assert isinstance(r.execute_command("PROXY", "CONFIG", "GET", "proxy.*"), dict)
+
+
+def test_a_skewed_load_shows_its_slot_and_key_first(r: redis.Redis, cluster) -> None:
+    """PROXY HOTSLOTS / HOTKEYS: sampled over the window, hottest first, with the owner."""
+    hot_key = f"hot:{RUN}"
+    for i in range(400):
+        r.get(hot_key)
+        if i % 4 == 0:
+            r.get(f"cool:{RUN}:{i}")
+    rows = r.execute_command("PROXY", "HOTSLOTS", "3")
+    assert rows[0][0] == key_slot(hot_key.encode()) and rows[0][1] >= 400
+    assert rows[0][2] == node_of(cluster, hot_key)
+    assert len(rows) == 3 and rows[0][1] > rows[1][1]
+    keys = r.execute_command("PROXY", "HOTKEYS", "1")
+    assert keys == [[hot_key.encode(), keys[0][1]]] and keys[0][1] >= 400 // 16
+    with pytest.raises(redis.ResponseError, match="non-negative integer"):
+        r.execute_command("PROXY", "HOTSLOTS", "-1")

@@ -76,6 +76,20 @@ def test_metrics_show_proxy_counters_and_every_node(observed, cluster) -> None:
     assert re.search(r'^redis_db_keys\{db="db0",node="[^"]+"\} [1-9]', after, re.M)
 
 
+def test_metrics_show_the_hottest_slots_and_keys(observed, cluster) -> None:
+    r = observed.client()
+    key = f"metrics-hot:{RUN}"
+    for _ in range(200):
+        r.incr(key)
+    text = get(observed.server.metrics_port, "/metrics")[1]
+    slot = key_slot(key.encode())
+    owner = cluster.master_of_slot(slot).port
+    assert sample(text, "rproxy_hot_slot_samples",
+                  f'{{node="127.0.0.1:{owner}",slot="{slot}"}}') >= 200
+    assert sample(text, "rproxy_hot_key_samples", f'{{key="{key}"}}') >= 200 // 16
+    assert len(re.findall(r"^rproxy_hot_slot_samples\{", text, re.M)) <= 10  # top N only
+
+
 def test_health_probes(observed) -> None:
     port = observed.server.metrics_port
     assert get(port, "/healthz") == (200, "ok\n")

@@ -54,6 +54,7 @@ from rproxy.core.config import Config
 from rproxy.core.request import REPLY, Request, new_request
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import SLOTS, key_slot
+from rproxy.core.hotspots import HotSpots
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.net.backend import CLOSED, BackendConnection, Owner
@@ -513,6 +514,7 @@ class Shell:
         self.sockets = sockets
         self.router = Router(config.cluster.read_from)
         self.stats = Stats()
+        self.hot = HotSpots()
         self.view = StubView()
         self.now = time.monotonic()
         self.nodes = FakeNodes(self)
