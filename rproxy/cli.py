@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,7 +25,7 @@ import trio
 
 from rproxy import __version__
 from rproxy import log as logsetup
-from rproxy.core.config import Config, ConfigError, load
+from rproxy.core.config import Config, ConfigError, load, reload_plan
 
 if TYPE_CHECKING:
     from rproxy.net.server import ProxyServer
@@ -114,7 +116,7 @@ def raise_open_files_limit(max_clients: int) -> int:
     return soft
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
     from rproxy.net.server import ProxyServer
 
     if config.proxy.gc_threshold:  # see config/rproxy.toml, proxy.gc_threshold
@@ -126,25 +128,60 @@ async def _serve(config: Config) -> None:
         host = config.listen_addr[0]
         print(f"rproxy {__version__} ready: connect with  redis-cli -h {host} -p {port}",
               file=sys.stderr, flush=True)
-        watcher = await nursery.start(_watch_signals, server, nursery.cancel_scope)
+        watcher = await nursery.start(_watch_signals, server, nursery.cancel_scope, reload)
         await server.stopped.wait()
         watcher.cancel()
 
 
 async def _watch_signals(server: ProxyServer, everything: trio.CancelScope,
+                         reload: Callable[[], Config] | None,
                          task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-    """SIGTERM/SIGINT: drain (graceful shutdown). A second one while draining: stop now."""
+    """SIGTERM/SIGINT: drain (graceful shutdown). A second one while draining: stop now.
+    SIGHUP: read the configuration again (``reload``) and apply its runtime keys."""
     log = structlog.get_logger("rproxy")
     with trio.CancelScope() as scope:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started(scope)
             async for signum in signals:
                 log.info("signal", signal=signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    _reload(server, reload, log)
+                    continue
                 if server.draining:
                     log.warning("second_signal_stopping_now")
                     everything.cancel()
                     return
                 server.shutdown()
+
+
+def _read_again(args: argparse.Namespace, embedded_seeds: tuple[str, ...] | None) -> Config:
+    """The configuration read again from the same sources (SIGHUP); the embedded cluster's
+    seeds, if rproxy started one, as they are."""
+    config = config_from_args(args, dict(os.environ))
+    return config if embedded_seeds is None else config.replace("proxy", seeds=embedded_seeds)
+
+
+def _reload(server: ProxyServer, reload: Callable[[], Config] | None, log: Any) -> None:
+    """SIGHUP: the runtime keys of the configuration read again are applied at once; other
+    changed keys are logged as needing a restart; a bad configuration is rejected, with the
+    reason, and the running one kept."""
+    if reload is None:
+        log.warning("config_reload_unavailable", reason="a worker takes its config from "
+                    "the supervisor")
+        return
+    try:
+        loaded = reload()
+    except ConfigError as exc:
+        log.error("config_reload_rejected", error=str(exc), kept="the running configuration")
+        return
+    config, applied, restart = reload_plan(server.config, loaded)
+    if applied:
+        server.reconfigure(config)
+        if "proxy.log_level" in applied:
+            logsetup.configure(config.proxy.log_level, config.proxy.log_format)
+    log.info("config_reloaded", applied=applied, needs_restart=restart)
+    if restart:
+        log.warning("config_reload_needs_restart", keys=restart)
 
 
 WORKER_ENV = "RPROXY_WORKER_CONFIG"
@@ -237,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if workers > 1:
             return _run_workers(config, workers)
-        trio.run(_serve, config)
+        trio.run(_serve, config, None if worker_config else partial(
+            _read_again, args, config.proxy.seeds if cluster is not None else None))
     except OSError as exc:
         print(f"rproxy: cannot serve on {config.proxy.listen}: {exc}", file=sys.stderr)
         return 1

@@ -234,6 +234,34 @@ class Config:
         return dataclasses.replace(self, **{section: sec}).validate()
 
 
+RUNTIME_KEYS = frozenset({
+    # The keys SIGHUP applies at once: the proxy reads them where it uses them. Every other
+    # changed key is logged as needing a restart, and keeps its running value.
+    "commands.cross_slot_writes", "commands.cross_slot_transactions", "limits.max_clients",
+    "proxy.log_level", "timeouts.client_idle_s",
+})
+
+
+def reload_plan(running: Config, loaded: Config) -> tuple[Config, list[str], list[str]]:
+    """A reloaded configuration against the running one: the configuration to run from now on
+    (the running one with the changed runtime keys of ``loaded``), the runtime keys changed,
+    and the changed keys that need a restart (``section.key``, sorted)."""
+    old, new = running.to_dict(), loaded.to_dict()
+    applied, restart = [], []
+    merged: dict[str, dict[str, Any]] = {section: dict(keys) for section, keys in old.items()}
+    for section, keys in new.items():
+        for key, value in keys.items():
+            if old[section].get(key) == value:
+                continue
+            name = f"{section}.{key}"
+            if name in RUNTIME_KEYS:
+                merged[section][key] = value
+                applied.append(name)
+            else:
+                restart.append(name)
+    return Config.from_dict(merged), sorted(applied), sorted(restart)
+
+
 def _coerce(key: str, value: Any, target: type[Any] | str, from_text: bool) -> Any:
     """Convert a file or environment value to the field's type, or raise naming the key."""
     t = target if isinstance(target, str) else target.__name__

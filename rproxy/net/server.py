@@ -73,12 +73,15 @@ class ProxyView:
         self._server = server
         self.process_id = os.getpid()
         self.run_id = secrets.token_hex(20)
-        self.max_clients = server.config.limits.max_clients
         self.read_from = server.router.read_from
 
     @property
     def redis_version(self) -> str:
         return self._server.cluster.redis_version
+
+    @property
+    def max_clients(self) -> int:
+        return self._server.config.limits.max_clients
 
     @property
     def port(self) -> int:
@@ -258,6 +261,13 @@ class ProxyServer:
     def shutdown(self) -> None:
         self._shutdown.set()
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: run from now on with ``config`` (its runtime keys changed only:
+        ``rproxy.core.config.reload_plan``); they are read where they are used."""
+        self.config = config
+        for plane in self.cluster.planes():
+            plane.config = config
+
     @property
     def draining(self) -> bool:
         return self._shutdown.is_set()
@@ -285,7 +295,6 @@ class ProxyServer:
     async def _housekeeping(self) -> None:
         """Keeps ``now`` current (a cheap timestamp for the data path, at most 0.1 s old) and
         closes idle clients (so ``client_idle_s`` is honoured to within 0.1 s)."""
-        idle = self.config.timeouts.client_idle_s
         bucket_s = self.config.metrics.hot_window_s / HOT_BUCKETS
         rotate_at = time.monotonic() + bucket_s
         while True:
@@ -294,6 +303,7 @@ class ProxyServer:
             if self.now >= rotate_at:
                 self.hot.rotate()
                 rotate_at = self.now + bucket_s
+            idle = self.config.timeouts.client_idle_s  # (SIGHUP may change it)
             if idle:
                 for session in list(self.sessions.values()):
                     if (not session.queue and self.now - session.last_active > idle

@@ -195,3 +195,50 @@ def test_a_second_signal_while_draining_stops_at_once(cluster) -> None:
         code, err = _stop(p)
     assert code == 0, err[-3000:]
     assert "second_signal_stopping_now" in err and "Traceback" not in err, err[-3000:]
+
+
+def test_sighup_applies_runtime_keys_and_keeps_the_config_on_errors(cluster,
+                                                                   tmp_path: Path) -> None:
+    """SIGHUP reads the config file again: a runtime key (commands.cross_slot_writes) is
+    applied at once, a key that needs a restart (proxy.listen) is logged as such and kept, and
+    a bad file is rejected with the reason, the running configuration kept."""
+    host, seed_port = cluster.seeds[0]
+    port = free_port()
+    cfg = tmp_path / "rproxy.toml"
+    base = f'[proxy]\nlisten = "127.0.0.1:{port}"\nseeds = ["{host}:{seed_port}"]\n'
+    cfg.write_text(base)
+    p = _start(["--config", str(cfg), "--log-format", "json"])
+    try:
+        c = redis.Redis(port=port, protocol=2)
+        wait_until(lambda: c.ping(), 30, "listening")
+        a, b = "hup:{a}:src", "hup:{b}:dst"
+        c.set(a, "v")
+        try:
+            c.rename(a, b)
+            raise AssertionError("a cross-slot RENAME is refused by default")
+        except redis.ResponseError as exc:
+            assert "hash to the same slot" in str(exc)
+        cfg.write_text(base.replace(str(port), str(free_port()))
+                       + '[commands]\ncross_slot_writes = "emulate"\n')
+        p.send_signal(signal.SIGHUP)
+        wait_until(lambda: _renamed(c, a, b), 10, "the runtime key applied")
+        cfg.write_text(base + '[commands]\ncross_slot_writes = "sometimes"\n')
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert c.rename(b, a)  # still emulated: the bad file was rejected
+    finally:
+        code, err = _stop(p)
+    assert code == 0
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    reloaded = [e for e in events if e.get("event") == "config_reloaded"]
+    assert reloaded and reloaded[0]["applied"] == ["commands.cross_slot_writes"]
+    assert reloaded[0]["needs_restart"] == ["proxy.listen"]
+    rejected = [e for e in events if e.get("event") == "config_reload_rejected"]
+    assert rejected and "commands.cross_slot_writes" in rejected[0]["error"]
+
+
+def _renamed(c: redis.Redis, a: str, b: str) -> bool:
+    try:
+        return bool(c.rename(a, b))
+    except redis.ResponseError:
+        return False

@@ -252,3 +252,17 @@ def test_documented_config_file_lists_every_key():
     for name in sections:
         keys = {f.name for f in dataclasses.fields(getattr(cfg, name))}
         assert set(data[name]) == keys, name
+
+
+def test_reload_plan_applies_runtime_keys_and_names_the_others() -> None:
+    from rproxy.core.config import reload_plan
+
+    running = Config().replace("proxy", listen="127.0.0.1:7777", seeds=("127.0.0.1:1",))
+    loaded = running.replace("commands", cross_slot_writes="emulate") \
+        .replace("limits", max_clients=50).replace("proxy", listen="127.0.0.1:7778")
+    config, applied, restart = reload_plan(running, loaded)
+    assert applied == ["commands.cross_slot_writes", "limits.max_clients"]
+    assert restart == ["proxy.listen"]
+    assert config.commands.cross_slot_writes == "emulate" and config.limits.max_clients == 50
+    assert config.proxy.listen == "127.0.0.1:7777"  # kept until a restart
+    assert reload_plan(running, running)[1:] == ([], [])
