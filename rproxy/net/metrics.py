@@ -192,6 +192,12 @@ class Collector:
             for field, name, text in CLUSTER_FIELDS}
         state = GaugeMetricFamily("redis_cluster_state", "1 if the node says cluster_state:ok",
                                   labels=["node"])
+        replica_offset = GaugeMetricFamily(
+            "redis_connected_slave_offset_bytes", "a replica's offset, as its master reports it",
+            labels=["node", "slave_ip", "slave_port", "slave_state"])
+        replica_lag = GaugeMetricFamily(
+            "redis_connected_slave_lag_seconds", "seconds since a replica's last ack, as its "
+            "master reports it", labels=["node", "slave_ip", "slave_port", "slave_state"])
         keys = GaugeMetricFamily("redis_db_keys", "keys per database", labels=["node", "db"])
         expiring = GaugeMetricFamily("redis_db_keys_expiring", "keys with an expiry per database",
                                      labels=["node", "db"])
@@ -215,6 +221,13 @@ class Collector:
             cstate = sections.get("cluster", {}).get("cluster_state")
             if cstate is not None:
                 state.add_metric([node], 1 if cstate == "ok" else 0)
+            for field, text in sections.get("replication", {}).items():
+                if field.startswith("slave") and field[5:].isdigit():  # slave0:ip=..,port=..
+                    replica = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
+                    labels = [node, replica.get("ip", ""), replica.get("port", ""),
+                              replica.get("state", "")]
+                    replica_offset.add_metric(labels, float(replica.get("offset", 0)))
+                    replica_lag.add_metric(labels, float(replica.get("lag", 0)))
             for db, text in sections.get("keyspace", {}).items():
                 fields = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
                 keys.add_metric([node, db], float(fields.get("keys", 0)))
@@ -224,6 +237,8 @@ class Collector:
         yield from families.values()
         yield from cluster.values()
         yield state
+        yield replica_offset
+        yield replica_lag
         yield keys
         yield expiring
 

@@ -74,6 +74,9 @@ def test_metrics_show_proxy_counters_and_every_node(observed, cluster) -> None:
                      f'{{node="127.0.0.1:{m.port}"}}') or 0 for m in cluster.masters())
     assert moved >= was + 50
     assert re.search(r'^redis_db_keys\{db="db0",node="[^"]+"\} [1-9]', after, re.M)
+    # each master reports its replica's offset and lag (redis_exporter's names)
+    assert len(re.findall(r'^redis_connected_slave_offset_bytes\{node=', after, re.M)) == 3
+    assert len(re.findall(r'^redis_connected_slave_lag_seconds\{node=', after, re.M)) == 3
 
 
 def test_metrics_show_the_hottest_slots_and_keys(observed, cluster) -> None:
