@@ -44,3 +44,38 @@ def test_alert_rules_cover_the_named_conditions() -> None:
         assert {"expr", "labels", "annotations"} <= set(rule)
         used = set(SERIES.findall(rule["expr"]))
         assert used and used <= EXPORTED, (rule["alert"], used - EXPORTED)
+
+
+def test_compose_stack_has_the_cluster_rproxy_prometheus_and_grafana() -> None:
+    compose = yaml.safe_load((CONFIG / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert [f"redis-{i}" for i in range(1, 7)] == sorted(s for s in services if s[:6] == "redis-")
+    assert "--cluster-replicas 1" in services["cluster-create"]["command"][0]
+    rproxy = services["rproxy"]
+    assert rproxy["environment"]["RPROXY_METRICS_LISTEN"].endswith(":9121")
+    assert rproxy["depends_on"]["cluster-create"]["condition"] == "service_completed_successfully"
+    prom = yaml.safe_load((CONFIG / "prometheus.yml").read_text())
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["rproxy:9121"]
+    assert prom["rule_files"] == ["/etc/prometheus/prometheus-alerts.yml"]
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "grafana-dashboard.json" in mounts and "provisioning" in mounts
+    for path in ("grafana/provisioning/datasources/prometheus.yml",
+                 "grafana/provisioning/dashboards/rproxy.yml"):
+        assert yaml.safe_load((CONFIG / path).read_text())["apiVersion"] == 1
+
+
+def test_k8s_sidecar_probes_and_its_config(tmp_path: Path) -> None:
+    from rproxy.core.config import load
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CONFIG / "k8s-sidecar.yaml").read_text())}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    rproxy = next(c for c in pod["containers"] if c["name"] == "rproxy")
+    assert rproxy["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert rproxy["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert {p["containerPort"] for p in rproxy["ports"]} == {7777, 9121}
+    assert rproxy["resources"]["limits"] and rproxy["securityContext"]["runAsNonRoot"]
+    assert rproxy["envFrom"] == [{"secretRef": {"name": "rproxy-secrets"}}]
+    toml = tmp_path / "rproxy.toml"
+    toml.write_text(docs["ConfigMap"]["data"]["rproxy.toml"])
+    config = load(toml, {})  # the ConfigMap's file is a valid rproxy configuration
+    assert config.metrics.listen == "0.0.0.0:9121" and config.proxy.seeds
