@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import redis
 
+from rproxy.core.slots import key_slot
 from tests.support import free_port, wait_until
 
 
@@ -242,3 +244,92 @@ def _renamed(c: redis.Redis, a: str, b: str) -> bool:
         return bool(c.rename(a, b))
     except redis.ResponseError:
         return False
+
+
+def test_sigterm_under_load_with_dedicated_connections(cluster) -> None:
+    """SIGTERM while pipelined writers, WATCH/MULTI/EXEC loops (leased connections) and blocked
+    BLPOPs are running: rproxy stops accepting, answers what it received, closes the clients
+    within the grace period and exits 0; no reply frame is cut in half, and every write it
+    acknowledged is in the cluster."""
+    from rproxy.core.resp import ReplyFramer, encode_command
+    from tests.support import node_client
+
+    host, seed_port = cluster.seeds[0]
+    port = free_port()
+    p = _start(["--listen", f"127.0.0.1:{port}", "--seed", f"{host}:{seed_port}",
+                "--log-level", "warning"], {"RPROXY_TIMEOUTS_SHUTDOWN_GRACE_S": "3"})
+    run = os.urandom(3).hex()
+    acked: dict[str, int] = {}
+    torn: list[str] = []
+    try:
+        wait_until(lambda: redis.Redis(port=port, protocol=2).ping(), 30, "listening")
+
+        def writer(w: int) -> None:
+            framer, got = ReplyFramer(False), 0
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                try:
+                    for batch in range(10 ** 6):
+                        s.sendall(b"".join(encode_command(
+                            [b"SET", f"term:{run}:{w}:{batch}:{i}".encode(), b"v"])
+                            for i in range(50)))
+                        need = got + 50
+                        while got < need:
+                            data = s.recv(65536)
+                            if not data:
+                                raise ConnectionError
+                            replies = framer.feed(data)
+                            assert all(r == b"+OK\r\n" for r in replies), replies[:2]
+                            got += len(replies)
+                except (ConnectionError, OSError):
+                    pass
+            if not framer.idle:
+                torn.append(f"writer {w}")
+            acked[f"w{w}"] = got
+
+        def watcher(w: int) -> None:
+            r = redis.Redis(port=port, protocol=2, socket_timeout=10)
+            key, done = f"term:{run}:watch:{w}", 0
+            try:
+                while True:
+                    with r.pipeline() as pipe:
+                        pipe.watch(key)
+                        value = int(pipe.get(key) or 0)
+                        pipe.multi()
+                        pipe.set(key, value + 1)
+                        if pipe.execute() == [True]:
+                            done += 1
+            except (redis.ConnectionError, redis.TimeoutError, redis.WatchError):
+                pass
+            acked[f"watch{w}"] = done
+
+        def blocked(w: int) -> None:
+            try:
+                redis.Redis(port=port, protocol=2, socket_timeout=20).blpop(
+                    [f"term:{run}:never:{w}"], 0)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
+
+        threads = ([threading.Thread(target=writer, args=(i,)) for i in range(3)]
+                   + [threading.Thread(target=watcher, args=(i,)) for i in range(2)]
+                   + [threading.Thread(target=blocked, args=(i,)) for i in range(2)])
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        p.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "a client hung"
+    finally:
+        code, err = _stop(p)
+    assert code == 0, err[-2000:]
+    assert not torn, torn
+    direct = [node_client(m) for m in cluster.masters()]
+    for w in range(3):
+        assert acked[f"w{w}"] > 0
+        stored = sum(len(list(c.scan_iter(match=f"term:{run}:{w}:*", count=1000)))
+                     for c in direct)
+        assert stored >= acked[f"w{w}"], (w, stored, acked[f"w{w}"])
+    for w in range(2):
+        key = f"term:{run}:watch:{w}"
+        owner = cluster.master_of_slot(key_slot(key.encode()))
+        assert int(node_client(owner).get(key) or 0) >= acked[f"watch{w}"] > 0
