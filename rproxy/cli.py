@@ -123,6 +123,7 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(config.proxy.gc_threshold, gen1, gen2)
     server = ProxyServer(config)
+    server.on_log_level = lambda level: logsetup.configure(level, server.config.proxy.log_format)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)
         host = config.listen_addr[0]

@@ -1,16 +1,19 @@
 """The ``PROXY`` command family: the proxy's view of itself and of the cluster, sans-IO.
 
 ``PROXY HELP``, ``PROXY INFO``, ``PROXY NODES``, ``PROXY SLOTS``, ``PROXY HOTSLOTS [n]`` and
-``PROXY HOTKEYS [n]`` (sampled: rproxy/core/hotspots.py), ``PROXY CONFIG GET <pattern>`` and
-``PROXY EXPLAIN <command ...>`` -- how rproxy would route a command (its keys'
-slots and their masters, split, emulated, refused, answered by rproxy, sent to every master,
-on a dedicated connection or not) without running it. Replies are built in the client's
-protocol (maps in RESP3, flat arrays in RESP2, as Redis builds ``CONFIG GET``).
+``PROXY HOTKEYS [n]`` (sampled: rproxy/core/hotspots.py), ``PROXY CONFIG GET <pattern>``,
+``PROXY CONFIG SET <key> <value>`` (a runtime key: the server applies the ``ConfigChange``),
+and ``PROXY EXPLAIN <command ...>``: how rproxy would route a command (its keys' slots and
+their masters, split, emulated, refused, answered by rproxy, sent to every master, on a
+dedicated connection or not) without running it. ``PROXY CLIENTS`` is answered in
+rproxy/core/local_commands.py (CLIENT LIST's lines). Replies are built in the client's protocol
+(maps in RESP3, flat arrays in RESP2, as Redis builds ``CONFIG GET``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from typing import Protocol
 
 from rproxy.core import errors, resp
@@ -64,6 +67,10 @@ HELP = [
     "    The most used keys over the sampling window, hottest first: key, samples.",
     "CONFIG GET <pattern>",
     "    The configuration keys (section.key) matching the glob pattern, and their values.",
+    "CONFIG SET <key> <value>",
+    "    Set a key that can change at run time (as SIGHUP applies it).",
+    "CLIENTS",
+    "    The proxy's client connections, one CLIENT LIST line each.",
     "EXPLAIN <command> [<arg> ...]",
     "    How rproxy would route the command, without running it.",
     "HELP",
@@ -71,7 +78,15 @@ HELP = [
 ]
 
 
-def run(protocol: int, argv: list[bytes], view: AdminView) -> bytes:
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """PROXY CONFIG SET: the server sets a runtime key (``rproxy.core.config.set_runtime``)."""
+
+    key: str
+    value: str
+
+
+def run(protocol: int, argv: list[bytes], view: AdminView) -> bytes | ConfigChange:
     if len(argv) < 2:
         return errors.wrong_arity(b"proxy")
     sub = argv[1].upper()
@@ -92,6 +107,9 @@ def run(protocol: int, argv: list[bytes], view: AdminView) -> bytes:
         owner = view.slotmap.owner if view.slotmap is not None else None
         return resp.encode_value([[s, c, _node(owner[s]) if owner is not None else ""]
                                   for s, c in view.hot.top_slots(n)])
+    if sub == b"CONFIG" and len(argv) == 5 and argv[2].upper() == b"SET":
+        return ConfigChange(argv[3].decode(errors="replace").lower(),
+                            argv[4].decode(errors="replace"))
     if sub == b"CONFIG" and len(argv) == 4 and argv[2].upper() == b"GET":
         pattern = argv[3].decode(errors="replace").lower()
         return resp.encode_map([(k, v) for k, v in view.config_items()

@@ -262,6 +262,17 @@ def reload_plan(running: Config, loaded: Config) -> tuple[Config, list[str], lis
     return Config.from_dict(merged), sorted(applied), sorted(restart)
 
 
+def set_runtime(running: Config, name: str, text: str) -> Config:
+    """``running`` with the runtime key ``name`` (``section.key``) set from ``text`` (PROXY
+    CONFIG SET), validated; ConfigError names what is wrong."""
+    if name not in RUNTIME_KEYS:
+        raise ConfigError(f"{name}: not a key that can change at run time (those are: "
+                          f"{', '.join(sorted(RUNTIME_KEYS))}); others need a restart")
+    section, key = name.split(".", 1)
+    target = _section_types(running)[section][key]
+    return running.replace(section, **{key: _coerce(name, text, target, from_text=True)})
+
+
 def _coerce(key: str, value: Any, target: type[Any] | str, from_text: bool) -> Any:
     """Convert a file or environment value to the field's type, or raise naming the key."""
     t = target if isinstance(target, str) else target.__name__

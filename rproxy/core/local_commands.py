@@ -96,7 +96,8 @@ class Kill:
     old_form: bool = False
 
 
-Reply = bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait | Kill
+Reply = (bytes | AllMasters | ToSlot | ToLease | Unblock | Subscribe | Wait | Kill
+         | admin.ConfigChange)
 
 
 class ProxyView(admin.AdminView, Protocol):
@@ -784,7 +785,11 @@ def _pubsub_numpat(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _proxy(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    """PROXY HELP / INFO / NODES / SLOTS / CONFIG GET / EXPLAIN (rproxy/core/admin.py)."""
+    """PROXY CLIENTS here (CLIENT LIST's lines); the rest of the family in
+    rproxy/core/admin.py."""
+    if len(argv) == 2 and argv[1].upper() == b"CLIENTS":
+        return resp.verbatim(b"".join(_client_line(row) + b"\n" for row in view.clients()),
+                             c.protocol)
     return admin.run(c.protocol, argv, view)
 
 

@@ -24,7 +24,7 @@ from rproxy import __version__
 from rproxy.core import errors, local_commands
 from rproxy.core.client import ClientInfo
 from rproxy.core.commands import CommandTable
-from rproxy.core.config import Config, parse_addr
+from rproxy.core.config import Config, ConfigError, parse_addr, set_runtime
 from rproxy.core.hotspots import HotSpots
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.stats import Stats
@@ -166,6 +166,8 @@ class ProxyServer:
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0
         self.metrics_port = 0  # the metrics endpoint's, once it listens
+        # How a new proxy.log_level takes effect (the command line sets it: rproxy.log)
+        self.on_log_level: Callable[[str], None] | None = None
         self.started_at = time.time()
         self.now = time.monotonic()
         self.view = ProxyView(self)
@@ -260,6 +262,18 @@ class ProxyServer:
 
     def shutdown(self) -> None:
         self._shutdown.set()
+
+    def set_config(self, key: str, value: str) -> bytes:
+        """PROXY CONFIG SET: one runtime key, applied as SIGHUP applies it."""
+        try:
+            config = set_runtime(self.config, key, value)
+        except ConfigError as exc:
+            return errors.error_reply(b"ERR " + str(exc).encode())
+        self.reconfigure(config)
+        if key == "proxy.log_level" and self.on_log_level is not None:
+            self.on_log_level(config.proxy.log_level)
+        log.info("config_set", key=key, value=value)
+        return b"+OK\r\n"
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: run from now on with ``config`` (its runtime keys changed only:

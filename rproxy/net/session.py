@@ -32,6 +32,7 @@ from typing import Protocol
 import structlog
 
 from rproxy.core import errors, local_commands, resp
+from rproxy.core.admin import ConfigChange
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
 from rproxy.core.config import Config
@@ -94,6 +95,8 @@ class SessionHost(Protocol):
     def on_session_closed(self, session: ClientSession) -> None: ...
 
     def session_by_id(self, client_id: int) -> ClientSession | None: ...
+
+    def set_config(self, key: str, value: str) -> bytes: ...  # PROXY CONFIG SET
 
     def all_sessions(self) -> list[ClientSession]: ...
 
@@ -358,6 +361,8 @@ class ClientSession(StatefulModes):
             self.router.route(parent.child(0, result.command, result.slot, readonly=True))
         elif isinstance(result, ToLease):  # WATCH
             self.watch(result.parts, result.keys)
+        elif isinstance(result, ConfigChange):  # PROXY CONFIG SET
+            self.reply_local(self.host.set_config(result.key, result.value))
         else:
             self.unblock(result.client_id, result.error)
         if subs is not None and self.client.subs is None:  # RESET: every subscription goes

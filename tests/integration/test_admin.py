@@ -106,3 +106,28 @@ def test_a_skewed_load_shows_its_slot_and_key_first(r: redis.Redis, cluster) -> 
     assert keys == [[hot_key.encode(), keys[0][1]]] and keys[0][1] >= 400 // 16
     with pytest.raises(redis.ResponseError, match="non-negative integer"):
         r.execute_command("PROXY", "HOTSLOTS", "-1")
+
+
+def test_config_set_of_a_runtime_key_and_clients(cluster) -> None:
+    """PROXY CONFIG SET changes a runtime key at once (as SIGHUP does); other keys are refused
+    naming those that can change; PROXY CLIENTS lists the connections."""
+    from tests.support import ProxyThread, proxy_config
+
+    with ProxyThread(proxy_config(cluster.seeds)) as p:
+        r = p.client()
+        r.set(A, "v")
+        with pytest.raises(redis.ResponseError, match="hash to the same slot"):
+            r.rename(A, B)
+        assert r.execute_command("PROXY", "CONFIG", "SET", "commands.cross_slot_writes",
+                                 "emulate") == b"OK"
+        assert r.rename(A, B)
+        assert r.execute_command("PROXY", "CONFIG", "GET", "commands.cross_slot_writes") == [
+            b"commands.cross_slot_writes", b"emulate"]
+        with pytest.raises(redis.ResponseError, match="proxy.listen: not a key that can change"):
+            r.execute_command("PROXY", "CONFIG", "SET", "proxy.listen", "127.0.0.1:1")
+        with pytest.raises(redis.ResponseError, match="expected refuse or emulate"):
+            r.execute_command("PROXY", "CONFIG", "SET", "commands.cross_slot_writes", "maybe")
+        assert r.execute_command("PROXY", "CONFIG", "SET", "limits.max_clients", "7") == b"OK"
+        assert r.info("clients")["maxclients"] == 7
+        lines = r.execute_command("PROXY", "CLIENTS").decode().splitlines()
+        assert len(lines) >= 1 and all(line.startswith("id=") for line in lines)
