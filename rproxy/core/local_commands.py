@@ -462,6 +462,8 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
     every = not wanted or wanted & {"default", "all", "everything"}
     chosen = [n for n in _INFO_SECTIONS if every or n in wanted]
+    if wanted & {"hotslots", "all", "everything"}:  # (not a default section)
+        chosen.append("hotslots")
 
     def figures(section: str) -> list[tuple[str, object]]:
         return [(st.name, view.stat(st.name)) for st in stats.section(section)]
@@ -520,6 +522,14 @@ def _info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
                 ]))
             elif name == "proxy":
                 sections.append(("Proxy", [*figures("proxy"), ("read_from", view.read_from)]))
+            elif name == "hotslots":  # sampled: rproxy/core/hotspots.py, PROXY HOTSLOTS
+                slotmap = view.slotmap
+                hot: list[tuple[str, object]] = []
+                for i, (slot, count) in enumerate(view.hot.top_slots(10)):
+                    addr = slotmap.owner[slot] if slotmap is not None else None
+                    node = f"{addr[0]}:{addr[1]}" if addr is not None else ""
+                    hot.append((f"hot_slot_{i}", f"slot={slot},samples={count},node={node}"))
+                sections.append(("Hotslots", hot))
         return resp.verbatim(merge.format_info(sections), c.protocol)
 
     remote = [n for n in chosen if n in _FROM_MASTERS]

@@ -131,3 +131,13 @@ def test_config_set_of_a_runtime_key_and_clients(cluster) -> None:
         assert r.info("clients")["maxclients"] == 7
         lines = r.execute_command("PROXY", "CLIENTS").decode().splitlines()
         assert len(lines) >= 1 and all(line.startswith("id=") for line in lines)
+
+
+def test_info_hotslots_section(r: redis.Redis) -> None:
+    key = f"infohot:{RUN}"
+    for _ in range(1500):  # (hotter than what other tests of this module sampled)
+        r.get(key)
+    info = r.info("hotslots")
+    assert info["hot_slot_0"]["slot"] == key_slot(key.encode())
+    assert info["hot_slot_0"]["samples"] >= 1500
+    assert "hot_slot_0" not in r.info()  # not a default section
