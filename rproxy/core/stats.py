@@ -68,6 +68,8 @@ STATS: tuple[Stat, ...] = (
          "backend connections carrying the proxy's pub/sub subscriptions (one per node)"),
     Stat("pubsub_messages", COUNTER, "proxy",
          "pub/sub messages received from the nodes for subscribed clients"),
+    Stat("client_input_bytes", COUNTER, "proxy", "bytes received from clients"),
+    Stat("client_output_bytes", COUNTER, "proxy", "bytes of replies written for clients"),
 )
 
 COUNTERS = tuple(s.name for s in STATS if s.kind == COUNTER)
@@ -92,6 +94,8 @@ class Stats:
     emulated_watched_transactions: int
     emulated_watch_window_us: int
     pubsub_messages: int
+    client_input_bytes: int
+    client_output_bytes: int
 
     def __init__(self) -> None:
         for name in COUNTERS:

@@ -6,7 +6,8 @@
   - the proxy's own figures, from the one table that declares them (rproxy/core/stats.py): a
     counter ``rproxy_<name>_total`` or a gauge ``rproxy_<name>``, with the table's help text;
   - every cluster node's figures under **redis_exporter's names** with a ``node`` label
-    (``redis_up``, ``redis_memory_used_bytes``, ``redis_commands_processed_total``,
+    (``redis_up``, ``redis_memory_used_bytes``, ``redis_commands_processed_total``, per command
+    ``redis_commands_total{cmd}`` and ``redis_commands_duration_seconds_total{cmd}``,
     ``redis_db_keys``, ``redis_master_repl_offset``, ``redis_cluster_state`` ...), read by
     ``ClusterPoller`` every ``metrics.cluster_poll_s`` on control connections of its own, so
     that dashboards and alerts written for redis_exporter work with rproxy as the one target;
@@ -106,7 +107,8 @@ class ClusterPoller:
 
         async def one(addr: Addr) -> None:
             try:
-                info = await control_command(addr, [b"INFO"], self.timeout)
+                info = await control_command(addr, [b"INFO", b"default", b"commandstats"],
+                                             self.timeout)
                 cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout)
             except (OSError, trio.TooSlowError, ControlError, ValueError):
                 found[addr] = None
@@ -198,6 +200,18 @@ class Collector:
         replica_lag = GaugeMetricFamily(
             "redis_connected_slave_lag_seconds", "seconds since a replica's last ack, as its "
             "master reports it", labels=["node", "slave_ip", "slave_port", "slave_state"])
+        per_cmd = {
+            "calls": CounterMetricFamily("redis_commands", "calls per command",
+                                         labels=["node", "cmd"]),
+            "usec": CounterMetricFamily("redis_commands_duration_seconds",
+                                        "seconds spent per command", labels=["node", "cmd"]),
+            "rejected_calls": CounterMetricFamily(
+                "redis_commands_rejected_calls", "calls refused before running, per command",
+                labels=["node", "cmd"]),
+            "failed_calls": CounterMetricFamily(
+                "redis_commands_failed_calls", "calls that failed while running, per command",
+                labels=["node", "cmd"]),
+        }
         keys = GaugeMetricFamily("redis_db_keys", "keys per database", labels=["node", "db"])
         expiring = GaugeMetricFamily("redis_db_keys_expiring", "keys with an expiry per database",
                                      labels=["node", "db"])
@@ -228,6 +242,13 @@ class Collector:
                               replica.get("state", "")]
                     replica_offset.add_metric(labels, float(replica.get("offset", 0)))
                     replica_lag.add_metric(labels, float(replica.get("lag", 0)))
+            for field, text in sections.get("commandstats", {}).items():
+                stats = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
+                cmd = field.removeprefix("cmdstat_")
+                for name, family in per_cmd.items():
+                    value = _number(stats.get(name))
+                    if value is not None:
+                        family.add_metric([node, cmd], value / 1e6 if name == "usec" else value)
             for db, text in sections.get("keyspace", {}).items():
                 fields = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
                 keys.add_metric([node, db], float(fields.get("keys", 0)))
@@ -239,6 +260,7 @@ class Collector:
         yield state
         yield replica_offset
         yield replica_lag
+        yield from per_cmd.values()
         yield keys
         yield expiring
 

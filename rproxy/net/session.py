@@ -175,6 +175,7 @@ class ClientSession(StatefulModes):
                 self._on_eof()
                 return
             self.last_active = self.host.now
+            self.stats.client_input_bytes += len(data)
             self.on_data(data)
 
     def on_data(self, data: bytes) -> None:
@@ -729,6 +730,7 @@ class ClientSession(StatefulModes):
             self._write(b"".join(replies))
 
     def _write(self, data: bytes) -> None:
+        self.stats.client_output_bytes += len(data)
         if self.wbuf:
             self.wbuf += data
             if len(self.wbuf) > self.output_limit:

@@ -74,6 +74,11 @@ def test_metrics_show_proxy_counters_and_every_node(observed, cluster) -> None:
                      f'{{node="127.0.0.1:{m.port}"}}') or 0 for m in cluster.masters())
     assert moved >= was + 50
     assert re.search(r'^redis_db_keys\{db="db0",node="[^"]+"\} [1-9]', after, re.M)
+    # per command, from each node's INFO commandstats (redis_exporter's names)
+    assert re.search(r'^redis_commands_total\{cmd="set",node="[^"]+"\} [1-9]', after, re.M)
+    assert re.search(r'^redis_commands_duration_seconds_total\{cmd="set",node=', after, re.M)
+    assert sample(after, "rproxy_client_input_bytes_total") > sample(
+        before, "rproxy_client_input_bytes_total")
     # each master reports its replica's offset and lag (redis_exporter's names)
     assert len(re.findall(r'^redis_connected_slave_offset_bytes\{node=', after, re.M)) == 3
     assert len(re.findall(r'^redis_connected_slave_lag_seconds\{node=', after, re.M)) == 3

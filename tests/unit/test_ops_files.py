@@ -21,7 +21,9 @@ EXPORTED = (
     | {name for _, name, _, _ in NODE_FIELDS} | {name for _, name, _ in CLUSTER_FIELDS}
     | {"redis_up", "redis_instance_info", "redis_cluster_state", "redis_db_keys",
        "redis_db_keys_expiring", "redis_connected_slave_offset_bytes",
-       "redis_connected_slave_lag_seconds"}
+       "redis_connected_slave_lag_seconds", "redis_commands_total",
+       "redis_commands_duration_seconds_total", "redis_commands_rejected_calls_total",
+       "redis_commands_failed_calls_total"}
 )
 
 
