@@ -96,6 +96,7 @@ class ClusterPoller:
         self.polled_at = 0.0
 
     async def run(self) -> None:
+        await self.cluster.ready.wait()  # (the first poll as soon as the nodes are known)
         while True:
             await self.poll()
             await trio.sleep(self.interval)
