@@ -358,17 +358,23 @@ class StatefulModes:
         """EXEC's nil (a WATCH conflict) in the client's protocol."""
         return resp.NULL3 if self.client.protocol == 3 else errors.WATCH_NIL
 
+    def _tx_block(self, owner: object, block: list[bytes], slot: int,
+                  watched: bool = False) -> TxBlock:
+        """A transaction's block (rproxy/net/transaction.py) for the slot's master, with the
+        cluster settings and EXEC's nil in the client's protocol."""
+        cfg = self.host.config.cluster
+        tx_block = TxBlock(owner, block, slot, self.router, self.cluster, self.reactor,
+                           cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s, watched)
+        tx_block.nil = self.nil_array()
+        return tx_block
+
     def _grouped(self, owner: object, tx: Transaction,
                  ran: tuple[int, bytes] | None = None) -> GroupedExec:
         """The EXEC of ``tx`` as one TxBlock per slot (rproxy/net/transaction.py), but for
         the group ``ran`` names, run already."""
-        cfg = self.host.config.cluster
-        router = self.router
 
         def make_block(parent: GroupedExec, slot: int, indexes: list[int]) -> TxBlock:
-            return TxBlock(parent, tx.group_block(indexes), slot, router, self.cluster,
-                           self.reactor, cfg.max_redirects, cfg.failover_hold_s,
-                           cfg.retry_backoff_s)
+            return self._tx_block(parent, tx.group_block(indexes), slot)
 
         def run_plan(parent: GroupedExec, i: int) -> Request:
             plan = tx.local[i]
@@ -474,11 +480,7 @@ class StatefulModes:
             return
         lease = next(iter(self.leases.values()), None)
         if lease is not None:  # even an empty transaction: a watched key may have changed
-            cfg = self.host.config.cluster
-            block = TxBlock(self, tx.block(), tx.slot, self.router, self.cluster, self.reactor,
-                            cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s,
-                            watched=True)
-            block.nil = self.nil_array()
+            block = self._tx_block(self, tx.block(), tx.slot, watched=True)
             self.queue.append(block)
             block.send(lease)
             # Given back at once: whatever the node answers to the block (the EXEC array, or
@@ -493,7 +495,6 @@ class StatefulModes:
         if reply is not None:
             self.reply_local(reply)
             return
-        cfg = self.host.config.cluster
         if tx.several:  # over several slots, emulated: one block per slot
             grouped = self._grouped(self, tx)
             self.queue.append(grouped)
@@ -505,8 +506,7 @@ class StatefulModes:
         slot = tx.slot
         if slot < 0:  # keyless: spread over the masters by client
             slot = router.master_slots[self.id % len(router.master_slots)]
-        block = TxBlock(self, tx.block(), slot, router, self.cluster, self.reactor,
-                        cfg.max_redirects, cfg.failover_hold_s, cfg.retry_backoff_s)
+        block = self._tx_block(self, tx.block(), slot)
         self.queue.append(block)
         block.send()
 

@@ -172,12 +172,12 @@ class GroupedExec(FanOut):
 
 
 class WatchLocks:
-    """The keys that emulated transactions watching several masters are checking and writing
-    now, in this proxy process. Such a transaction starts only when none of its watched keys
-    is held by another one (``acquire``; else it waits its turn, in order), so two clients'
-    WATCH / MULTI / EXEC loops on the same keys never both pass their checks inside each
-    other's window. Writes by anything else (a plain SET, another proxy) are not ordered by
-    it."""
+    """The keys that emulated transactions whose watches are checked before their writes
+    (``WatchedExec`` without ``first``) are checking and writing now, in this proxy process.
+    Such a transaction starts only when none of its watched keys is held by another one
+    (``acquire``; else it waits its turn, in order), so two clients' WATCH / MULTI / EXEC
+    loops on the same keys never both pass their checks inside each other's window. Writes by
+    anything else (a plain SET, another proxy) are not ordered by it."""
 
     def __init__(self) -> None:
         self.held: set[bytes] = set()
