@@ -73,6 +73,8 @@ HELP = [
     "    The proxy's client connections, one CLIENT LIST line each.",
     "EXPLAIN <command> [<arg> ...]",
     "    How rproxy would route the command, without running it.",
+    "SLOWLOG GET [<count>] | LEN | RESET",
+    "    The masters' own slow logs, merged newest first (SLOWLOG is the proxy's).",
     "HELP",
     "    Print this help.",
 ]
@@ -117,7 +119,7 @@ def run(protocol: int, argv: list[bytes], view: AdminView) -> bytes | ConfigChan
     if sub == b"EXPLAIN" and len(argv) >= 3:
         return resp.encode_map(explain(argv[2:], view), protocol)
     if sub in (b"HELP", b"INFO", b"NODES", b"SLOTS", b"CONFIG", b"EXPLAIN", b"HOTSLOTS",
-               b"HOTKEYS"):
+               b"HOTKEYS", b"SLOWLOG", b"CLIENTS"):
         return errors.error_reply(
             b"ERR unknown subcommand or wrong number of arguments for '%s'. Try PROXY HELP."
             % argv[1])

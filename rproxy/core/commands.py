@@ -52,6 +52,8 @@ class CommandInfo:
     subcommands: dict[bytes, CommandInfo] = field(default_factory=dict)
 
     readonly: bool = False  # the "readonly" flag, kept as a field: read on every command
+    # Commands of this name clients sent (the session counts them: ``info.calls += 1``).
+    calls: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         self.readonly = b"readonly" in self.flags
@@ -210,6 +212,7 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"HELLO": (Route.LOCAL, ""),
     b"INFO": (Route.LOCAL, ""),
     b"PROXY": (Route.LOCAL, ""),  # the proxy's own admin commands: rproxy.core.admin
+    b"SLOWLOG": (Route.LOCAL, ""),  # the proxy's own (the nodes': PROXY SLOWLOG)
     b"AUTH": (Route.LOCAL, ""),
     b"RESET": (Route.LOCAL, ""),
     b"READONLY": (Route.LOCAL, ""),
@@ -233,9 +236,6 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"FUNCTION|FLUSH": (Route.ALL_MASTERS, ""),
     b"FUNCTION|RESTORE": (Route.ALL_MASTERS, ""),
     b"FUNCTION|KILL": (Route.ALL_MASTERS, ""),
-    b"SLOWLOG|GET": (Route.ALL_MASTERS, ""),
-    b"SLOWLOG|LEN": (Route.ALL_MASTERS, ""),
-    b"SLOWLOG|RESET": (Route.ALL_MASTERS, ""),
     # every node, replicas included
     b"CONFIG|SET": (Route.ALL_NODES, ""),
     b"CONFIG|RESETSTAT": (Route.ALL_NODES, ""),
@@ -372,6 +372,17 @@ class CommandTable:
     def names(self) -> list[bytes]:
         return sorted(self._by_name)
 
+    def calls(self) -> list[tuple[bytes, int]]:
+        """(name, commands clients sent) for every command sent at least once; subcommands as
+        ``CONTAINER|SUB``, a container's own count for its unknown subcommands, b"" for
+        unknown commands."""
+        out = []
+        for info in [*self._by_name.values(), self._unknown]:
+            for i in (info, *info.subcommands.values()):
+                if i.calls:
+                    out.append((i.name, i.calls))
+        return out
+
     def lookup(self, argv: list[bytes]) -> CommandInfo:
         """The info that governs ``argv``: the subcommand's where the command has them."""
         info = self._by_name.get(argv[0]) or self._by_name.get(argv[0].upper()) or self._unknown
@@ -380,6 +391,14 @@ class CommandTable:
             if sub is not None:
                 return sub
         return info
+
+    def lookup_encoded(self, data: bytes) -> CommandInfo:
+        """``lookup`` of a command encoded as a multibulk (only its first two arguments are
+        read); the unknown command's info if ``data`` is not one."""
+        if data[:1] != b"*":
+            return self._unknown
+        parts = data.split(b"\r\n", 5)
+        return self.lookup(parts[2:5:2] if len(parts) > 5 else parts[2:3])
 
     def blocks(self, info: CommandInfo, argv: list[bytes]) -> bool:
         """True if this call would block its connection (XREAD/XREADGROUP with BLOCK)."""

@@ -156,6 +156,10 @@ class MetricsSection:
     hot_window_s: float = 60.0  # the sliding window of PROXY HOTSLOTS / HOTKEYS
     hot_top_n: int = 10  # hot slots and keys exported in /metrics (bounded cardinality)
     hot_keys: bool = True  # export hot keys (names of keys) in /metrics
+    # The proxy's SLOWLOG (Redis's names): commands at least this many microseconds end to
+    # end are logged (0: every command, < 0: none), the newest slowlog_max_len kept.
+    slowlog_log_slower_than: int = 10000
+    slowlog_max_len: int = 128
 
     def validate(self) -> None:
         if self.listen:
@@ -165,6 +169,9 @@ class MetricsSection:
                 raise ConfigError(f"metrics.{key}: must be > 0, got {getattr(self, key)!r}")
         if not 0 <= self.hot_top_n <= 1000:
             raise ConfigError(f"metrics.hot_top_n: must be 0..1000, got {self.hot_top_n!r}")
+        if self.slowlog_max_len < 0:
+            raise ConfigError(
+                f"metrics.slowlog_max_len: must be >= 0, got {self.slowlog_max_len!r}")
 
 
 @dataclass(frozen=True)
@@ -238,7 +245,8 @@ RUNTIME_KEYS = frozenset({
     # The keys SIGHUP applies at once: the proxy reads them where it uses them. Every other
     # changed key is logged as needing a restart, and keeps its running value.
     "commands.cross_slot_writes", "commands.cross_slot_transactions", "limits.max_clients",
-    "proxy.log_level", "timeouts.client_idle_s",
+    "proxy.log_level", "timeouts.client_idle_s", "metrics.slowlog_log_slower_than",
+    "metrics.slowlog_max_len",
 })
 
 

@@ -18,7 +18,9 @@ from typing import Protocol
 from rproxy.core import admin, errors, merge, pubsub, resp, stats
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
+from rproxy.core.planner import fanout_merge
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
+from rproxy.core.slowlog import SlowLog
 from rproxy.core.transaction import Transaction
 
 Merge = Callable[[list[bytes]], bytes]
@@ -128,6 +130,8 @@ class ProxyView(admin.AdminView, Protocol):
     def pubsub(self) -> pubsub.PubSubView: ...  # the proxy's shared subscriptions
     @property
     def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
+    @property
+    def slowlog(self) -> SlowLog: ...  # the proxy's own (SLOWLOG)
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -794,17 +798,38 @@ def _pubsub_numpat(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return AllMasters(resp.encode_command(argv), total, True, every_node=True)
 
 
+def _slowlog(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """SLOWLOG GET / LEN / RESET / HELP: the proxy's own slow log (rproxy/core/slowlog.py),
+    the one thing here a handler may change beside the client's state (RESET)."""
+    return view.slowlog.command(argv)
+
+
+_NODE_SLOWLOG = {b"GET": 4, b"LEN": 3, b"RESET": 3}  # PROXY SLOWLOG <sub>: most arguments
+
+
 def _proxy(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    """PROXY CLIENTS here (CLIENT LIST's lines); the rest of the family in
+    """PROXY CLIENTS here (CLIENT LIST's lines) and PROXY SLOWLOG GET [n] / LEN / RESET (the
+    masters' own slow logs, merged newest first); the rest of the family in
     rproxy/core/admin.py."""
-    if len(argv) == 2 and argv[1].upper() == b"CLIENTS":
+    sub = argv[1].upper() if len(argv) > 1 else b""
+    if len(argv) == 2 and sub == b"CLIENTS":
         return resp.verbatim(b"".join(_client_line(row) + b"\n" for row in view.clients()),
                              c.protocol)
+    if sub == b"SLOWLOG" and len(argv) > 2:
+        what = argv[2].upper()
+        if len(argv) <= _NODE_SLOWLOG.get(what, 0):
+            command = [b"SLOWLOG", *argv[2:]]
+            return AllMasters(resp.encode_command(command),
+                              fanout_merge(b"SLOWLOG|" + what, command), what != b"RESET")
     return admin.run(c.protocol, argv, view)
 
 
 _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] = {
     b"PROXY": _proxy,
+    b"SLOWLOG|GET": _slowlog,
+    b"SLOWLOG|LEN": _slowlog,
+    b"SLOWLOG|RESET": _slowlog,
+    b"SLOWLOG|HELP": _slowlog,
     b"SUBSCRIBE": _subscription,
     b"UNSUBSCRIBE": _subscription,
     b"PSUBSCRIBE": _subscription,

@@ -740,6 +740,13 @@ def scan_reply(buf: bytes, pos: int, n: int, left: int,
     return pos, left, 0
 
 
+def decode_command(data: bytes) -> list[bytes]:
+    """The argv of one request as the proxy encoded it (a multibulk of bulk strings); [] if
+    ``data`` is not one."""
+    argv = parse_reply(data)
+    return argv if isinstance(argv, list) else []
+
+
 def parse_reply(raw: bytes) -> object:
     """Decode one raw reply (for the few places the proxy needs a value). Errors come back
     as ``hiredis.ReplyError`` instances."""

@@ -37,6 +37,8 @@ STATS: tuple[Stat, ...] = (
     Stat("pubsubshard_channels", GAUGE, "stats", "shard channels with a subscribed client"),
     # -- backends and failover (the cluster manager and the shared pool) ----------------------
     Stat("backend_connections", GAUGE, "proxy", "backend connections open or opening"),
+    Stat("backend_connections_ready", GAUGE, "proxy",
+         "backend connections ready to carry requests (the others are connecting)"),
     Stat("held_requests", GAUGE, "proxy",
          "requests waiting for a shard's master to come back, or for a retry"),
     Stat("held_expired", COUNTER, "proxy",
@@ -46,6 +48,18 @@ STATS: tuple[Stat, ...] = (
     Stat("outcome_unknown_errors", COUNTER, "proxy",
          "written, non-idempotent requests failed because their connection was lost"),
     Stat("slotmap_refreshes", COUNTER, "proxy", "slot maps read from the cluster"),
+    Stat("slotmap_age_seconds", GAUGE, "proxy", "seconds since the slot map was last read"),
+    Stat("moved_redirects", COUNTER, "proxy",
+         "MOVED replies rproxy followed (the slot has a new owner); never seen by a client"),
+    Stat("ask_redirects", COUNTER, "proxy",
+         "ASK replies rproxy followed (the slot is migrating); never seen by a client"),
+    Stat("tryagain_retries", COUNTER, "proxy",
+         "TRYAGAIN replies rproxy retried (keys of one command split by a migration)"),
+    Stat("cross_slot_splits", COUNTER, "proxy",
+         "commands over several slots split per slot, the replies merged (MGET, MSET, DEL ...)"),
+    Stat("cross_slot_emulations", COUNTER, "proxy",
+         "commands over several slots emulated: reads computed from per-key reads, writes in "
+         "steps (cross_slot_writes)"),
     Stat("slotmap_epoch", GAUGE, "proxy", "slot-map version: grows when a slot changes owner"),
     Stat("failed_masters", GAUGE, "proxy", "masters the cluster marked failed, not replaced yet"),
     Stat("unreachable_nodes", GAUGE, "proxy", "nodes whose connection is lost"),
@@ -70,15 +84,41 @@ STATS: tuple[Stat, ...] = (
          "pub/sub messages received from the nodes for subscribed clients"),
     Stat("client_input_bytes", COUNTER, "proxy", "bytes received from clients"),
     Stat("client_output_bytes", COUNTER, "proxy", "bytes of replies written for clients"),
+    Stat("slowlog_len", GAUGE, "proxy", "entries in the proxy's SLOWLOG"),
 )
 
 COUNTERS = tuple(s.name for s in STATS if s.kind == COUNTER)
 
 
-class Stats:
-    """The counters of one proxy process (see ``STATS``)."""
+class ErrorCounts:
+    """Error replies clients got, by command (its table name, b"" if unknown) and error code
+    (the first word: ERR, WRONGTYPE, NOSCRIPT ...). As Redis's error statistics, at most
+    ``MAX_CODES`` distinct codes are kept apart (a script may invent any): the rest count as
+    ``OTHER``. Counted when the reply leaves for the client (rproxy/net/session.py)."""
 
-    __slots__ = COUNTERS
+    MAX_CODES = 128
+
+    __slots__ = ("counts", "codes")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[bytes, bytes], int] = {}
+        self.codes: set[bytes] = set()
+
+    def add(self, command: bytes, reply: bytes) -> None:
+        code = reply[1:33].split(b" ", 1)[0].split(b"\r", 1)[0]
+        if code not in self.codes:
+            if len(self.codes) >= self.MAX_CODES:
+                code = b"OTHER"
+            else:
+                self.codes.add(code)
+        key = (command, code)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+class Stats:
+    """The counters of one proxy process (see ``STATS``), and the error counts."""
+
+    __slots__ = (*COUNTERS, "errors")
     # Spelled out for readers and type checkers; a test checks they equal COUNTERS.
     total_connections_received: int
     total_commands_processed: int
@@ -87,6 +127,11 @@ class Stats:
     retried_requests: int
     outcome_unknown_errors: int
     slotmap_refreshes: int
+    moved_redirects: int
+    ask_redirects: int
+    tryagain_retries: int
+    cross_slot_splits: int
+    cross_slot_emulations: int
     leases_refused: int
     emulated_transactions: int
     emulated_transaction_groups: int
@@ -100,6 +145,7 @@ class Stats:
     def __init__(self) -> None:
         for name in COUNTERS:
             setattr(self, name, 0)
+        self.errors = ErrorCounts()
 
     def get(self, name: str) -> int:
         value: int = getattr(self, name)

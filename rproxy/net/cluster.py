@@ -77,6 +77,7 @@ class ClusterManager:
         self.reactor = reactor
         self.router = router
         self.stats = stats
+        self.map_read_at = 0.0  # time.monotonic() of the last slot map read (0: none yet)
         self.main = main  # the RESP2 manager, if this is its RESP3 plane
         self.resp3 = main is not None
         self._resp3: ClusterManager | None = None  # the RESP3 plane, once a client asks
@@ -191,6 +192,7 @@ class ClusterManager:
                 continue
             self.install(slotmap)
             self.stats.slotmap_refreshes += 1
+            self.map_read_at = time.monotonic()
             if self.unreachable:
                 self.unreachable = False
                 log.info("cluster_reachable_again", node=f"{addr[0]}:{addr[1]}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -30,13 +31,19 @@ import h11
 import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from rproxy.core.config import MetricsSection
 from rproxy.core.hotspots import HotSpots
 from rproxy.core.merge import parse_info_text
 from rproxy.core.slots import SLOTS
-from rproxy.core.stats import COUNTER, STATS
+from rproxy.core.slowlog import Latency
+from rproxy.core.stats import COUNTER, STATS, ErrorCounts
 from rproxy.core.topology import Addr
 from rproxy.net.cluster import ClusterManager
 from rproxy.net.control import ControlError, control_command
@@ -133,22 +140,61 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-class Collector:
-    """prometheus-client's custom collector: everything is read when scraped. ``stat`` reads a
-    figure of rproxy/core/stats.py by name (the server's, as INFO does)."""
+@dataclass(frozen=True)
+class ProxyFigures:
+    """What the proxy's own metrics read: ``stat`` a figure of rproxy/core/stats.py by name
+    (the server's, as INFO does), ``calls`` the commands by name (the command table's
+    counts), ``errors`` the error replies by command and code, ``latency`` the sampled
+    latency histograms, ``hot`` the sampled hot slots and keys."""
 
-    def __init__(self, stat: Callable[[str], int], poller: ClusterPoller, hot: HotSpots,
-                 top_n: int, hot_keys: bool) -> None:
-        self.stat = stat
+    stat: Callable[[str], int]
+    calls: Callable[[], list[tuple[bytes, int]]]
+    errors: ErrorCounts
+    latency: Latency
+    hot: HotSpots
+
+
+class Collector:
+    """prometheus-client's custom collector: everything is read when scraped."""
+
+    def __init__(self, figures: ProxyFigures, poller: ClusterPoller, top_n: int,
+                 hot_keys: bool) -> None:
+        self.figures = figures
+        self.stat = figures.stat
         self.poller = poller
-        self.hot = hot
+        self.hot = figures.hot
         self.top_n = top_n
         self.hot_keys = hot_keys
 
     def collect(self) -> Iterator[Metric]:
         yield from self._proxy()
+        yield from self._commands()
         yield from self._hot()
         yield from self._nodes()
+
+    def _commands(self) -> Iterable[Metric]:
+        """Commands by name and outcome, and the sampled latency split."""
+        calls = CounterMetricFamily(
+            "rproxy_commands", "commands clients sent, by command (subcommands as "
+            "container|sub; unknown commands as \"unknown\")", labels=["command"])
+        for name, n in sorted(self.figures.calls()):
+            calls.add_metric([_command_label(name)], n)
+        yield calls
+        failed = CounterMetricFamily(
+            "rproxy_command_errors", "error replies clients got, by command and error code "
+            "(the error's first word)", labels=["command", "error"])
+        for (name, code), n in sorted(self.figures.errors.counts.items()):
+            failed.add_metric([_command_label(name), code.decode(errors="replace")], n)
+        yield failed
+        latency = HistogramMetricFamily(
+            "rproxy_command_duration_seconds", "sampled one-key commands' latency: end to end "
+            "(part=total), at the backend from the send to the final reply, redirects and "
+            "holds included (part=backend), and the rest, in the proxy (part=proxy)",
+            labels=["part"])
+        lat = self.figures.latency
+        for part, hist in (("total", lat.total), ("backend", lat.backend), ("proxy", lat.proxy)):
+            latency.add_metric([part], hist.cumulative(), hist.sum)
+        yield latency
 
     def _hot(self) -> Iterable[Metric]:
         """The hottest slots (and keys) over the sampling window: the top N only."""
@@ -266,6 +312,10 @@ class Collector:
         yield expiring
 
 
+def _command_label(name: bytes) -> str:
+    return name.decode(errors="replace").lower() or "unknown"
+
+
 def readiness(cluster: ClusterManager) -> tuple[bool, str]:
     """Ready: a slot map covering every slot, and every shard's master reachable and not
     marked failed by the cluster. Otherwise the reason."""
@@ -285,12 +335,12 @@ def readiness(cluster: ClusterManager) -> tuple[bool, str]:
 class MetricsServer:
     """The HTTP endpoint: one request per connection (``Connection: close``)."""
 
-    def __init__(self, stat: Callable[[str], int], cluster: ClusterManager, hot: HotSpots,
-                 config: MetricsSection, timeout: float) -> None:
+    def __init__(self, figures: ProxyFigures, cluster: ClusterManager, config: MetricsSection,
+                 timeout: float) -> None:
         self.cluster = cluster
         self.poller = ClusterPoller(cluster, config.cluster_poll_s, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(stat, self.poller, hot, config.hot_top_n,  # type: ignore[arg-type]
+        self.registry.register(Collector(figures, self.poller, config.hot_top_n,  # type: ignore[arg-type]
                                          config.hot_keys))
 
     async def serve(self, listen: Addr,

@@ -30,7 +30,7 @@ from rproxy.core.redirect import (
     resend_after_loss,
 )
 from rproxy.core.request import DATA, DISCARD, HOPS, READONLY, SINCE, SLOT, Request, complete
-from rproxy.core.resp import encode_command, parse_reply
+from rproxy.core.resp import decode_command, encode_command
 from rproxy.core.scripts import ScriptCache
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
@@ -53,10 +53,19 @@ class Nodes(Protocol):
     def connection_lost(self, conn: BackendConnection, connect_failed: bool) -> None: ...
 
 
-def _argv(data: bytes) -> list[bytes]:
-    """The argv of one request as the proxy encoded it (a multibulk of bulk strings)."""
-    argv = parse_reply(data)
-    return argv if isinstance(argv, list) else []
+def command_of(req: Request) -> bytes:
+    """The client's command a request is (or is a part of), encoded; b"" if none."""
+    parent = req[6]  # PARENT
+    if isinstance(parent, list) and parent[2]:  # a fan-out's DATA: the client's command
+        return parent[2]  # type: ignore[no-any-return]
+    return req[DATA]  # type: ignore[no-any-return]
+
+
+def client_of(req: Request) -> int | None:
+    """The id of the client a request (or the request it is a part of) answers, for logs."""
+    while req[1] is None and isinstance(req[6], list):  # OWNER, PARENT (a fan-out)
+        req = req[6]
+    return getattr(req[1], "id", None)
 
 
 class SharedPool:
@@ -89,15 +98,18 @@ class SharedPool:
             target = self.nodes.conn_for_addr(decision.addr)
             self.router.point(decision.slot, target)
             self.nodes.request_refresh()
+            self.stats.moved_redirects += 1
             target.send(req, req[DATA])
         elif kind == FOLLOW_ASK:
             req[HOPS] += 1
             assert decision.addr is not None
             target = self.nodes.conn_for_addr(decision.addr)
+            self.stats.ask_redirects += 1
             target.send(DISCARD, ASKING)
             target.send(req, req[DATA])
         elif kind == TRY_AGAIN:
             req[HOPS] += 1
+            self.stats.tryagain_retries += 1
             self.retry_later(req)
         elif kind == HOLD:
             self.nodes.request_refresh()
@@ -110,11 +122,12 @@ class SharedPool:
                 self.nodes.request_refresh()
                 self.retry_later(req)
         elif kind == FAIL:
-            log.warning("too_many_redirects", slot=req[SLOT])
+            log.warning("too_many_redirects", slot=req[SLOT], client_id=client_of(req))
             complete(req, errors.TOO_MANY_REDIRECTS)
         elif raw.startswith(_MISSING) and req[HOPS] < 2:
             return self._load_missing(conn, req, raw)
-        else:  # DELIVER
+        else:  # DELIVER: counted by command and code (each part of a split command counts)
+            self.stats.errors.add(self.router.name_of(command_of(req)), raw)
             return False
         return True
 
@@ -122,7 +135,7 @@ class SharedPool:
         """``NOSCRIPT`` for an EVALSHA, ``Function not found`` for an FCALL: the node lacks
         what the proxy saw loaded (rproxy/core/scripts.py). Load it there, then send the
         command again behind it, once; True if that was done."""
-        argv = _argv(req[DATA])
+        argv = decode_command(req[DATA])
         name = argv[0].upper() if argv else b""
         loads = []
         if name in (b"EVALSHA", b"EVALSHA_RO") and raw.startswith(b"-NOSCRIPT"):
@@ -133,8 +146,10 @@ class SharedPool:
             loads = [encode_command([b"FUNCTION", b"LOAD", b"REPLACE", code])
                      for code in self.scripts.libraries.values()]
         if not loads:
+            self.stats.errors.add(self.router.name_of(command_of(req)), raw)
             return False
         log.info("script_reloaded", node=f"{conn.addr[0]}:{conn.addr[1]}",
+                 client_id=client_of(req),
                  command=name.decode(errors="replace"))
         req[HOPS] += 1
         for load in loads:
@@ -172,7 +187,7 @@ class SharedPool:
             elif isinstance(exc, TimeoutError):
                 complete(req, errors.REQUEST_TIMED_OUT)
             elif req[HOPS] < limit and resend_after_loss(
-                    [] if req[READONLY] else _argv(req[DATA]), req[READONLY]):
+                    [] if req[READONLY] else decode_command(req[DATA]), req[READONLY]):
                 req[HOPS] += 1
                 stats.retried_requests += 1
                 route(req)

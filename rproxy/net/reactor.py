@@ -40,6 +40,14 @@ class Reactor:
         self._handlers: dict[int, Handler] = {}
         self.dirty_backends: list[Any] = []
         self.dirty_clients: list[Any] = []
+        # When the ready handlers last started running (``perf_counter``; or a trio task's
+        # flush): one clock read per batch of events, not per command. Sessions time their
+        # reads and replies with it (the slow log).
+        self.now = perf_counter()
+        # Sampled requests waiting for a timestamp (rproxy/net/timing.py): ``sent`` when the
+        # backends are flushed, ``written`` once their reply has left for the client.
+        self.to_send: list[Any] = []
+        self.to_write: list[Any] = []
 
     def register(self, fd: int, events: int, handler: Handler) -> None:
         self._epoll.register(fd, events)
@@ -79,6 +87,7 @@ class Reactor:
                     busy = 0
                     await trio.lowlevel.wait_readable(ep)
                     continue
+                self.now = perf_counter()
                 for fd, events in ready:
                     handler = handlers.get(fd)
                     if handler is None:
@@ -88,7 +97,7 @@ class Reactor:
                     except Exception as exc:  # one connection's failure is only its own
                         log.exception("handler_failed", fd=fd)
                         handler.abort(exc)
-                self.flush()
+                self._flush()
                 # Under load more is ready by the time a batch is flushed: poll again at once,
                 # without a round trip through trio's scheduler and its own epoll_wait (7 % of
                 # the CPU at pipeline 16) -- but let trio's tasks (timers, topology, connects)
@@ -102,11 +111,21 @@ class Reactor:
             ep.close()
 
     def flush(self) -> None:
-        """Send what the handlers produced: backends first (requests), then clients."""
+        """Send what the handlers produced: backends first (requests), then clients. (For
+        the trio tasks: ``now`` is read first, their requests may have waited long.)"""
+        self.now = perf_counter()
+        self._flush()
+
+    def _flush(self) -> None:
         while self.dirty_backends or self.dirty_clients:
             backends = self.dirty_backends
             if backends:
                 self.dirty_backends = []
+                if self.to_send:
+                    sent = perf_counter()
+                    for trace in self.to_send:
+                        trace.sent = sent
+                    self.to_send = []
                 for conn in backends:
                     conn.flush()
             clients = self.dirty_clients
@@ -114,3 +133,6 @@ class Reactor:
                 self.dirty_clients = []
                 for session in clients:
                     session.flush()
+        if self.to_write:
+            done = perf_counter()
+            self.to_write = [t for t in self.to_write if not t.written(done)]

@@ -19,6 +19,7 @@ import trio
 from rproxy.core import errors
 from rproxy.core.redirect import FOLLOW_ASK, FOLLOW_MOVED, HOLD, TO_MASTER, TRY_AGAIN, Redirect
 from rproxy.core.request import REPLY, FanOut, finish, settled_elsewhere
+from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.net.backend import BackendConnection
 from rproxy.net.reactor import Reactor
@@ -29,6 +30,7 @@ class Scheduler(Protocol):
     """What a request needs from the cluster manager to be sent again."""
 
     nursery: trio.Nursery | None
+    stats: Stats
 
     def conn_for_addr(self, addr: Addr) -> BackendConnection: ...
     def request_refresh(self) -> None: ...
@@ -62,13 +64,18 @@ class Resent(FanOut):
         if kind == FOLLOW_MOVED or kind == FOLLOW_ASK:
             self.hops += 1
             assert decision.addr is not None
+            stats = self.cluster.stats
             if kind == FOLLOW_MOVED:
+                stats.moved_redirects += 1
                 self.router.point(decision.slot, self.cluster.conn_for_addr(decision.addr))
                 self.cluster.request_refresh()
+            else:
+                stats.ask_redirects += 1
             self.send_again(decision.addr, asking=kind == FOLLOW_ASK)
         elif kind == TRY_AGAIN or kind == HOLD or kind == TO_MASTER:
             if kind == TRY_AGAIN:
                 self.hops += 1
+                self.cluster.stats.tryagain_retries += 1
             else:
                 self.cluster.request_refresh()
             self._later()

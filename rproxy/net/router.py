@@ -82,6 +82,11 @@ class Router:
             return errors.NO_HEALTHY_REPLICA
         return errors.CLUSTER_DOWN_UNCOVERED
 
+    def name_of(self, data: bytes) -> bytes:
+        """The command table's name (``CONTAINER|SUB`` for a subcommand) of an encoded
+        command, b"" if it is unknown or ``data`` is not one."""
+        return self.table.lookup_encoded(data).name
+
     def scan_order(self) -> list[int]:
         """The lowest slot of each master, ascending: SCAN visits masters in this order."""
         return sorted(self.master_slots)

@@ -27,10 +27,12 @@ from rproxy.core.commands import CommandTable
 from rproxy.core.config import Config, ConfigError, parse_addr, set_runtime
 from rproxy.core.hotspots import HotSpots
 from rproxy.core.pubsub import PubSubView
+from rproxy.core.slowlog import Latency, SlowLog
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr, SlotMap
+from rproxy.net.backend import READY
 from rproxy.net.cluster import ClusterManager
-from rproxy.net.metrics import MetricsServer
+from rproxy.net.metrics import MetricsServer, ProxyFigures
 from rproxy.net.reactor import EPOLLIN, Reactor
 from rproxy.net.router import Router
 from rproxy.net.session import ClientSession
@@ -154,6 +156,10 @@ class ProxyView:
     def scan_order(self) -> list[int]:
         return self._server.router.scan_order()
 
+    @property
+    def slowlog(self) -> SlowLog:
+        return self._server.slowlog
+
 
 class ProxyServer:
     def __init__(self, config: Config) -> None:
@@ -162,6 +168,9 @@ class ProxyServer:
         self.router = Router(config.cluster.read_from)
         self.stats = Stats()
         self.hot = HotSpots(HOT_BUCKETS)  # rotated by _housekeeping
+        self.slowlog = SlowLog(config.metrics.slowlog_log_slower_than,
+                               config.metrics.slowlog_max_len)
+        self.latency = Latency()  # sampled (rproxy/net/timing.py)
         self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0
@@ -238,8 +247,9 @@ class ProxyServer:
                 await nursery.start(self.reactor.run)
                 await nursery.start(self.cluster.run)
                 if self.config.metrics.listen:  # /metrics, /healthz, /readyz
-                    server = MetricsServer(self.view.stat, self.cluster, self.hot,
-                                           self.config.metrics,
+                    figures = ProxyFigures(self.view.stat, lambda: self.router.table.calls(),
+                                           self.stats.errors, self.latency, self.hot)
+                    server = MetricsServer(figures, self.cluster, self.config.metrics,
                                            self.config.timeouts.connect_timeout_s)
                     self.metrics_port = await nursery.start(
                         server.serve, parse_addr(self.config.metrics.listen, "metrics.listen"))
@@ -281,6 +291,8 @@ class ProxyServer:
         self.config = config
         for plane in self.cluster.planes():
             plane.config = config
+        self.slowlog.configure(config.metrics.slowlog_log_slower_than,
+                               config.metrics.slowlog_max_len)
 
     @property
     def draining(self) -> bool:
@@ -333,6 +345,11 @@ GAUGES: dict[str, Callable[[ProxyServer], int]] = {
     "backend_connections": lambda s: sum(len(p.connections()) for p in s.cluster.planes()),
     "held_requests": lambda s: sum(p.held() for p in s.cluster.planes()),
     "slotmap_epoch": lambda s: s.router.map_epoch,
+    "slotmap_age_seconds": lambda s: int(time.monotonic() - s.cluster.map_read_at)
+    if s.cluster.map_read_at else 0,
+    "backend_connections_ready": lambda s: sum(
+        1 for p in s.cluster.planes() for c in p.connections() if c.state == READY),
+    "slowlog_len": lambda s: len(s.slowlog.entries),
     "failed_masters": lambda s: len(s.cluster.slotmap.failed) if s.cluster.slotmap else 0,
     "unreachable_nodes": lambda s: len(s.cluster.down_since),
     "cluster_reachable": lambda s: 0 if s.cluster.unreachable else 1,

@@ -25,6 +25,7 @@ connections in step.
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -50,13 +51,14 @@ from rproxy.core.local_commands import (
 )
 from rproxy.core.planner import Merge, fanout_merge, plan_cross_slot_split
 from rproxy.core.pubsub import ALLOWED_SUBSCRIBED, as_push, subscribed_mode_error
-from rproxy.core.request import REPLY, FanOut, Request, complete, new_request
-from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, encode_command
+from rproxy.core.request import DATA, REPLY, FanOut, Request, complete, new_request
+from rproxy.core.resp import CLOSE_SILENTLY, RequestParser, decode_command, encode_command
 from rproxy.core.resp3 import to_resp3
 from rproxy.core.scripts import LEARNS
 from rproxy.core.slots import CRC16 as _crc16
 from rproxy.core.slots import CRC16_TABLE as _crc16_table
 from rproxy.core.slots import SEVERAL_SLOTS, common_slot, key_slot
+from rproxy.core.slowlog import REDACTS, Latency, SlowLog, redact
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.core.transaction import command_error, exec_aborted_by
@@ -66,6 +68,7 @@ from rproxy.net.cluster import ClusterManager
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
 from rproxy.net.router import Router
 from rproxy.net.stateful import Batch, LeaseOverlay, StatefulModes
+from rproxy.net.timing import Trace
 from rproxy.net.transport import Transport, plain
 
 log = structlog.get_logger("rproxy.net.session")
@@ -76,6 +79,8 @@ RECV_SIZE = 64 * 1024
 _KEYED, _ANY, _LOCAL = Route.KEYED, Route.ANY, Route.LOCAL
 _ALL_MASTERS, _ALL_NODES, _LEASED = Route.ALL_MASTERS, Route.ALL_NODES, Route.LEASED
 _KILLS = frozenset({b"SCRIPT|KILL", b"FUNCTION|KILL"})  # on connections of their own
+_WAITS = frozenset({b"WAIT", b"WAITAOF"})  # block by design: not in the slow log
+_XREADS = frozenset({b"XREAD", b"XREADGROUP"})  # block with BLOCK: not in the slow log then
 
 
 class SessionHost(Protocol):
@@ -87,6 +92,8 @@ class SessionHost(Protocol):
     cluster: ClusterManager
     stats: Stats
     hot: HotSpots  # hot slots and keys, sampled
+    slowlog: SlowLog  # the proxy's slow log (SLOWLOG)
+    latency: Latency  # the sampled latency histograms
     now: float  # a cheap timestamp, at most 0.1 s old
 
     @property
@@ -109,7 +116,7 @@ class ClientSession(StatefulModes):
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
-        "silent", "outbox", "hot",
+        "silent", "outbox", "hot", "reads", "done", "slowlog", "latency", "command",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
@@ -119,6 +126,14 @@ class ClientSession(StatefulModes):
         self.cluster = host.cluster
         self.stats = host.stats
         self.hot = host.hot  # hot slots and keys, sampled (rproxy/core/hotspots.py)
+        self.slowlog = host.slowlog
+        self.latency = host.latency
+        # The slow log's timing: one (sequence number of the last request it queued, when the
+        # reactor started handling it) per read; ``done`` counts the replies written (or
+        # dropped). A flush's first reply is timed by the oldest read it belongs to.
+        self.reads: deque[tuple[int, float]] = deque()
+        self.done = 0
+        self.command = b""  # the command ``dispatch`` runs (encoded), for reply_local
         self.transport: Transport = plain(sock)
         self.fd = sock.fileno()
         self.id = client_id
@@ -184,6 +199,7 @@ class ClientSession(StatefulModes):
         if commands:
             self.stats.total_commands_processed += len(commands)
             self.on_commands(commands)
+            self.reads.append((self.done + len(self.queue), self.reactor.now))
             if self.closing:  # QUIT: nothing after it is read or run, not even a protocol
                 # error in the same read (Redis's CLIENT_CLOSE_AFTER_REPLY, processInputBuffer)
                 self._stop_reading(closing=True)
@@ -215,6 +231,7 @@ class ClientSession(StatefulModes):
         mode = self.on_commands
         batch = iter(commands)
         slot = -1
+        req = None
         for argv, enc in batch:
             info = fast.get(argv[0])
             if info is not None:
@@ -225,6 +242,7 @@ class ClientSession(StatefulModes):
                     readonly = info.readonly
                     conn = (read_conn if readonly else slot_conn)[slot]
                     if conn is not None and len(conn.fifo) < conn.max_pending:
+                        info.calls += 1
                         req = [None, self, enc, slot, readonly, 0, None, 0]  # new_request, inlined
                         queue_append(req)
                         conn.out.append(enc)  # BackendConnection.send, inlined
@@ -247,6 +265,18 @@ class ClientSession(StatefulModes):
             if not n % KEY_EVERY:
                 keys = hot.keys
                 keys[key] = keys.get(key, 0) + 1
+                if req is not None:  # ... and one read in KEY_EVERY has its last inline
+                    self.trace(req)  # request timed
+
+    def trace(self, req: Request) -> None:
+        """Time ``req`` (rproxy/net/timing.py): it is the last request of this read, or near
+        it; its place in the queue says when its reply has left (``done`` passes it)."""
+        q = self.queue
+        i = len(q) - 1
+        while i >= 0 and q[i] is not req:
+            i -= 1
+        if i >= 0:
+            Trace(req, self.done + i + 1, self.reactor.now, self.reactor, self.latency)
 
     def enter_mode(self, handler: Callable[[Batch], None]) -> None:
         """From the next command on (the rest of the current batch included), batches go to
@@ -264,8 +294,12 @@ class ClientSession(StatefulModes):
             self.on_commands(rest)
 
     def dispatch(self, argv: list[bytes], enc: bytes) -> None:
+        """Route one command (the general path). ``command`` notes it: the requests answering
+        it carry it (``DATA``) for the slow log, an error rproxy answers is counted by it."""
+        self.command = enc
         router = self.router
         info = router.table.lookup(argv)
+        info.calls += 1
         route = info.route
         if route is _KEYED:
             if not router.table_loaded:
@@ -433,7 +467,8 @@ class ClientSession(StatefulModes):
                 if info.name == b"EXEC":  # Redis words any refusal of EXEC as an abort
                     error = exec_aborted_by(error)
             if error is not None:
-                self.reply_local(error)
+                info.calls += 1
+                self.reply_local(error, enc)
                 continue
             self.dispatch(argv, enc)
             if self.closing:
@@ -520,6 +555,7 @@ class ClientSession(StatefulModes):
             self.reply_local(split)
             return
         if split is not None:
+            self.stats.cross_slot_splits += 1
             self.run_parts(split.parts, split.merge, info.readonly)
             return
         plan = plan_read(argv)
@@ -527,13 +563,14 @@ class ClientSession(StatefulModes):
         if isinstance(plan, ReadPlan) or (plan is None and writes):
             if self.client.protocol == 3 and self.queue:
                 # Computed on the RESP2 connections: after the client's earlier replies.
-                self.start_drain([(argv, encode_command(argv))])
+                self.defer(argv, encode_command(argv))
                 return
         if plan is None and writes:
             steps = plan_write(argv)
             if isinstance(steps, bytes):
                 self.reply_local(steps)
             elif steps is not None:
+                self.stats.cross_slot_emulations += 1
                 self.run_steps(steps, convert=self.converter(argv))
                 # Its later rounds go out after the client's next commands would: those wait
                 # for its reply, so that none overtakes it (a GET of the key it writes).
@@ -551,6 +588,7 @@ class ClientSession(StatefulModes):
                 self.reply_local(errors.CROSSSLOT)
                 return
             parts = [(key_slot(argv[pos]), read) for pos, read in zip(positions, plan.reads)]
+            self.stats.cross_slot_emulations += 1
             convert = self.converter(argv)
             if convert is None:
                 self.run_parts(parts, plan.compute, True)
@@ -581,6 +619,7 @@ class ClientSession(StatefulModes):
         leases if it holds any (after the commands it sent there before)."""
         fan = FanOut(self if parent is None else None, len(parts), merge)
         if parent is None:
+            fan[2] = self.command  # DATA: the client's command
             self.queue.append(fan)
         router = self.router
         slot_conn = self.slot_conn if table is None else table
@@ -602,7 +641,7 @@ class ClientSession(StatefulModes):
         key go in order on one connection. The reply is the client's next one, or
         ``parent``'s (a command of a transaction)."""
         if parent is None:
-            parent = new_request(self, b"")
+            parent = new_request(self, self.command)
             self.queue.append(parent)
         table = self.emulation_table()
 
@@ -634,6 +673,7 @@ class ClientSession(StatefulModes):
             return errors.NO_TOPOLOGY
         slots = [-1] * len(targets) if every_node else router.master_slots
         parent = FanOut(self, len(targets), merge)
+        parent[2] = self.command  # DATA: the client's command
         for i, conn in enumerate(targets):
             child = parent.child(i, enc, slots[i], readonly)
             if conn.state == CLOSED:  # the cluster already has a replacement queued
@@ -642,8 +682,13 @@ class ClientSession(StatefulModes):
                 conn.send(child, enc)
         return parent
 
-    def reply_local(self, data: bytes) -> None:
-        req = new_request(None, b"")
+    def reply_local(self, data: bytes, enc: bytes = b"") -> None:
+        """A reply the proxy made to ``enc`` (default: the command ``dispatch`` runs); an
+        error is counted by command and code (a node's error replies are counted by the shared
+        pool: rproxy/net/pool.py)."""
+        req = new_request(None, enc or self.command)
+        if data[:1] == b"-":
+            self.stats.errors.add(self.router.name_of(req[DATA]), data)
         req[REPLY] = data
         self.queue.append(req)
         if not self.dirty:
@@ -682,13 +727,16 @@ class ClientSession(StatefulModes):
             if self.closed:
                 return
         elif q and q[0][0] is not None:  # [0]: REPLY
-            first = q.popleft()[0]
+            head = q.popleft()
+            first = head[0]
             if q and q[0][0] is not None:
                 out = [first]
                 while q and q[0][0] is not None:
                     out.append(q.popleft()[0])
+                self.timed(head, len(out))
                 self._write(b"".join(out))  # type: ignore[arg-type]
             else:
+                self.timed(head, 1)
                 self._write(first)  # type: ignore[arg-type]
             if self.closed:
                 return
@@ -705,6 +753,39 @@ class ClientSession(StatefulModes):
                 and len(q) <= self.max_pending // 2):
             self._resume_reading()
 
+    def timed(self, head: Request, n: int) -> None:
+        """``n`` replies are leaving, ``head`` first. Their read was ``reads[0]``'s (the
+        oldest read not answered in full): if that was at least the slow log's threshold ago,
+        ``head`` is logged -- the reply this flush waited for, the others queued behind it."""
+        start = self.done
+        self.done = done = start + n
+        reads = self.reads
+        while reads and reads[0][0] <= start:  # (reads that queued nothing)
+            reads.popleft()
+        if reads:
+            elapsed = self.reactor.now - reads[0][1]
+            if elapsed >= self.slowlog.slower_than:
+                self.slow(head, elapsed)
+            while reads and reads[0][0] <= done:
+                reads.popleft()
+
+    def slow(self, req: Request, elapsed: float) -> None:
+        """A slow log entry for ``req``, unless it blocks by design (a blocking command,
+        WAIT) or Redis keeps it out of its slow log (``skip_slowlog``: EXEC ...); secrets are
+        redacted as Redis redacts them (AUTH, HELLO AUTH, CONFIG SET requirepass ...)."""
+        data = req[DATA]
+        if not data or req is self.blocked:
+            return
+        table = self.router.table
+        info = table.lookup_encoded(data)
+        if (b"skip_slowlog" in info.flags or info.route is _LEASED or info.name in _WAITS
+                or (info.name in _XREADS and table.blocks(info, decode_command(data)))):
+            return
+        if info.name in REDACTS:  # never a password in the log, as Redis
+            data = encode_command(redact(info.name, decode_command(data)))
+        self.slowlog.push(data, int(elapsed * 1e6), int(time.time()), self.peer.encode(),
+                          self.client.name or b"")
+
     def _write_special(self) -> None:
         """``flush``'s writing for a client with something more to do (``special``): pub/sub
         messages in the outbox go first (nothing was queued before them); the master of each
@@ -719,13 +800,19 @@ class ClientSession(StatefulModes):
         if self.wrote is not None and q and q[0][0] is not None:
             self.note_writes()
         replies = []
+        head, n = None, 0
         while q and q[0][0] is not None:
             req = q.popleft()
+            if head is None:
+                head = req
+            n += 1
             if silent and id(req) in silent:
                 silent.discard(id(req))
             else:
                 replies.append(req[0])
         self.special = bool(silent) or self.wrote is not None
+        if head is not None:
+            self.timed(head, n)
         if replies:
             self._write(b"".join(replies))
 

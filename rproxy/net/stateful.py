@@ -96,7 +96,7 @@ class StatefulModes:
     special: bool  # flush must look at the session's outbox and silent, or at wrote
 
     if TYPE_CHECKING:
-        def reply_local(self, data: bytes) -> None: ...
+        def reply_local(self, data: bytes, enc: bytes = b"") -> None: ...
         def enter_mode(self, handler: Callable[[Batch], None]) -> None: ...
         def leave_mode(self) -> None: ...
         def hand_over(self, batch: Any) -> None: ...
@@ -197,6 +197,12 @@ class StatefulModes:
         self.held = held
         self.enter_mode(self.drain_batch)
 
+    def defer(self, argv: list[bytes], enc: bytes) -> None:
+        """Run this command again once every reply before it is in (the draining mode); it
+        is counted then, not now."""
+        self.router.table.lookup(argv).calls -= 1
+        self.start_drain([(argv, enc)])
+
     def drain_batch(self, commands: Batch) -> None:
         """The draining mode: commands wait until every reply before them is in (``flush``
         then routes them), so that none overtakes a request still on the former lease."""
@@ -263,7 +269,7 @@ class StatefulModes:
         client's earlier commands and before its later ones: it waits for the replies before
         it, and what follows waits for its reply (the draining mode)."""
         if self.queue:
-            self.start_drain([(argv, enc)])
+            self.defer(argv, enc)
             return
         slot = common_slot([argv[pos] for pos in info.key_positions(argv)])
         if slot == SEVERAL_SLOTS:  # as a Redis Cluster node answers, unless emulated
@@ -310,7 +316,7 @@ class StatefulModes:
         it are in (the client's writes are on their masters) and holds the client's later
         commands until it answers."""
         if self.queue:
-            self.start_drain([(argv, encode_command(argv))])
+            self.defer(argv, encode_command(argv))
             return
         every = [m.addr for m in self.router.masters]
         nursery = self.cluster.nursery
@@ -399,20 +405,23 @@ class StatefulModes:
             info = table.lookup(argv)
             name = info.name
             if name not in NOT_QUEUED:
-                self.reply_local(tx.queue(info, argv, enc))
+                info.calls += 1
+                self.reply_local(tx.queue(info, argv, enc), enc)
                 continue
+            if name not in (b"QUIT", b"RESET"):  # (those are dispatched, and counted there)
+                info.calls += 1
             error = command_error(info, argv)
             if name == b"EXEC":
                 self.client.multi = None
                 self.client.watch_slot = -1
                 if error is not None:  # EXEC itself refused: the transaction is discarded
-                    self.reply_local(exec_aborted_by(error))
+                    self.reply_local(exec_aborted_by(error), enc)
                     self.end_watch(unwatch=True)
                 else:
                     self.exec_transaction(tx)
             elif error is not None:  # flags the transaction, as any refused command
                 tx.aborted = True
-                self.reply_local(error)
+                self.reply_local(error, enc)
             elif name == b"DISCARD":  # drops the watches too
                 self.client.multi = None
                 self.client.watch_slot = -1

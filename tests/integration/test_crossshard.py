@@ -237,18 +237,19 @@ def test_config_set_reaches_every_node(prx, cluster) -> None:
 
 
 def test_slowlog_over_every_master(prx, cluster) -> None:
+    """PROXY SLOWLOG: the masters' own slow logs (SLOWLOG is rproxy's: test_slowlog.py)."""
     nodes = cluster.masters()
     try:
         prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "0")
-        prx.execute_command("SLOWLOG", "RESET")
+        prx.execute_command("PROXY", "SLOWLOG", "RESET")
         keys = _keys("slow", 9)
         for k in keys:
             prx.execute_command("SET", k, "1")
         prx.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000")
-        length = prx.execute_command("SLOWLOG", "LEN")
+        length = prx.execute_command("PROXY", "SLOWLOG", "LEN")
         assert length >= len(keys)
         assert length == sum(node_client(n).execute_command("SLOWLOG", "LEN") for n in nodes)
-        entries = prx.execute_command("SLOWLOG", "GET", 5)
+        entries = prx.execute_command("PROXY", "SLOWLOG", "GET", 5)
         assert 0 < len(entries) <= 5
         stamps = [e[1] for e in entries]
         assert stamps == sorted(stamps, reverse=True)

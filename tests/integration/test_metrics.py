@@ -12,12 +12,21 @@ import urllib.request
 import uuid
 
 import pytest
+import redis
 
 from rproxy.cli import build_parser, config_from_args
 from rproxy.core.config import ConfigError
 from rproxy.core.slots import key_slot
 from rproxy.localcluster import LocalCluster
-from tests.support import ProxyThread, proxy_config, wait_until
+from rproxy.core.resp import encode_command
+from tests.support import (
+    ProxyThread,
+    RawConnection,
+    argv,
+    keys_in_slots,
+    proxy_config,
+    wait_until,
+)
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -96,6 +105,90 @@ def test_metrics_show_the_hottest_slots_and_keys(observed, cluster) -> None:
                   f'{{node="127.0.0.1:{owner}",slot="{slot}"}}') >= 200
     assert sample(text, "rproxy_hot_key_samples", f'{{key="{key}"}}') >= 200 // 16
     assert len(re.findall(r"^rproxy_hot_slot_samples\{", text, re.M)) <= 10  # top N only
+
+
+def count(text: str, command: str) -> float:
+    return sample(text, "rproxy_commands_total", f'{{command="{command}"}}') or 0.0
+
+
+def test_commands_by_name_and_outcome(observed) -> None:
+    """Every command a client sends is counted once, whichever path runs it (inline, split,
+    queued in a transaction, refused in the subscribed mode, held behind a blocking command's
+    drain, silenced by CLIENT REPLY OFF); error replies by command and error code."""
+    port = observed.server.metrics_port
+    _, before = get(port, "/metrics")
+    r = observed.client()
+    k1, k2 = keys_in_slots(2, f"cnt:{RUN}")
+    r.set(k1, "1")
+    for _ in range(3):
+        r.get(k1)
+    assert r.mget(k1, k2) == [b"1", None]  # split when the keys are in two slots
+    with r.pipeline(transaction=True) as tx:
+        tx.get(k1).get(k1)
+        tx.execute()
+    pipe = r.pipeline(transaction=False)  # a blocking command behind a reply: run once, later
+    pipe.get(k1)
+    pipe.blpop([f"cnt:{RUN}:none"], timeout=0.05)
+    pipe.get(k1)
+    assert pipe.execute() == [b"1", None, b"1"]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.lpush(k1, "x")
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        r.execute_command("NOPE-" + RUN)
+    conn = RawConnection(observed.port)
+    try:
+        conn("SUBSCRIBE", f"cnt:{RUN}")
+        assert conn("GET", k1).startswith(b"-ERR Can't execute 'get'")  # refused, counted
+        conn("UNSUBSCRIBE")
+        conn.sock.sendall(encode_command(argv("CLIENT", "REPLY", "OFF"))
+                          + encode_command(argv("GET", k1)))
+        assert conn("CLIENT", "REPLY", "ON") == b"+OK\r\n"
+    finally:
+        conn.close()
+    r.delete(k1)
+    _, after = get(port, "/metrics")
+    assert count(after, "get") - count(before, "get") == 3 + 2 + 2 + 1 + 1
+    assert count(after, "mget") - count(before, "mget") == 1
+    assert count(after, "blpop") - count(before, "blpop") == 1
+    assert count(after, "multi") - count(before, "multi") == 1
+    assert count(after, "exec") - count(before, "exec") == 1
+    assert count(after, "client|reply") - count(before, "client|reply") == 2
+    assert count(after, "unknown") - count(before, "unknown") == 1
+    wrongtype = '{command="lpush",error="WRONGTYPE"}'
+    assert (sample(after, "rproxy_command_errors_total", wrongtype) or 0) - (
+        sample(before, "rproxy_command_errors_total", wrongtype) or 0) == 1
+    unknown = '{command="unknown",error="ERR"}'
+    assert (sample(after, "rproxy_command_errors_total", unknown) or 0) - (
+        sample(before, "rproxy_command_errors_total", unknown) or 0) == 1
+    get_err = '{command="get",error="ERR"}'  # the GET refused in the subscribed mode
+    assert (sample(after, "rproxy_command_errors_total", get_err) or 0) - (
+        sample(before, "rproxy_command_errors_total", get_err) or 0) == 1
+    splits = "rproxy_cross_slot_splits_total"
+    assert sample(after, splits) - sample(before, splits) == 1
+
+
+def test_latency_split_into_proxy_and_backend(observed) -> None:
+    """Sampled one-key commands: the histograms of the time end to end, at the backend, and in
+    the proxy grow under load, and backend + proxy add up to the total."""
+    port = observed.server.metrics_port
+    r = observed.client()
+    key = f"lat:{RUN}"
+    pipe = r.pipeline(transaction=False)
+    for _ in range(40):
+        for _ in range(16):
+            pipe.get(key)
+        pipe.execute()
+    text = get(port, "/metrics")[1]
+    name = "rproxy_command_duration_seconds"
+    total = sample(text, f"{name}_count", '{part="total"}')
+    assert total is not None and total >= 2  # one read in 16 (per slot) is timed
+    assert sample(text, f"{name}_count", '{part="backend"}') == total
+    assert sample(text, f"{name}_count", '{part="proxy"}') == total
+    sums = {part: sample(text, f"{name}_sum", f'{{part="{part}"}}')
+            for part in ("total", "backend", "proxy")}
+    assert sums["backend"] > 0 and sums["proxy"] > 0
+    assert abs(sums["backend"] + sums["proxy"] - sums["total"]) <= 1e-3 * total
+    assert sample(text, f"{name}_bucket", '{le="+Inf",part="total"}') == total
 
 
 def test_health_probes(observed) -> None:

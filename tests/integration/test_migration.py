@@ -111,6 +111,8 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
     a, b = f"s:{tag}:a", f"s:{tag}:b"
     r = proxy.client()
     r.mset({a: "1", b: "2"})
+    stats = proxy.server.stats
+    asks, tries, moves = stats.ask_redirects, stats.tryagain_retries, stats.moved_redirects
     source = cluster.master_of_slot(slot)
     target = _other_master(cluster, source)
     src, dst = node_client(source), node_client(target)
@@ -118,6 +120,7 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
     src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _myid(target))
     src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", a)
     assert r.get(a) == b"1"  # ASK, followed transparently
+    assert stats.ask_redirects > asks  # and counted (rproxy_ask_redirects_total)
     assert r.get(b) == b"2"  # still on the source
     try:
         r.mget(a, b)
@@ -125,10 +128,14 @@ def test_multi_key_on_split_slot_retries_then_surfaces(proxy, cluster) -> None:
     except redis.ResponseError as exc:
         assert "too many redirects" in str(exc)
         assert str(source.port) not in str(exc) and str(target.port) not in str(exc)
+    assert stats.tryagain_retries > tries
     src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", b)
     for node in [target, source] + [m for m in cluster.masters() if m not in (source, target)]:
         node_client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(target))
+    refreshes = stats.slotmap_refreshes
     assert r.mget(a, b) == [b"1", b"2"]
+    assert stats.moved_redirects > moves or stats.slotmap_refreshes > refreshes  # (a refresh
+    # may have read the new owner first)
 
 
 def test_emulated_transactions_over_a_migrating_slot(cluster) -> None:

@@ -55,6 +55,7 @@ from rproxy.core.request import REPLY, Request, new_request
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import SLOTS, key_slot
 from rproxy.core.hotspots import HotSpots
+from rproxy.core.slowlog import Latency, SlowLog
 from rproxy.core.stats import Stats
 from rproxy.core.topology import Addr
 from rproxy.net.backend import CLOSED, BackendConnection, Owner
@@ -417,6 +418,7 @@ class StubCluster:
         self.nodes = nodes
         self.nursery = nursery
         self.leases: LeasePool | None = None  # set by the Shell
+        self.stats = Stats()  # (redirects followed by a block sent again are counted here)
         self.opened: list[FakeBackend] = []  # leased connections, in the order opened
 
     def open_connection(self, addr: Addr, owner: LeasePool) -> BackendConnection:
@@ -515,6 +517,8 @@ class Shell:
         self.router = Router(config.cluster.read_from)
         self.stats = Stats()
         self.hot = HotSpots()
+        self.slowlog = SlowLog()
+        self.latency = Latency()
         self.view = StubView()
         self.now = time.monotonic()
         self.nodes = FakeNodes(self)

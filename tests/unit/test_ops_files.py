@@ -17,7 +17,9 @@ SERIES = re.compile(r"\b((?:rproxy|redis)_[a-z_]+)\b")
 
 EXPORTED = (
     {f"rproxy_{s.name}_total" if s.kind == COUNTER else f"rproxy_{s.name}" for s in STATS}
-    | {"rproxy_ready", "rproxy_hot_slot_samples", "rproxy_hot_key_samples"}
+    | {"rproxy_ready", "rproxy_hot_slot_samples", "rproxy_hot_key_samples",
+       "rproxy_commands_total", "rproxy_command_errors_total",
+       "rproxy_command_duration_seconds_bucket"}
     | {name for _, name, _, _ in NODE_FIELDS} | {name for _, name, _ in CLUSTER_FIELDS}
     | {"redis_up", "redis_instance_info", "redis_cluster_state", "redis_db_keys",
        "redis_db_keys_expiring", "redis_connected_slave_offset_bytes",
