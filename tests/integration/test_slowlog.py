@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis
 
+from rproxy.core.slots import key_slot
 from tests.support import ProxyThread, RawConnection, argv, keys_in_slots, proxy_config
 
 RUN = uuid.uuid4().hex[:8]
@@ -89,16 +90,21 @@ def parse(raw: bytes) -> list[list[object]]:
     return reader.gets()  # type: ignore[no-any-return]
 
 
-def test_a_slow_reply_is_logged_end_to_end_and_not_what_waited_behind_it(slow) -> None:
+def test_a_slow_reply_is_logged_end_to_end_and_not_what_waited_behind_it(slow, cluster) -> None:
+    # B on another master than A: a node answers a pipeline's replies together, so a GET
+    # sent to the script's own node would wait for the script there (and be slow too).
+    a_master = cluster.master_of_slot(key_slot(A.encode())).port
+    b = next(k for k in keys_in_slots(200, f"slow:{RUN}:b")
+             if cluster.master_of_slot(key_slot(k.encode())).port != a_master)
     r = slow.client()
     r.client_setname("app-1")
-    r.set(B, "b")
+    r.set(b, "b")
     r.execute_command("SLOWLOG", "RESET")
     # The busy script first, then a GET of another master in the same pipeline: the GET's
     # reply is in at once but leaves after the script's -- it is not the slow one.
     pipe = r.pipeline(transaction=False)
     pipe.eval(BUSY, 1, A, 60000)
-    pipe.get(B)
+    pipe.get(b)
     assert pipe.execute() == [1, b"b"]
     got = entries(r)
     assert len(got) == 1, got
@@ -108,14 +114,14 @@ def test_a_slow_reply_is_logged_end_to_end_and_not_what_waited_behind_it(slow) -
     assert duration >= 60000 and abs(when - time.time()) < 30
     assert peer.startswith(b"127.0.0.1:") and name == b"app-1"
     # The other order: the GET is answered first, then the script alone is slow.
-    pipe.get(B)
+    pipe.get(b)
     pipe.eval(BUSY, 1, A, 30000)
     assert pipe.execute() == [b"b", 1]
     got = entries(r)
     assert [e[3][0] for e in got] == [b"EVAL", b"EVAL"] and got[0][0] == entry_id + 1
     # Fast commands stay out of it.
     for _ in range(20):
-        r.get(B)
+        r.get(b)
     assert r.execute_command("SLOWLOG", "LEN") == 2
 
 
