@@ -28,6 +28,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin rproxy
 COPY --from=build /opt/rproxy /opt/rproxy
 COPY config/rproxy.toml /etc/rproxy/rproxy.example.toml
+# Listening on every interface of the container: protected mode then wants a password
+# (RPROXY_AUTH_REQUIREPASS, or auth.requirepass_file) or RPROXY_PROXY_PROTECTED_MODE=false;
+# a sidecar sets RPROXY_LISTEN=127.0.0.1:7777 (config/k8s-sidecar.yaml).
 ENV PATH=/opt/rproxy/bin:$PATH \
     RPROXY_LISTEN=0.0.0.0:7777 \
     RPROXY_METRICS_LISTEN=0.0.0.0:9121 \

@@ -16,6 +16,7 @@ processes, by PID, and removes that directory.  Nothing else is ever signalled.
 from __future__ import annotations
 
 import atexit
+import os
 import random
 import shutil
 import signal
@@ -89,9 +90,9 @@ def _pick_ports(host: str, n: int, avoid: set[int]) -> list[int]:
 _ADMIN_ERRORS = (ControlError, OSError)
 
 
-def _admin(node: Node, timeout: float = 2) -> ControlConnection:
+def _admin(node: Node, timeout: float = 2, password: str | None = None) -> ControlConnection:
     """Connection for our own polling: short timeouts and no retries."""
-    return ControlConnection(node.addr, timeout)
+    return ControlConnection(node.addr, timeout, password)
 
 
 def _parse_info(text: str) -> dict[str, str]:
@@ -117,8 +118,11 @@ class LocalCluster:
     def __init__(self, masters: int = 3, replicas: int = 1, *, host: str = "127.0.0.1",
                  node_timeout_ms: int = 2000, redis_server: str = "redis-server",
                  workdir: str | Path | None = None, extra_config: dict[str, str] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
-        """Only configures; raises RedisServerNotFound at once if redis-server is missing."""
+                 log: Callable[[str], None] | None = None, password: str | None = None) -> None:
+        """Only configures; raises RedisServerNotFound at once if redis-server is missing.
+        ``password``: every node requires it (requirepass, and masterauth for its
+        replication)."""
+        self.password = password
         server = shutil.which(redis_server)
         if server is None:
             raise RedisServerNotFound("redis-server not found on PATH: install it "
@@ -157,7 +161,8 @@ class LocalCluster:
             cmd = [self._cli, "--cluster", "create",
                    *(f"{h}:{p}" for h, p in self.seeds),
                    "--cluster-replicas", str(self.n_replicas), "--cluster-yes"]
-            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+            env = dict(os.environ, REDISCLI_AUTH=self.password) if self.password else None
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env,
                                  timeout=max(1.0, deadline - time.monotonic()))
             if res.returncode != 0:
                 out = (res.stdout + res.stderr).decode(errors="replace")
@@ -208,6 +213,8 @@ class LocalCluster:
                 "appendfsync": "everysec", "save": '""', "dir": str(node.data_dir),
                 "logfile": str(node.data_dir / "redis.log"), "daemonize": "no",
                 "repl-diskless-sync-delay": "0",  # default 5 s would delay every sync
+                **({"requirepass": self.password, "masterauth": self.password}
+                   if self.password else {}),
                 **self.extra_config}
         path = node.data_dir / "redis.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
@@ -224,7 +231,7 @@ class LocalCluster:
                 raise RuntimeError(f"redis-server on port {node.port} exited early; "
                                    f"log tail:\n{_tail(node.data_dir / 'redis.log')}")
             try:
-                with _admin(node, 0.5) as c:
+                with _admin(node, 0.5, self.password) as c:
                     if c.execute("PING") == b"PONG":
                         return
             except _ADMIN_ERRORS:
@@ -321,7 +328,7 @@ class LocalCluster:
 
     # ---- cluster queries -------------------------------------------------
     def _cmd(self, node: Node, *args: str) -> Any:
-        with _admin(node) as c:
+        with _admin(node, password=self.password) as c:
             return c.execute(*args)
 
     def _myid(self, node: Node) -> str:

@@ -138,9 +138,11 @@ def proxy_config(seeds: list[tuple[str, int]], **sections: dict[str, Any]) -> Co
 class StandaloneRedis:
     """One plain (non-cluster) redis-server on loopback, for differential tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
+        """``args``: more redis-server options (``--requirepass``, "s3cret")."""
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
+        self.args = list(args)
         self.dir = Path(tempfile.mkdtemp(prefix="rproxy-standalone-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -151,12 +153,15 @@ class StandaloneRedis:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                 "--logfile", str(self.dir / "redis.log"), "--enable-debug-command", "local"],
+                 "--logfile", str(self.dir / "redis.log"), "--enable-debug-command", "local",
+                 *self.args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
             try:
-                wait_until(lambda: self.client().ping(), 5, "standalone redis")
+                wait_until(lambda: self.client().ping() if "--requirepass" not in self.args
+                           else self.client(password=self.args[self.args.index(
+                               "--requirepass") + 1]).ping(), 5, "standalone redis")
                 return self
             except TimeoutError:
                 self.stop()

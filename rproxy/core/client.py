@@ -21,10 +21,13 @@ REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT = 0, 1, 2  # CLIENT REPLY
 
 
 class ClientState:
-    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs", "reply")
+    __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs", "reply",
+                 "authenticated")
 
-    def __init__(self, client_id: int) -> None:
+    def __init__(self, client_id: int, authenticated: bool = True) -> None:
         self.id = client_id
+        # False until AUTH / HELLO AUTH succeeds, when a password is set (auth.requirepass)
+        self.authenticated = authenticated
         self.name = b""  # CLIENT SETNAME / HELLO SETNAME
         self.quit = False  # QUIT: reply, then close once the replies before it are sent
         self.protocol = 2  # RESP version (HELLO 2 or 3)

@@ -11,6 +11,7 @@ the key. ``config/rproxy.toml`` documents every key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,16 @@ from rproxy.core.resp import RequestLimits
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the key and the reason."""
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_addr(text: str, what: str) -> tuple[str, int]:
@@ -43,6 +54,10 @@ class ProxySection:
     workers: int = 1
     gc_threshold: int = 20000
     busy_poll_us: int = 30
+    # As Redis's protected-mode: refuse to listen on an address other than loopback while no
+    # password is set (auth.requirepass); false accepts it (anyone who reaches the port can
+    # then use the cluster).
+    protected_mode: bool = True
 
     def validate(self) -> None:
         host, port = parse_addr(self.listen, "proxy.listen")
@@ -118,9 +133,27 @@ class ClusterSection:
     max_leases_per_node: int = 1000
     failover_hold_s: float = 30.0
     read_from: str = "master"
+    # The cluster's credentials, used on every connection rproxy opens to a node (the data
+    # path's, the dedicated ones, the control plane's): an ACL user (or "" for the default
+    # user, AUTH <password>) and its password -- from RPROXY_CLUSTER_PASSWORD or the file
+    # password_file names (its first line; it wins), never from a command-line flag.
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+
+    def auth_command(self) -> list[bytes] | None:
+        """The AUTH a connection to a node starts with, or None (no password)."""
+        if not self.password:
+            return None
+        if self.username:
+            return [b"AUTH", self.username.encode(), self.password.encode()]
+        return [b"AUTH", self.password.encode()]
 
     def validate(self) -> None:
         _positive(self, "cluster")
+        if self.username and not self.password:
+            raise ConfigError("cluster.username: set with a password (RPROXY_CLUSTER_PASSWORD "
+                              "or cluster.password_file)")
         if self.read_from not in READ_FROM:
             raise ConfigError(
                 f"cluster.read_from: expected one of {', '.join(READ_FROM)}, got {self.read_from!r}"
@@ -198,6 +231,24 @@ def _positive(section: object, name: str) -> None:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    # The password every client must give (AUTH / HELLO AUTH) before any other command:
+    # from RPROXY_AUTH_REQUIREPASS or the file requirepass_file names (its first line; read
+    # at start and on SIGHUP, it wins over requirepass); never from a command-line flag. "" =
+    # no password (the default user is "nopass", as in Redis).
+    requirepass: str = ""
+    requirepass_file: str = ""
+
+    def validate(self) -> None:
+        if "\n" in self.requirepass or "\r" in self.requirepass:
+            raise ConfigError("auth.requirepass: one line, without a line break")
+
+
+# Shown as "(redacted)" by PROXY CONFIG GET; each may come from the file its *_file key names.
+SECRET_KEYS = frozenset({"auth.requirepass", "cluster.password"})
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
@@ -206,6 +257,7 @@ class Config:
     commands: CommandsSection = field(default_factory=CommandsSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
+    auth: AuthSection = field(default_factory=AuthSection)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
@@ -214,6 +266,19 @@ class Config:
             raise ConfigError("metrics.listen: served by one process; not with proxy.workers "
                               f"= {self.proxy.workers} (use one worker, or no metrics)")
         return self
+
+    def check_exposure(self) -> None:
+        """Protected mode (Redis's protected-mode): no listening beyond loopback without a
+        password, unless proxy.protected_mode = false. Checked once the configuration is
+        complete (``load``), not at every step of building one."""
+        host = self.listen_addr[0]
+        if self.proxy.protected_mode and not self.auth.requirepass and not is_loopback(host):
+            raise ConfigError(
+                f"proxy.listen: {host} is not a loopback address and no password is set, so "
+                "anyone who reaches the port could use the cluster. Set a password "
+                "(RPROXY_AUTH_REQUIREPASS, or auth.requirepass_file), listen on 127.0.0.1, "
+                "or set proxy.protected_mode = false (RPROXY_PROXY_PROTECTED_MODE=false) to "
+                "accept it")
 
     @property
     def listen_addr(self) -> tuple[str, int]:
@@ -391,4 +456,26 @@ def load(
     cfg = _apply(cfg, _env_values(env, cfg), from_text=True)
     if overrides:
         cfg = _apply(cfg, overrides, from_text=False)
-    return cfg.validate()
+    cfg = read_secrets(cfg.validate())
+    cfg.check_exposure()
+    return cfg
+
+
+def read_secrets(cfg: Config) -> Config:
+    """The password files' first lines, into the keys they stand for."""
+    for name in sorted(SECRET_KEYS):
+        section, key = name.split(".")
+        path = getattr(getattr(cfg, section), f"{key}_file")
+        if not path:
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                secret = fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}_file: cannot read {path!r}: "
+                              f"{exc.strerror or exc}") from None
+        if not secret:
+            raise ConfigError(f"{name}_file: {path!r} holds no password (its first line is "
+                              "empty)")
+        cfg = cfg.replace(section, **{key: secret})
+    return cfg

@@ -14,6 +14,9 @@ PROTO_TOO_BIG_MBULK = b"-ERR Protocol error: too big mbulk count string\r\n"
 PROTO_INVALID_MBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
 PROTO_TOO_BIG_BULK = b"-ERR Protocol error: too big bulk count string\r\n"
 PROTO_INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
+# Before AUTH, Redis takes at most 10 arguments of at most 16384 bytes (processMultibulkBuffer).
+PROTO_UNAUTH_MBULK = b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+PROTO_UNAUTH_BULK = b"-ERR Protocol error: unauthenticated bulk length\r\n"
 
 
 def proto_expected_dollar(got: int) -> bytes:
@@ -132,6 +135,11 @@ AUTH_NO_PASSWORD = (
     b"Are you sure your configuration is correct?\r\n"
 )
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+NOAUTH_HELLO = (
+    b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+    b"AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
+    b"protocol version at the same time\r\n")
 PROTOVER_NOT_INT = b"-ERR Protocol version is not an integer or out of range\r\n"
 BAD_CLIENT_NAME = (
     b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"

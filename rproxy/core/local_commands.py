@@ -132,6 +132,12 @@ class ProxyView(admin.AdminView, Protocol):
     def cpu_seconds(self) -> tuple[float, float]: ...  # the proxy process's (system, user)
     @property
     def slowlog(self) -> SlowLog: ...  # the proxy's own (SLOWLOG)
+    @property
+    def password_required(self) -> bool: ...  # auth.requirepass is set
+
+    def password_matches(self, password: bytes) -> bool:
+        """``password`` is auth.requirepass (compared in constant time)."""
+        ...
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -214,19 +220,27 @@ def _select(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.OK if db == 0 else errors.SELECT_NOT_ALLOWED
 
 
-def _auth_check(user: bytes | None, password: bytes) -> bytes:
-    """No password is configured on the proxy yet: like a Redis whose default user is
-    ``nopass``, AUTH <password> is an error and AUTH default <anything> succeeds."""
-    if user is None:
-        return errors.AUTH_NO_PASSWORD
-    return resp.OK if user == b"default" else errors.WRONGPASS
+def _auth_check(c: ClientState, user: bytes | None, password: bytes,
+                view: ProxyView) -> bytes:
+    """The default user only (ACL users to come). Without a password (auth.requirepass), as a
+    Redis whose default user is ``nopass``: AUTH <password> is an error, AUTH default
+    <anything> succeeds. With one: the password, compared in constant time, for the default
+    user. A failed AUTH leaves an authenticated client authenticated (as Redis)."""
+    if not view.password_required:
+        if user is None:
+            return errors.AUTH_NO_PASSWORD
+        return resp.OK if user == b"default" else errors.WRONGPASS
+    if (user is None or user == b"default") and view.password_matches(password):
+        c.authenticated = True
+        return resp.OK
+    return errors.WRONGPASS
 
 
 def _auth(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) == 2:
-        return _auth_check(None, argv[1])
+        return _auth_check(c, None, argv[1], view)
     if len(argv) == 3:
-        return _auth_check(argv[1], argv[2])
+        return _auth_check(c, argv[1], argv[2], view)
     return errors.SYNTAX
 
 
@@ -247,7 +261,7 @@ def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
         opt = argv[i].upper()
         more = len(argv) - i - 1
         if opt == b"AUTH" and more >= 2:
-            r = _auth_check(argv[i + 1], argv[i + 2])
+            r = _auth_check(c, argv[i + 1], argv[i + 2], view)
             if r != resp.OK:
                 return r
             i += 3
@@ -259,6 +273,8 @@ def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
             i += 2
         else:
             return errors.hello_syntax(argv[i])
+    if not c.authenticated:  # (after the options: a SETNAME is applied)
+        return errors.NOAUTH_HELLO
     if ver:
         c.protocol = ver
     return resp.encode_map(
@@ -273,6 +289,7 @@ def _valid_name(name: bytes) -> bool:
 
 def _reset(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     c.reset()
+    c.authenticated = not view.password_required  # back to the default user, unauthenticated
     return b"+RESET\r\n"
 
 

@@ -36,6 +36,19 @@ class RequestLimits:
     max_bulk_len: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len
     max_args: int = 1024 * 1024  # multibulk count; Redis 7 allows INT_MAX
     query_buffer_limit: int = 256 * 1024 * 1024  # unparsed bytes held for one client
+    # Before AUTH (a password is set): Redis's stricter limits, at most UNAUTH_MAX_ARGS
+    # arguments of at most UNAUTH_MAX_BULK bytes, with their own error texts.
+    unauthenticated: bool = False
+
+    def effective(self) -> tuple[int, int]:
+        """(max arguments, max bulk length) in force."""
+        if self.unauthenticated:
+            return min(self.max_args, UNAUTH_MAX_ARGS), min(self.max_bulk_len, UNAUTH_MAX_BULK)
+        return self.max_args, self.max_bulk_len
+
+
+UNAUTH_MAX_ARGS = 10
+UNAUTH_MAX_BULK = 16384
 
 
 CLOSE_SILENTLY = b""
@@ -196,6 +209,8 @@ class _Strict:
             ll = string2ll(buf[pos + 1 : nl])
             if ll is None or ll > INT_MAX or ll > self.limits.max_args:
                 return self._fail(errors.PROTO_INVALID_MBULK)
+            if ll > UNAUTH_MAX_ARGS and self.limits.unauthenticated:
+                return self._fail(errors.PROTO_UNAUTH_MBULK)
             pos = nl + 2
             if ll <= 0:
                 self.argv = []
@@ -216,6 +231,8 @@ class _Strict:
                 ll = string2ll(buf[pos + 1 : nl])
                 if ll is None or ll < 0 or ll > self.limits.max_bulk_len:
                     return self._fail(errors.PROTO_INVALID_BULK)
+                if ll > UNAUTH_MAX_BULK and self.limits.unauthenticated:
+                    return self._fail(errors.PROTO_UNAUTH_BULK)
                 pos = nl + 2
                 self.bulklen = ll
             if n - pos < self.bulklen + 2:
@@ -270,7 +287,6 @@ class RequestParser:
     )
 
     def __init__(self, limits: RequestLimits | None = None) -> None:
-        self.limits = limits or RequestLimits()
         self._reader = hiredis.Reader()
         self._buf = b""
         self._pos = 0  # start of the first unconsumed byte in _buf
@@ -287,11 +303,17 @@ class RequestParser:
         # limits exactly. A bulk over max_bulk_len can only be complete in one feed larger
         # than max_bulk_len; otherwise it arrives partial, and partial commands are strict's.
         # (At most 7 digits: whatever max_args says, hiredis never pre-allocates a million.)
-        self._guard = re.compile(rb"\*\d{%d}" % min(len(str(self.limits.max_args)), 7))
-        self._bulk_guard = re.compile(rb"\$\d{%d}" % len(str(self.limits.max_bulk_len)))
         self._slow_until = 0  # bytes of _buf before this index take the strict path
-        self._max_bulk = self.limits.max_bulk_len
+        self.set_limits(limits or RequestLimits())
         self.error: bytes | None = None
+
+    def set_limits(self, limits: RequestLimits) -> None:
+        """The limits from the next command on (AUTH lifts the unauthenticated ones)."""
+        self.limits = limits
+        max_args, max_bulk = limits.effective()
+        self._guard = re.compile(rb"\*\d{%d}" % min(len(str(max_args)), 7))
+        self._bulk_guard = re.compile(rb"\$\d{%d}" % len(str(max_bulk)))
+        self._max_bulk = max_bulk
 
     @property
     def buffered(self) -> int:

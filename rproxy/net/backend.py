@@ -74,12 +74,14 @@ class BackendConnection:
     __slots__ = (
         "addr", "owner", "reactor", "transport", "fd", "state", "out", "fifo", "framer",
         "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
-        "blocking", "resp3", "__weakref__",
+        "blocking", "resp3", "auth", "__weakref__",
     )
 
     def __init__(self, addr: tuple[str, int], owner: Owner, reactor: Reactor,
-                 max_pending: int, replica: bool = False, resp3: bool = False) -> None:
+                 max_pending: int, replica: bool = False, resp3: bool = False,
+                 auth: list[bytes] | None = None) -> None:
         self.addr = addr
+        self.auth = auth  # the cluster's AUTH (cluster.password), sent first in the handshake
         self.owner = owner
         self.reactor = reactor
         self.transport: Transport | None = None
@@ -248,11 +250,14 @@ class BackendConnection:
         self.reactor.flush()
 
     async def _handshake(self, sock: socket.socket) -> None:
-        """``[HELLO 3,] [READONLY,] PING`` and their replies: the node is alive and serving
-        (and speaks RESP3, for RESP3 clients: a map answers HELLO)."""
+        """``[AUTH,] [HELLO 3,] [READONLY,] PING`` and their replies: the node takes the
+        cluster's credentials, is alive and serving (and speaks RESP3, for RESP3 clients: a
+        map answers HELLO)."""
         hello = (READONLY + PING) if self.replica else PING
         if self.resp3:
             hello = HELLO3 + hello
+        if self.auth:
+            hello = encode_command(self.auth) + hello
         while hello:
             await trio.lowlevel.wait_writable(sock)
             try:
@@ -261,7 +266,7 @@ class BackendConnection:
                 continue
         framer = ReplyFramer(self.resp3)
         replies: list[bytes] = []
-        while len(replies) < 1 + self.replica + self.resp3:
+        while len(replies) < 1 + self.replica + self.resp3 + bool(self.auth):
             await trio.lowlevel.wait_readable(sock)
             try:
                 data = sock.recv(4096)
@@ -270,6 +275,11 @@ class BackendConnection:
             if not data:
                 raise ConnectionResetError("closed during the handshake")
             replies += framer.feed(data)
+        if self.auth:
+            auth_reply = replies.pop(0)  # -WRONGPASS, -ERR AUTH ... (never the password)
+            if auth_reply[:1] == b"-":
+                raise ConnectionRefusedError("AUTH: " + auth_reply.rstrip().decode(
+                    errors="replace")[1:])
         if self.resp3:
             hello_reply = replies.pop(0)
             if hello_reply[:1] != b"%":  # -NOPROTO: a server without RESP3

@@ -64,6 +64,10 @@ def _runs_script(conn: BackendConnection) -> bool:
     return False
 
 
+# The node's replies that say the cluster's credentials are wrong or missing.
+AUTH_REFUSALS = ("WRONGPASS", "NOAUTH", "ERR AUTH", "NOPERM")
+
+
 class ClusterManager:
     """The topology and the backend connections. The main manager speaks RESP2 and polls the
     map; its RESP3 plane (``resp3_plane``: a manager of its own connections, made on the
@@ -172,23 +176,29 @@ class ClusterManager:
         others = [a for a in self.known if a not in candidates]
         self._rng.shuffle(candidates)
         self._rng.shuffle(others)
+        auth = self.config.cluster.auth_command()
         timeout = self.config.timeouts.connect_timeout_s
         for addr in candidates + others:
             try:
                 try:
-                    reply = await control_command(addr, [b"CLUSTER", b"SHARDS"], timeout)
+                    reply = await control_command(addr, [b"CLUSTER", b"SHARDS"], timeout, auth)
                     slotmap = parse_cluster_shards(reply, addr[0])
                 except ControlError as exc:
                     if "unknown subcommand" not in str(exc).lower():
                         raise
-                    reply = await control_command(addr, [b"CLUSTER", b"SLOTS"], timeout)
+                    reply = await control_command(addr, [b"CLUSTER", b"SLOTS"], timeout, auth)
                     slotmap = parse_cluster_slots(reply, addr[0])
                 if not slotmap.masters:
                     raise ControlError("node reports no slots")
                 if not self.router.table_loaded:
                     await self._load_node_info(addr, timeout)
             except (OSError, trio.TooSlowError, ControlError, ValueError) as exc:
-                log.debug("refresh_failed", node=f"{addr[0]}:{addr[1]}", error=str(exc))
+                text = str(exc)
+                if isinstance(exc, ControlError) and text.startswith(AUTH_REFUSALS):
+                    # the cluster's credentials (cluster.username / password): the node's words
+                    log.warning("cluster_auth_failed", node=f"{addr[0]}:{addr[1]}", error=text)
+                else:
+                    log.debug("refresh_failed", node=f"{addr[0]}:{addr[1]}", error=text)
                 continue
             self.install(slotmap)
             self.stats.slotmap_refreshes += 1
@@ -215,10 +225,11 @@ class ClusterManager:
                 or any(a in self.down_since for a in m.masters))
 
     async def _load_node_info(self, addr: Addr, timeout: float) -> None:
-        reply = await control_command(addr, [b"COMMAND"], timeout)
+        auth = self.config.cluster.auth_command()
+        reply = await control_command(addr, [b"COMMAND"], timeout, auth)
         policy = self.config.commands
         table = CommandTable.from_command_reply(reply, policy.allow, policy.deny)
-        info = await control_command(addr, [b"INFO", b"server"], timeout)
+        info = await control_command(addr, [b"INFO", b"server"], timeout, auth)
         for line in bytes(info).decode(errors="replace").splitlines():
             if line.startswith("redis_version:"):
                 self.redis_version = line.split(":", 1)[1].strip()
@@ -292,7 +303,8 @@ class ClusterManager:
 
     def _new_conn(self, addr: Addr, replica: bool = False) -> BackendConnection:
         conn = BackendConnection(addr, self.pool, self.reactor,
-                                 self.config.limits.max_pending_per_backend, replica, self.resp3)
+                                 self.config.limits.max_pending_per_backend, replica, self.resp3,
+                                 self.config.cluster.auth_command())
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
         if failures:  # jittered exponential back-off: no reconnect storm against a dead node,
@@ -307,7 +319,7 @@ class ClusterManager:
         """A new connection to ``addr`` owned by ``owner`` (a lease, the pub/sub hub),
         outside the tables."""
         conn = cls(addr, owner, self.reactor, self.config.limits.max_pending_per_backend,
-                   resp3=self.resp3)
+                   resp3=self.resp3, auth=self.config.cluster.auth_command())
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s)
         return conn

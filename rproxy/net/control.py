@@ -48,25 +48,42 @@ def _next_reply(reader: hiredis.Reader, data: bytes) -> Any:
     return reply
 
 
-async def control_command(addr: Addr, argv: list[bytes], timeout_s: float) -> Any:
-    """One command on a short-lived connection (control plane only: topology, COMMAND).
-    Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError). A plain
-    trio socket: a topology refresh runs several times a second while a shard is failing
-    over, and must cost the data path next to nothing."""
+async def control_command(addr: Addr, argv: list[bytes], timeout_s: float,
+                          auth: list[bytes] | None = None) -> Any:
+    """One command on a short-lived connection (control plane only: topology, COMMAND),
+    after ``auth`` (the cluster's AUTH, if it has a password). Whatever goes wrong on the way
+    is a ControlError (or TooSlowError, or OSError). A plain trio socket: a topology refresh
+    runs several times a second while a shard is failing over, and must cost the data path
+    next to nothing."""
     with trio.fail_after(timeout_s):
         infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
         family, _, _, _, sockaddr = infos[0]
         with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
             await sock.connect(sockaddr)
-            await sock.send(encode_command(argv))  # a few bytes: one send is enough
+            # a few bytes: one send is enough
+            await sock.send((encode_command(auth) if auth else b"") + encode_command(argv))
             reader = hiredis.Reader()
+            if auth:  # its reply first: an error (WRONGPASS ...) is a ControlError with the
+                # node's text, which never holds the password
+                while _next_reply(reader, await sock.recv(1 << 20)) is False:
+                    pass
+                reply = reader.gets()  # the command's reply may have come in the same read
+                if reply is not False:
+                    return _checked(reply)
             while True:
                 reply = _next_reply(reader, await sock.recv(1 << 20))
                 if reply is not False:
                     return reply
 
 
-async def control_send(addr: Addr, argv: list[bytes], timeout_s: float) -> None:
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        raise ControlError(str(reply))
+    return reply
+
+
+async def control_send(addr: Addr, argv: list[bytes], timeout_s: float,
+                       auth: list[bytes] | None = None) -> None:
     """Send one command on a short-lived connection and close it without waiting for the
     reply (a command whose effect is all that matters)."""
     with trio.fail_after(timeout_s):
@@ -74,7 +91,7 @@ async def control_send(addr: Addr, argv: list[bytes], timeout_s: float) -> None:
         family, _, _, _, sockaddr = infos[0]
         with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
             await sock.connect(sockaddr)
-            await sock.send(encode_command(argv))
+            await sock.send((encode_command(auth) if auth else b"") + encode_command(argv))
 
 
 def _arg(a: bytes | str | float) -> bytes:
@@ -89,10 +106,12 @@ class ControlConnection:
     closing the connection or sending bytes that are not RESP is a ControlError; both close
     the connection, which would be out of step, and later calls raise OSError."""
 
-    def __init__(self, addr: Addr, timeout_s: float) -> None:
+    def __init__(self, addr: Addr, timeout_s: float, password: str | None = None) -> None:
         self.addr, self.timeout_s = addr, timeout_s
         self._sock: socket.socket | None = socket.create_connection(addr, timeout=timeout_s)
         self._reader = hiredis.Reader()
+        if password:
+            self.execute("AUTH", password)
 
     def execute(self, *argv: bytes | str | float) -> Any:
         """Send one command and return its reply (``str``/``int`` arguments are encoded)."""

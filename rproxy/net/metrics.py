@@ -112,12 +112,13 @@ class ClusterPoller:
         slotmap = self.cluster.slotmap
         nodes = list(slotmap.nodes) if slotmap is not None else []
         found: dict[Addr, dict[str, dict[str, str]] | None] = {}
+        auth = self.cluster.config.cluster.auth_command()
 
         async def one(addr: Addr) -> None:
             try:
                 info = await control_command(addr, [b"INFO", b"default", b"commandstats"],
-                                             self.timeout)
-                cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout)
+                                             self.timeout, auth)
+                cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout, auth)
             except (OSError, trio.TooSlowError, ControlError, ValueError):
                 found[addr] = None
                 return

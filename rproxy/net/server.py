@@ -9,6 +9,7 @@ not: the proxy serves fast errors until a node answers, and recovers by itself).
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import os
 import secrets
@@ -24,7 +25,7 @@ from rproxy import __version__
 from rproxy.core import errors, local_commands
 from rproxy.core.client import ClientInfo
 from rproxy.core.commands import CommandTable
-from rproxy.core.config import Config, ConfigError, parse_addr, set_runtime
+from rproxy.core.config import SECRET_KEYS, Config, ConfigError, parse_addr, set_runtime
 from rproxy.core.hotspots import HotSpots
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.slowlog import Latency, SlowLog
@@ -129,9 +130,19 @@ class ProxyView:
         return None if local_commands.handled(name) else local_commands.refusal(name)
 
     def config_items(self) -> list[tuple[str, str]]:
-        return [(f"{section}.{key}", ",".join(value) if isinstance(value, list) else str(value))
+        """Every key and its value; a secret's value as ``(redacted)`` (when it is set)."""
+        return [(name, "(redacted)" if name in SECRET_KEYS and value else
+                 ",".join(value) if isinstance(value, list) else str(value))
                 for section, keys in self._server.config.to_dict().items()
-                for key, value in keys.items()]
+                for key, value in keys.items() for name in [f"{section}.{key}"]]
+
+    @property
+    def password_required(self) -> bool:
+        return bool(self._server.config.auth.requirepass)
+
+    def password_matches(self, password: bytes) -> bool:
+        expected = self._server.config.auth.requirepass.encode()
+        return hmac.compare_digest(password, expected)
 
     @property
     def cross_slot_writes(self) -> str:

@@ -28,6 +28,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -81,6 +82,7 @@ _ALL_MASTERS, _ALL_NODES, _LEASED = Route.ALL_MASTERS, Route.ALL_NODES, Route.LE
 _KILLS = frozenset({b"SCRIPT|KILL", b"FUNCTION|KILL"})  # on connections of their own
 _WAITS = frozenset({b"WAIT", b"WAITAOF"})  # block by design: not in the slow log
 _XREADS = frozenset({b"XREAD", b"XREADGROUP"})  # block with BLOCK: not in the slow log then
+NO_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})  # Redis's no-auth commands
 
 
 class SessionHost(Protocol):
@@ -138,9 +140,10 @@ class ClientSession(StatefulModes):
         self.fd = sock.fileno()
         self.id = client_id
         self.peer = peer
-        self.client = ClientState(client_id)
+        password = bool(host.config.auth.requirepass)
+        self.client = ClientState(client_id, authenticated=not password)
         limits = host.config.limits
-        self.parser = RequestParser(limits.request_limits())
+        self.parser = RequestParser(replace(limits.request_limits(), unauthenticated=password))
         self.queue: deque[Request] = deque()
         self.dirty = False
         self.closed = False
@@ -152,8 +155,10 @@ class ClientSession(StatefulModes):
         self.last_active = host.now
         self.max_pending = limits.max_pending_per_client
         self.output_limit = limits.output_buffer_limit
-        # How a parsed batch is handled: the stateless mode's batch loop (see the docstring).
-        self.on_commands: Callable[[Batch], None] = self.route_batch
+        # How a parsed batch is handled: the stateless mode's batch loop (see the docstring),
+        # or, with a password set, the commands before AUTH.
+        self.on_commands: Callable[[Batch], None] = (
+            self.auth_batch if password else self.route_batch)
         # The tables this client's commands are routed by: the router's, except while it holds
         # a lease (``use_lease``).
         self.slot_conn = self.router.slot_conn
@@ -419,6 +424,14 @@ class ClientSession(StatefulModes):
         limits = self.host.config.limits
         self.output_limit = (limits.pubsub_output_buffer_limit if self.client.subscribed
                              else limits.output_buffer_limit)
+        if self.client.authenticated == self.parser.limits.unauthenticated:
+            # AUTH, HELLO AUTH, RESET: into or out of the unauthenticated mode
+            self.parser.set_limits(replace(self.parser.limits,
+                                           unauthenticated=not self.client.authenticated))
+            if not self.client.authenticated:
+                self.enter_mode(self.auth_batch)
+            elif self.on_commands == self.auth_batch:
+                self.leave_mode()
 
     def _switch_protocol(self) -> None:
         """The client switched between RESP2 and RESP3: from now on its commands go on the
@@ -474,6 +487,29 @@ class ClientSession(StatefulModes):
             if self.closing:
                 return
             if self.on_commands != self.pubsub_batch:
+                self.hand_over(batch)
+                return
+
+    def auth_batch(self, commands: Batch) -> None:
+        """Before AUTH (a password is set): only AUTH, HELLO, QUIT and RESET run (Redis's
+        ``no-auth`` commands); the others get NOAUTH -- after an unknown command's or a wrong
+        arity's error, which Redis gives first. The rest of the batch goes to the stateless
+        mode once the client has authenticated."""
+        table = self.router.table
+        batch = iter(commands)
+        for argv, enc in batch:
+            info = table.lookup(argv)
+            error = command_error(info, argv) if self.router.table_loaded else None
+            if error is None and info.name not in NO_AUTH and argv[0].upper() not in NO_AUTH:
+                error = errors.NOAUTH
+            if error is not None:
+                info.calls += 1
+                self.reply_local(error, enc)
+                continue
+            self.dispatch(argv, enc)
+            if self.closing:
+                return
+            if self.on_commands != self.auth_batch:
                 self.hand_over(batch)
                 return
 

@@ -335,8 +335,10 @@ class StatefulModes:
 
     async def _wait(self, req: list[Any], masters: list[Addr], numreplicas: int,
                     timeout_ms: int, wrote: bool) -> None:
+        config = self.host.config
         n = await replicas_acked(masters, numreplicas, timeout_ms,
-                                 self.host.config.timeouts.connect_timeout_s, wrote)
+                                 config.timeouts.connect_timeout_s, wrote,
+                                 config.cluster.auth_command())
         complete(req, resp.integer(n))
         self.reactor.flush()
 

@@ -47,6 +47,7 @@ def test_file_values(tmp_path: Path):
 listen = "0.0.0.0:6380"
 seeds = ["10.0.0.1:7000", "[::1]:7001"]
 log_level = "debug"
+protected_mode = false
 
 [limits]
 max_clients = 100
@@ -266,3 +267,34 @@ def test_reload_plan_applies_runtime_keys_and_names_the_others() -> None:
     assert config.commands.cross_slot_writes == "emulate" and config.limits.max_clients == 50
     assert config.proxy.listen == "127.0.0.1:7777"  # kept until a restart
     assert reload_plan(running, running)[1:] == ([], [])
+
+
+def test_protected_mode_refuses_an_open_port_without_a_password(tmp_path: Path) -> None:
+    """As Redis's protected-mode: beyond loopback, a password or an explicit opt-out."""
+    with pytest.raises(ConfigError, match="0.0.0.0 is not a loopback address and no password"):
+        load(None, env={"RPROXY_LISTEN": "0.0.0.0:7777"})
+    for env in ({"RPROXY_LISTEN": "0.0.0.0:7777", "RPROXY_AUTH_REQUIREPASS": "s3cret"},
+                {"RPROXY_LISTEN": "0.0.0.0:7777", "RPROXY_PROXY_PROTECTED_MODE": "false"},
+                {"RPROXY_LISTEN": "127.0.0.2:7777"}, {"RPROXY_LISTEN": "[::1]:7777"},
+                {"RPROXY_LISTEN": "localhost:7777"}, {}):
+        load(None, env=env)
+    assert load(None, env={}).listen_addr == ("127.0.0.1", 7777)  # the default
+
+
+def test_requirepass_from_a_file_never_a_flag(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("correct horse\nsecond line ignored\n")
+    cfg = load(None, env={"RPROXY_AUTH_REQUIREPASS_FILE": str(secret)})
+    assert cfg.auth.requirepass == "correct horse"
+    cfg = load(None, env={"RPROXY_AUTH_REQUIREPASS_FILE": str(secret),
+                          "RPROXY_AUTH_REQUIREPASS": "other"})
+    assert cfg.auth.requirepass == "correct horse"  # the file wins
+    with pytest.raises(ConfigError, match="auth.requirepass_file: cannot read"):
+        load(None, env={"RPROXY_AUTH_REQUIREPASS_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no password"):
+        load(None, env={"RPROXY_AUTH_REQUIREPASS_FILE": str(tmp_path / "empty")})
+    from rproxy.cli import build_parser
+
+    flags = build_parser().format_help()
+    assert "requirepass" not in flags and "password" not in flags

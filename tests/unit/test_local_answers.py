@@ -51,6 +51,14 @@ class View:
     counters: dict[str, int] = field(default_factory=dict)
     rows: list[ClientInfo] = field(default_factory=list)
     order: list[int] = field(default_factory=lambda: [0, 5461, 10923])
+    password: bytes = b""  # auth.requirepass
+
+    @property
+    def password_required(self) -> bool:
+        return bool(self.password)
+
+    def password_matches(self, password: bytes) -> bool:
+        return password == self.password
 
     def stat(self, name: str) -> int:
         return self.counters.get(name, 0)

@@ -83,3 +83,8 @@ def test_k8s_sidecar_probes_and_its_config(tmp_path: Path) -> None:
     toml.write_text(docs["ConfigMap"]["data"]["rproxy.toml"])
     config = load(toml, {})  # the ConfigMap's file is a valid rproxy configuration
     assert config.metrics.listen == "0.0.0.0:9121" and config.proxy.seeds
+    # ... and with the image's environment (RPROXY_LISTEN=0.0.0.0:7777) under the pod's, the
+    # sidecar listens on the pod's loopback: protected mode lets it start without a password
+    pod_env = {e["name"]: e["value"] for e in rproxy["env"] if e["name"] != "RPROXY_CONFIG"}
+    config = load(toml, {"RPROXY_LISTEN": "0.0.0.0:7777", **pod_env})
+    assert config.listen_addr == ("127.0.0.1", 7777)
