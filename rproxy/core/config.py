@@ -94,16 +94,35 @@ class LimitsSection:
     max_remembered_scripts: int = 10000  # scripts (and libraries) kept to reload: scripts.py
     max_pending_per_client: int = 10000
     max_pending_per_backend: int = 100000
+    max_inline_len: int = 64 * 1024  # an inline command, a multibulk or bulk header line
+    unauth_max_args: int = 10  # before AUTH (auth.requirepass set): Redis's fixed limits
+    unauth_max_bulk_len: int = 16384
+    # Soft output limits (Redis's client-output-buffer-limit soft part): a client whose unsent
+    # replies stay above the bytes for the seconds is closed; 0 = off.
+    output_buffer_soft_limit: int = 0
+    output_buffer_soft_s: float = 0.0
+    pubsub_output_buffer_soft_limit: int = 8 * 1024 * 1024  # Redis's pubsub 8mb 60
+    pubsub_output_buffer_soft_s: float = 60.0
 
     def validate(self) -> None:
-        _positive(self, "limits")
+        _positive(self, "limits", exempt=("output_buffer_soft_limit", "output_buffer_soft_s",
+                                          "pubsub_output_buffer_soft_limit",
+                                          "pubsub_output_buffer_soft_s"))
+        for key in ("output_buffer_soft_limit", "output_buffer_soft_s",
+                    "pubsub_output_buffer_soft_limit", "pubsub_output_buffer_soft_s"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"limits.{key}: must be >= 0 (0 = off)")
+        if self.max_inline_len < 1024:
+            raise ConfigError("limits.max_inline_len: must be at least 1024")
         if self.max_bulk_len < 1024 * 1024:
             raise ConfigError("limits.max_bulk_len: must be at least 1048576 (as in Redis)")
         if self.query_buffer_limit < 1024 * 1024:
             raise ConfigError("limits.query_buffer_limit: must be at least 1048576")
 
     def request_limits(self) -> RequestLimits:
-        return RequestLimits(self.max_bulk_len, self.max_args, self.query_buffer_limit)
+        return RequestLimits(self.max_bulk_len, self.max_args, self.query_buffer_limit,
+                             self.max_inline_len, False, self.unauth_max_args,
+                             self.unauth_max_bulk_len)
 
 
 @dataclass(frozen=True)
@@ -223,8 +242,10 @@ class EmbeddedSection:
             raise ConfigError("embedded.node_timeout_ms: must be >= 100")
 
 
-def _positive(section: object, name: str) -> None:
+def _positive(section: object, name: str, exempt: tuple[str, ...] = ()) -> None:
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        if f.name in exempt:
+            continue
         v = getattr(section, f.name)
         if isinstance(v, (int, float)) and v <= 0:
             raise ConfigError(f"{name}.{f.name}: must be > 0, got {v!r}")

@@ -36,19 +36,21 @@ class RequestLimits:
     max_bulk_len: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len
     max_args: int = 1024 * 1024  # multibulk count; Redis 7 allows INT_MAX
     query_buffer_limit: int = 256 * 1024 * 1024  # unparsed bytes held for one client
-    # Before AUTH (a password is set): Redis's stricter limits, at most UNAUTH_MAX_ARGS
-    # arguments of at most UNAUTH_MAX_BULK bytes, with their own error texts.
+    # The longest line without a newline: an inline command, or a multibulk or bulk header
+    # (Redis's PROTO_INLINE_MAX_SIZE).
+    max_inline_len: int = PROTO_INLINE_MAX_SIZE
+    # Before AUTH (a password is set): stricter limits, with their own error texts (Redis's
+    # 10 arguments of at most 16384 bytes, fixed there, configurable here).
     unauthenticated: bool = False
+    unauth_max_args: int = 10
+    unauth_max_bulk_len: int = 16384
 
     def effective(self) -> tuple[int, int]:
         """(max arguments, max bulk length) in force."""
         if self.unauthenticated:
-            return min(self.max_args, UNAUTH_MAX_ARGS), min(self.max_bulk_len, UNAUTH_MAX_BULK)
+            return (min(self.max_args, self.unauth_max_args),
+                    min(self.max_bulk_len, self.unauth_max_bulk_len))
         return self.max_args, self.max_bulk_len
-
-
-UNAUTH_MAX_ARGS = 10
-UNAUTH_MAX_BULK = 16384
 
 
 CLOSE_SILENTLY = b""
@@ -201,7 +203,7 @@ class _Strict:
                 return self._inline(buf, pos)
             nl = _c_find(buf, 13, pos)
             if nl < 0:
-                if n - pos > PROTO_INLINE_MAX_SIZE:
+                if n - pos > self.limits.max_inline_len:
                     return self._fail(errors.PROTO_TOO_BIG_MBULK)
                 return "more", pos
             if nl - pos > n - pos - 2:
@@ -209,7 +211,7 @@ class _Strict:
             ll = string2ll(buf[pos + 1 : nl])
             if ll is None or ll > INT_MAX or ll > self.limits.max_args:
                 return self._fail(errors.PROTO_INVALID_MBULK)
-            if ll > UNAUTH_MAX_ARGS and self.limits.unauthenticated:
+            if ll > self.limits.unauth_max_args and self.limits.unauthenticated:
                 return self._fail(errors.PROTO_UNAUTH_MBULK)
             pos = nl + 2
             if ll <= 0:
@@ -221,7 +223,7 @@ class _Strict:
             if self.bulklen == -1:
                 nl = _c_find(buf, 13, pos)
                 if nl < 0:
-                    if n - pos > PROTO_INLINE_MAX_SIZE:
+                    if n - pos > self.limits.max_inline_len:
                         return self._fail(errors.PROTO_TOO_BIG_BULK)
                     return "more", pos
                 if nl - pos > n - pos - 2:
@@ -231,7 +233,7 @@ class _Strict:
                 ll = string2ll(buf[pos + 1 : nl])
                 if ll is None or ll < 0 or ll > self.limits.max_bulk_len:
                     return self._fail(errors.PROTO_INVALID_BULK)
-                if ll > UNAUTH_MAX_BULK and self.limits.unauthenticated:
+                if ll > self.limits.unauth_max_bulk_len and self.limits.unauthenticated:
                     return self._fail(errors.PROTO_UNAUTH_BULK)
                 pos = nl + 2
                 self.bulklen = ll
@@ -246,7 +248,7 @@ class _Strict:
     def _inline(self, buf: bytes, pos: int) -> tuple[str, int]:
         nl = _c_find(buf, 10, pos)
         if nl < 0:
-            if len(buf) - pos > PROTO_INLINE_MAX_SIZE:
+            if len(buf) - pos > self.limits.max_inline_len:
                 return self._fail(errors.PROTO_TOO_BIG_INLINE)
             return "more", pos
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl

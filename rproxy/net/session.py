@@ -118,6 +118,7 @@ class ClientSession(StatefulModes):
         "host", "reactor", "router", "cluster", "transport", "fd", "id", "peer", "client",
         "parser", "queue", "dirty", "closed", "closing", "reading", "eof", "wbuf",
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
+        "soft_limit", "soft_s", "soft_since",
         "silent", "outbox", "hot", "reads", "done", "slowlog", "latency", "command",
     )  # and StatefulModes's
 
@@ -155,6 +156,9 @@ class ClientSession(StatefulModes):
         self.last_active = host.now
         self.max_pending = limits.max_pending_per_client
         self.output_limit = limits.output_buffer_limit
+        self.soft_limit = limits.output_buffer_soft_limit  # 0: off
+        self.soft_s = limits.output_buffer_soft_s
+        self.soft_since = 0.0  # since when its unsent replies are over the soft limit
         # How a parsed batch is handled: the stateless mode's batch loop (see the docstring),
         # or, with a password set, the commands before AUTH.
         self.on_commands: Callable[[Batch], None] = (
@@ -421,9 +425,7 @@ class ClientSession(StatefulModes):
             self.enter_mode(self.tx_batch)
         elif self.client.watch_slot < 0 and (self.leases or self.watch_broken):
             self.end_watch(unwatch=True)  # UNWATCH, RESET
-        limits = self.host.config.limits
-        self.output_limit = (limits.pubsub_output_buffer_limit if self.client.subscribed
-                             else limits.output_buffer_limit)
+        self._output_limits()
         if self.client.authenticated == self.parser.limits.unauthenticated:
             # AUTH, HELLO AUTH, RESET: into or out of the unauthenticated mode
             self.parser.set_limits(replace(self.parser.limits,
@@ -852,13 +854,38 @@ class ClientSession(StatefulModes):
         if replies:
             self._write(b"".join(replies))
 
+    def _output_limits(self) -> None:
+        """The output buffer limits of the client's kind (a subscriber's or a normal one's)."""
+        limits = self.host.config.limits
+        if self.client.subscribed:
+            self.output_limit = limits.pubsub_output_buffer_limit
+            self.soft_limit = limits.pubsub_output_buffer_soft_limit
+            self.soft_s = limits.pubsub_output_buffer_soft_s
+        else:
+            self.output_limit = limits.output_buffer_limit
+            self.soft_limit = limits.output_buffer_soft_limit
+            self.soft_s = limits.output_buffer_soft_s
+
     def _write(self, data: bytes) -> None:
         self.stats.client_output_bytes += len(data)
         if self.wbuf:
             self.wbuf += data
-            if len(self.wbuf) > self.output_limit:
-                log.warning("output_buffer_limit", client_id=self.id, bytes=len(self.wbuf))
+            size = len(self.wbuf)
+            if size > self.output_limit:
+                log.warning("output_buffer_limit", client_id=self.id, bytes=size)
                 self.close()
+            elif self.soft_limit and size > self.soft_limit:
+                # The soft limit: over it for longer than soft_s (Redis's
+                # client-output-buffer-limit <class> <hard> <soft> <seconds>)
+                now = self.host.now
+                if not self.soft_since:
+                    self.soft_since = now
+                elif now - self.soft_since > self.soft_s:
+                    log.warning("output_buffer_soft_limit", client_id=self.id, bytes=size,
+                                seconds=round(now - self.soft_since, 1))
+                    self.close()
+            else:
+                self.soft_since = 0.0
             return
         try:
             n = self.transport.send(data)
@@ -882,6 +909,8 @@ class ClientSession(StatefulModes):
             self.close()
             return
         del self.wbuf[:n]
+        if len(self.wbuf) <= self.soft_limit:
+            self.soft_since = 0.0
         if not self.wbuf:
             self._update_events()
             if (self.closing or self.eof) and not self.queue:

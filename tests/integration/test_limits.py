@@ -6,8 +6,8 @@ import socket
 import threading
 import time
 
-import redis
 import pytest
+import redis
 
 from rproxy.core.resp import encode_command
 from rproxy.core.slots import key_slot
@@ -98,3 +98,35 @@ def test_graceful_shutdown_answers_in_flight_requests(cluster) -> None:
     assert got.count(b"+OK\r\n") == n
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", p.port), timeout=1).close()
+
+
+def test_a_subscriber_over_the_soft_output_limit_for_too_long_is_closed(cluster) -> None:
+    """limits.pubsub_output_buffer_soft_limit / _soft_s (Redis's client-output-buffer-limit
+    pubsub <hard> <soft> <seconds>): a subscriber that does not read is closed once its unsent
+    messages stay over the soft limit for the seconds, before the hard limit."""
+    cfg = proxy_config(cluster.seeds, limits={"pubsub_output_buffer_soft_limit": 256 * 1024,
+                                              "pubsub_output_buffer_soft_s": 0.5})
+    with ProxyThread(cfg) as p:
+        channel = f"soft:{time.time_ns()}"
+        sub = socket.create_connection(("127.0.0.1", p.port))
+        sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sub.sendall(encode_command([b"SUBSCRIBE", channel.encode()]))
+        wait_until(lambda: p.server.stats.get("total_connections_received") >= 1 and any(
+            s.client.subscribed for s in p.server.sessions.values()), 5, "subscribed")
+        r = p.client()
+        message = b"m" * 100_000
+        deadline = time.monotonic() + 10
+        while len(p.server.sessions) == 2 and time.monotonic() < deadline:
+            r.publish(channel, message)  # ~2 MB/s: far below the 32 MiB hard limit
+            time.sleep(0.05)
+        assert len(p.server.sessions) == 1, "the slow subscriber is still open"
+        assert r.ping()  # the publisher is unaffected
+        sub.close()
+
+
+def test_the_inline_limit_is_configurable(cluster) -> None:
+    with ProxyThread(proxy_config(cluster.seeds, limits={"max_inline_len": 2048})) as p:
+        got, closed = raw_exchange(p.port, b"SET k " + b"v" * 3000, expect_close=True)
+        assert got == b"-ERR Protocol error: too big inline request\r\n" and closed
+        got, _ = raw_exchange(p.port, b"PING " + b"x" * 1000 + b"\r\n", until=b"\r\n")
+        assert got.startswith(b"$1000\r\n")  # within it: served

@@ -875,3 +875,26 @@ def test_error_constants_match_errors_module():
     assert errors.PROTO_TOO_BIG_MBULK == TOO_BIG_MBULK
     assert errors.PROTO_TOO_BIG_BULK == TOO_BIG_BULK
     assert errors.PROTO_UNBALANCED_QUOTES == UNBALANCED
+
+
+def test_the_inline_and_unauthenticated_limits_are_configurable():
+    """limits.max_inline_len (Redis's PROTO_INLINE_MAX_SIZE), limits.unauth_max_args and
+    unauth_max_bulk_len (Redis's fixed 10 and 16384 before AUTH)."""
+    p = RequestParser(RequestLimits(max_inline_len=2048))
+    assert p.parse(b"A" * 2048) == [] and p.error is None
+    p = RequestParser(RequestLimits(max_inline_len=2048))
+    assert p.parse(b"A" * 2049) == [] and p.error == TOO_BIG_INLINE
+    unauth = RequestLimits(unauthenticated=True, unauth_max_args=3, unauth_max_bulk_len=5)
+    p = RequestParser(unauth)
+    assert p.parse(b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$5\r\npassw\r\n") == [
+        ([b"AUTH", b"u", b"passw"], b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$5\r\npassw\r\n")]
+    p = RequestParser(unauth)
+    p.parse(b"*4\r\n")
+    assert p.error == b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    p = RequestParser(unauth)
+    p.parse(b"*2\r\n$4\r\nAUTH\r\n$6\r\n")
+    assert p.error == b"-ERR Protocol error: unauthenticated bulk length\r\n"
+    p = RequestParser(unauth)  # lifted by AUTH (the session sets the limits again)
+    p.set_limits(RequestLimits())
+    assert p.parse(b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$6\r\nsixsix\r\n")[0][0] == [
+        b"a", b"b", b"c", b"sixsix"]
