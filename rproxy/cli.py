@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics (/metrics) and the health probes (/healthz, "
                    "/readyz) over HTTP here (metrics.listen; env RPROXY_METRICS_LISTEN; "
                    "default off)")
+    p.add_argument("--tls-listen", metavar="HOST:PORT",
+                   help="a TLS listener beside --listen (tls.listen; env RPROXY_TLS_LISTEN)")
+    p.add_argument("--tls-cert-file", metavar="FILE", help="its certificate, PEM (tls.cert_file)")
+    p.add_argument("--tls-key-file", metavar="FILE", help="its private key, PEM (tls.key_file)")
+    p.add_argument("--tls-ca-cert-file", metavar="FILE",
+                   help="the CA client certificates must chain to (tls.ca_cert_file)")
+    p.add_argument("--tls-auth-clients", choices=["no", "optional", "yes"],
+                   help="must a TLS client show a certificate (tls.auth_clients; default no)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "console", "json"])
     p.add_argument("--version", action="version", version=f"rproxy {__version__}")
@@ -94,6 +102,11 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> Config:
         overrides["commands"] = commands
     if args.metrics_listen:
         overrides["metrics"] = {"listen": args.metrics_listen}
+    tls = {key: getattr(args, f"tls_{key}") for key in
+           ("listen", "cert_file", "key_file", "ca_cert_file", "auth_clients")
+           if getattr(args, f"tls_{key}")}
+    if tls:
+        overrides["tls"] = tls
     return load(args.config, env, overrides)
 
 
@@ -183,6 +196,7 @@ def _reload(server: ProxyServer, reload: Callable[[], Config] | None, log: Any) 
     log.info("config_reloaded", applied=applied, needs_restart=restart)
     if restart:
         log.warning("config_reload_needs_restart", keys=restart)
+    server.reload_tls()  # certificates are rotated in place: read them again (same paths)
 
 
 WORKER_ENV = "RPROXY_WORKER_CONFIG"

@@ -270,6 +270,36 @@ SECRET_KEYS = frozenset({"auth.requirepass", "cluster.password"})
 
 
 @dataclass(frozen=True)
+class TlsSection:
+    # A TLS listener beside proxy.listen (Redis's tls-* settings): "HOST:PORT", "" = none.
+    listen: str = ""
+    cert_file: str = ""  # PEM certificate (chain) and key of the listener; read again on SIGHUP
+    key_file: str = ""
+    ca_cert_file: str = ""  # the CA client certificates must chain to
+    auth_clients: str = "no"  # no | optional | yes: must a client show a certificate
+    ciphers: str = ""  # TLS 1.2 cipher list (OpenSSL syntax); "" = Python's secure defaults
+    min_version: str = "TLSv1.2"  # TLSv1.2 or TLSv1.3
+    handshake_timeout_s: float = 5.0  # a client that has not finished its handshake is closed
+
+    def validate(self) -> None:
+        if self.listen:
+            parse_addr(self.listen, "tls.listen")
+            if not self.cert_file or not self.key_file:
+                raise ConfigError("tls.listen: needs tls.cert_file and tls.key_file")
+        if self.auth_clients not in ("no", "optional", "yes"):
+            raise ConfigError(f"tls.auth_clients: expected no, optional or yes, got "
+                              f"{self.auth_clients!r}")
+        if self.auth_clients != "no" and not self.ca_cert_file:
+            raise ConfigError("tls.auth_clients: checking client certificates needs "
+                              "tls.ca_cert_file")
+        if self.min_version not in ("TLSv1.2", "TLSv1.3"):
+            raise ConfigError(f"tls.min_version: expected TLSv1.2 or TLSv1.3, got "
+                              f"{self.min_version!r}")
+        if self.handshake_timeout_s <= 0:
+            raise ConfigError("tls.handshake_timeout_s: must be > 0")
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
@@ -279,6 +309,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    tls: TlsSection = field(default_factory=TlsSection)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):
@@ -292,14 +323,21 @@ class Config:
         """Protected mode (Redis's protected-mode): no listening beyond loopback without a
         password, unless proxy.protected_mode = false. Checked once the configuration is
         complete (``load``), not at every step of building one."""
-        host = self.listen_addr[0]
-        if self.proxy.protected_mode and not self.auth.requirepass and not is_loopback(host):
-            raise ConfigError(
-                f"proxy.listen: {host} is not a loopback address and no password is set, so "
-                "anyone who reaches the port could use the cluster. Set a password "
-                "(RPROXY_AUTH_REQUIREPASS, or auth.requirepass_file), listen on 127.0.0.1, "
-                "or set proxy.protected_mode = false (RPROXY_PROXY_PROTECTED_MODE=false) to "
-                "accept it")
+        listeners = [("proxy.listen", self.listen_addr[0])]
+        if self.tls.listen:
+            listeners.append(("tls.listen", parse_addr(self.tls.listen, "tls.listen")[0]))
+        for key, host in listeners:
+            if self.proxy.protected_mode and not self.auth.requirepass \
+                    and not is_loopback(host):
+                raise self._exposed(key, host)
+
+    @staticmethod
+    def _exposed(key: str, host: str) -> ConfigError:
+        return ConfigError(
+            f"{key}: {host} is not a loopback address and no password is set, so anyone who "
+            "reaches the port could use the cluster. Set a password (RPROXY_AUTH_REQUIREPASS, "
+            "or auth.requirepass_file), listen on 127.0.0.1, or set proxy.protected_mode = "
+            "false (RPROXY_PROXY_PROTECTED_MODE=false) to accept it")
 
     @property
     def listen_addr(self) -> tuple[str, int]:

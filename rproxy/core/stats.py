@@ -32,6 +32,9 @@ STATS: tuple[Stat, ...] = (
     Stat("total_commands_processed", COUNTER, "stats", "commands received from clients"),
     Stat("rejected_connections", COUNTER, "stats",
          "client connections refused because max_clients was reached"),
+    Stat("tls_handshake_failures", COUNTER, "stats",
+         "client connections to the TLS listener closed before their handshake completed "
+         "(not TLS, a certificate refused, tls.handshake_timeout_s passed)"),
     Stat("pubsub_channels", GAUGE, "stats", "channels with a subscribed client"),
     Stat("pubsub_patterns", GAUGE, "stats", "patterns with a subscribed client"),
     Stat("pubsubshard_channels", GAUGE, "stats", "shard channels with a subscribed client"),
@@ -123,6 +126,7 @@ class Stats:
     total_connections_received: int
     total_commands_processed: int
     rejected_connections: int
+    tls_handshake_failures: int
     held_expired: int
     retried_requests: int
     outcome_unknown_errors: int

@@ -14,9 +14,11 @@ import itertools
 import os
 import secrets
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 import trio
@@ -37,6 +39,7 @@ from rproxy.net.metrics import MetricsServer, ProxyFigures
 from rproxy.net.reactor import EPOLLIN, Reactor
 from rproxy.net.router import Router
 from rproxy.net.session import ClientSession
+from rproxy.net.transport import TlsTransport, Transport, server_context, tls_accept
 
 log = structlog.get_logger("rproxy.net.server")
 
@@ -44,9 +47,10 @@ HOT_BUCKETS = 6  # the hot-spot window is sampled in this many buckets
 
 
 class _Listener:
-    def __init__(self, server: ProxyServer, sock: socket.socket) -> None:
+    def __init__(self, server: ProxyServer, sock: socket.socket, tls: bool = False) -> None:
         self.server = server
         self.sock = sock
+        self.tls = tls  # the TLS listener: a handshake first (ProxyServer.admit_tls)
 
     def on_event(self, events: int) -> None:
         server = self.server
@@ -58,7 +62,10 @@ class _Listener:
             except OSError as exc:  # EMFILE and friends: log, keep serving the others
                 log.warning("accept_failed", error=str(exc))
                 return
-            server.admit(conn, addr)
+            if self.tls:
+                server.admit_tls(conn, addr)
+            else:
+                server.admit(conn, addr)
 
     def abort(self, exc: BaseException) -> None:
         log.error("listener_failed", error=str(exc))
@@ -192,19 +199,25 @@ class ProxyServer:
         self.now = time.monotonic()
         self.view = ProxyView(self)
         self._ids = itertools.count(1)
-        self._listen_sock: socket.socket | None = None
+        self._listen_socks: list[socket.socket] = []  # the plain listener, the TLS one
+        self.tls_port = 0  # the TLS listener's, once it listens
+        self._tls_context: ssl.SSLContext | None = None
+        self._nursery: trio.Nursery | None = None
         self._shutdown = trio.Event()
         self.stopped = trio.Event()
 
     # -- admission ----------------------------------------------------------------------------
-    def admit(self, sock: socket.socket, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    def admit(self, sock: socket.socket, addr: tuple[str, int] | tuple[str, int, int, int],
+              transport: Transport | None = None) -> None:
+        """A client connection (``transport``: past its TLS handshake, if it came in on the
+        TLS listener)."""
         self.stats.total_connections_received += 1
         if len(self.sessions) >= self.config.limits.max_clients:
             # Redis writes the error best-effort, then closes (src/networking.c).
             self.stats.rejected_connections += 1
             try:
                 sock.setblocking(False)
-                sock.send(errors.MAX_CLIENTS)
+                (transport or sock).send(errors.MAX_CLIENTS)
             except OSError:
                 pass
             sock.close()
@@ -214,9 +227,50 @@ class ProxyServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client_id = next(self._ids)
         self.now = time.monotonic()
-        session = ClientSession(self, sock, f"{addr[0]}:{addr[1]}", client_id)
+        session = ClientSession(self, sock, f"{addr[0]}:{addr[1]}", client_id, transport)
         self.sessions[client_id] = session
         self.reactor.register(session.fd, EPOLLIN, session)
+        if isinstance(transport, TlsTransport) and transport.buffered:
+            session.on_event(EPOLLIN)  # a command that came with the handshake's last bytes
+
+    def admit_tls(self, sock: socket.socket, addr: Any) -> None:
+        """A connection to the TLS listener: its handshake runs in a task of its own (within
+        tls.handshake_timeout_s), then it is admitted as any client."""
+        sock.setblocking(False)
+        assert self._nursery is not None and self._tls_context is not None
+        self._nursery.start_soon(self._handshake, sock, addr, self._tls_context)
+
+    async def _handshake(self, sock: socket.socket, addr: Any, ctx: ssl.SSLContext) -> None:
+        try:
+            transport = await tls_accept(sock, ctx, self.config.tls.handshake_timeout_s)
+        except (OSError, trio.TooSlowError) as exc:  # ssl.SSLError is an OSError
+            self.stats.tls_handshake_failures += 1
+            log.info("tls_handshake_failed", peer=f"{addr[0]}:{addr[1]}",
+                     error=str(exc) or type(exc).__name__)
+            sock.close()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if self.draining:
+            sock.close()
+            return
+        self.admit(sock, addr, transport)
+        self.reactor.flush()
+
+    def reload_tls(self) -> None:
+        """SIGHUP: the listener's certificate and key (and CA) read again, for the handshakes
+        from now on; a file that does not load keeps the ones in use (logged)."""
+        tls = self.config.tls
+        if not tls.listen:
+            return
+        try:
+            self._tls_context = server_context(tls.cert_file, tls.key_file, tls.ca_cert_file,
+                                               tls.auth_clients, tls.ciphers, tls.min_version)
+        except (OSError, ValueError) as exc:
+            log.error("tls_reload_failed", error=str(exc))
+            return
+        log.info("tls_reloaded", cert_file=tls.cert_file)
 
     def session_by_id(self, client_id: int) -> ClientSession | None:
         return self.sessions.get(client_id)
@@ -232,8 +286,7 @@ class ProxyServer:
         self.sessions.pop(session.id, None)
 
     # -- running ------------------------------------------------------------------------------
-    def _bind(self) -> socket.socket:
-        host, port = self.config.listen_addr
+    def _bind(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -250,11 +303,21 @@ class ProxyServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``shutdown()`` (or cancellation). Reports the bound port."""
-        sock = self._bind()
-        self._listen_sock = sock
+        sock = self._bind(*self.config.listen_addr)
+        self._listen_socks = [sock]
         self.port = sock.getsockname()[1]
+        tls = self.config.tls
+        tls_sock = None
         try:
+            if tls.listen:
+                self._tls_context = server_context(tls.cert_file, tls.key_file,
+                                                   tls.ca_cert_file, tls.auth_clients,
+                                                   tls.ciphers, tls.min_version)
+                tls_sock = self._bind(*parse_addr(tls.listen, "tls.listen"))
+                self._listen_socks.append(tls_sock)
+                self.tls_port = tls_sock.getsockname()[1]
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self.reactor.run)
                 await nursery.start(self.cluster.run)
                 if self.config.metrics.listen:  # /metrics, /healthz, /readyz
@@ -267,9 +330,14 @@ class ProxyServer:
                 with trio.move_on_after(self.config.timeouts.connect_timeout_s * 2):
                     await self.cluster.ready.wait()
                 self.reactor.register(sock.fileno(), EPOLLIN, _Listener(self, sock))
+                if tls_sock is not None:
+                    self.reactor.register(tls_sock.fileno(), EPOLLIN,
+                                          _Listener(self, tls_sock, tls=True))
                 nursery.start_soon(self._housekeeping)
                 log.info("listening", address=f"{self.config.listen_addr[0]}:{self.port}",
-                         ready=self.cluster.ready.is_set())
+                         ready=self.cluster.ready.is_set(),
+                         tls=f"{parse_addr(tls.listen, 'tls.listen')[0]}:{self.tls_port}"
+                         if tls_sock is not None else None)
                 task_status.started(self.port)
                 await self._shutdown.wait()
                 await self._drain()
@@ -310,10 +378,10 @@ class ProxyServer:
         return self._shutdown.is_set()
 
     def _close_listener(self) -> None:
-        if self._listen_sock is not None:
-            self.reactor.unregister(self._listen_sock.fileno())
-            self._listen_sock.close()
-            self._listen_sock = None
+        for sock in self._listen_socks:
+            self.reactor.unregister(sock.fileno())
+            sock.close()
+        self._listen_socks = []
 
     async def _drain(self) -> None:
         """Stop accepting; keep serving open connections until each is quiet (nothing pending,

@@ -122,7 +122,9 @@ class ClientSession(StatefulModes):
         "silent", "outbox", "hot", "reads", "done", "slowlog", "latency", "command",
     )  # and StatefulModes's
 
-    def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int) -> None:
+    def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int,
+                 transport: Transport | None = None) -> None:
+        """``transport``: TLS (rproxy/net/transport.py), or None for the plain socket."""
         self.host = host
         self.reactor = host.reactor
         self.router = host.router
@@ -137,7 +139,7 @@ class ClientSession(StatefulModes):
         self.reads: deque[tuple[int, float]] = deque()
         self.done = 0
         self.command = b""  # the command ``dispatch`` runs (encoded), for reply_local
-        self.transport: Transport = plain(sock)
+        self.transport: Transport = transport or plain(sock)
         self.fd = sock.fileno()
         self.id = client_id
         self.peer = peer
