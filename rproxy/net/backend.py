@@ -35,7 +35,7 @@ from rproxy.core import errors
 from rproxy.core.request import DISCARD, Request, complete
 from rproxy.core.resp import BackendProtocolError, ReplyFramer, encode_command
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
-from rproxy.net.transport import Transport, plain
+from rproxy.net.transport import Transport, plain, send_all
 
 log = structlog.get_logger("rproxy.net.backend")
 
@@ -258,12 +258,7 @@ class BackendConnection:
             hello = HELLO3 + hello
         if self.auth:
             hello = encode_command(self.auth) + hello
-        while hello:
-            await trio.lowlevel.wait_writable(sock)
-            try:
-                hello = hello[sock.send(hello):]
-            except BlockingIOError:
-                continue
+        await send_all(sock, hello)
         framer = ReplyFramer(self.resp3)
         replies: list[bytes] = []
         while len(replies) < 1 + self.replica + self.resp3 + bool(self.auth):

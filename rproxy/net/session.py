@@ -474,38 +474,41 @@ class ClientSession(StatefulModes):
     def pubsub_batch(self, commands: Batch) -> None:
         """The subscribed mode: only (P|S)(UN)SUBSCRIBE, PING, QUIT and RESET run; the rest
         of the batch goes back to the stateless mode once the last subscription is gone."""
-        table = self.router.table
-        batch = iter(commands)
-        for argv, enc in batch:
-            info = table.lookup(argv)
-            error = command_error(info, argv)
-            if error is None and info.name not in ALLOWED_SUBSCRIBED:
-                error = subscribed_mode_error(info.name)
-                if info.name == b"EXEC":  # Redis words any refusal of EXEC as an abort
-                    error = exec_aborted_by(error)
-            if error is not None:
-                info.calls += 1
-                self.reply_local(error, enc)
-                continue
-            self.dispatch(argv, enc)
-            if self.closing:
-                return
-            if self.on_commands != self.pubsub_batch:
-                self.hand_over(batch)
-                return
+        self.gated(commands, self._subscribed_refusal, self.pubsub_batch)
+
+    @staticmethod
+    def _subscribed_refusal(info: CommandInfo, argv: list[bytes]) -> bytes | None:
+        error = command_error(info, argv)
+        if error is None and info.name not in ALLOWED_SUBSCRIBED:
+            error = subscribed_mode_error(info.name)
+            if info.name == b"EXEC":  # Redis words any refusal of EXEC as an abort
+                error = exec_aborted_by(error)
+        return error
 
     def auth_batch(self, commands: Batch) -> None:
         """Before AUTH (a password is set): only AUTH, HELLO, QUIT and RESET run (Redis's
         ``no-auth`` commands); the others get NOAUTH -- after an unknown command's or a wrong
         arity's error, which Redis gives first. The rest of the batch goes to the stateless
         mode once the client has authenticated."""
+        self.gated(commands, self._auth_refusal, self.auth_batch)
+
+    def _auth_refusal(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
+        error = command_error(info, argv) if self.router.table_loaded else None
+        if error is None and info.name not in NO_AUTH and argv[0].upper() not in NO_AUTH:
+            error = errors.NOAUTH
+        return error
+
+    def gated(self, commands: Batch,
+              refusal: Callable[[CommandInfo, list[bytes]], bytes | None],
+              mode: Callable[[Batch], None]) -> None:
+        """The loop of a mode that lets only some commands run: ``refusal`` gives the error
+        of one that may not (it is answered, and counted); the others are dispatched. The rest
+        of the batch goes to the next mode once a command has left this one."""
         table = self.router.table
         batch = iter(commands)
         for argv, enc in batch:
             info = table.lookup(argv)
-            error = command_error(info, argv) if self.router.table_loaded else None
-            if error is None and info.name not in NO_AUTH and argv[0].upper() not in NO_AUTH:
-                error = errors.NOAUTH
+            error = refusal(info, argv)
             if error is not None:
                 info.calls += 1
                 self.reply_local(error, enc)
@@ -513,7 +516,7 @@ class ClientSession(StatefulModes):
             self.dispatch(argv, enc)
             if self.closing:
                 return
-            if self.on_commands != self.auth_batch:
+            if self.on_commands != mode:
                 self.hand_over(batch)
                 return
 

@@ -144,6 +144,17 @@ def server_context(cert_file: str, key_file: str, ca_cert_file: str = "",
     return ctx
 
 
+async def send_all(sock: socket.socket, data: bytes) -> None:
+    """All of ``data`` on a non-blocking socket, waiting in trio while it is full (the
+    handshakes: outside the reactor)."""
+    while data:
+        await trio.lowlevel.wait_writable(sock)
+        try:
+            data = data[sock.send(data):]
+        except BlockingIOError:
+            pass
+
+
 async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float) -> TlsTransport:
     """The server side of a TLS handshake on an accepted non-blocking socket, within
     ``timeout_s``; raises ``ssl.SSLError``, ``OSError`` or ``trio.TooSlowError``."""
@@ -156,13 +167,7 @@ async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float)
                 done = True
             except ssl.SSLWantReadError:
                 done = False
-            data = outgoing.read()
-            while data:
-                await trio.lowlevel.wait_writable(sock)
-                try:
-                    data = data[sock.send(data):]
-                except BlockingIOError:
-                    pass
+            await send_all(sock, outgoing.read())
             if done:
                 return TlsTransport(sock, sslobj, incoming, outgoing)
             await trio.lowlevel.wait_readable(sock)
