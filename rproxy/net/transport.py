@@ -7,9 +7,10 @@ waits on; ``close()`` closes it. Client sessions and backend connections do thei
 through ``self.transport``.
 
 A plain connection's transport is the socket itself (``plain``): its ``recv``/``send`` are the
-socket's own C methods, so the plain data path pays nothing for this seam. A TLS transport will
-implement the same four methods over an ``ssl.MemoryBIO`` pair, keeping the batch shape (one
-``recv`` and one ``send`` of the socket per batch).
+socket's own C methods, so the plain data path pays nothing for this seam. A TLS connection's
+(``TlsTransport``, a client of the TLS listener) implements the same four methods over an
+``ssl.MemoryBIO`` pair, keeping the batch shape (one ``recv`` and one ``send`` of the socket per
+batch); its handshake (``tls_accept``) runs in a trio task before the client is admitted.
 """
 
 from __future__ import annotations
