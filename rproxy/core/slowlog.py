@@ -52,8 +52,7 @@ class Entry:
 
     @property
     def argv(self) -> list[bytes]:
-        argv = resp.parse_reply(self.command)
-        return trimmed(argv) if isinstance(argv, list) else []
+        return trimmed(resp.decode_command(self.command))
 
 
 REDACTED = b"(redacted)"

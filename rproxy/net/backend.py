@@ -35,7 +35,7 @@ from rproxy.core import errors
 from rproxy.core.request import DISCARD, Request, complete
 from rproxy.core.resp import BackendProtocolError, ReplyFramer, encode_command
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
-from rproxy.net.transport import Transport, plain, send_all
+from rproxy.net.transport import Transport, plain, recv_some, send_all
 
 log = structlog.get_logger("rproxy.net.backend")
 
@@ -262,14 +262,7 @@ class BackendConnection:
         framer = ReplyFramer(self.resp3)
         replies: list[bytes] = []
         while len(replies) < 1 + self.replica + self.resp3 + bool(self.auth):
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                data = sock.recv(4096)
-            except BlockingIOError:
-                continue
-            if not data:
-                raise ConnectionResetError("closed during the handshake")
-            replies += framer.feed(data)
+            replies += framer.feed(await recv_some(sock, 4096))
         if self.auth:
             auth_reply = replies.pop(0)  # -WRONGPASS, -ERR AUTH ... (never the password)
             if auth_reply[:1] == b"-":

@@ -40,6 +40,15 @@ def _next_reply(reader: hiredis.Reader, data: bytes) -> Any:
         raise _OutOfStep("connection closed")
     try:
         reader.feed(data)
+    except hiredis.ProtocolError as exc:
+        raise _OutOfStep(f"bad reply: {exc!r}") from exc
+    return _take_reply(reader)
+
+
+def _take_reply(reader: hiredis.Reader) -> Any:
+    """The next reply ``reader`` holds complete, or False (error replies as for
+    ``_next_reply``)."""
+    try:
         reply = reader.gets()
     except hiredis.ProtocolError as exc:
         raise _OutOfStep(f"bad reply: {exc!r}") from exc
@@ -67,19 +76,13 @@ async def control_command(addr: Addr, argv: list[bytes], timeout_s: float,
                 # node's text, which never holds the password
                 while _next_reply(reader, await sock.recv(1 << 20)) is False:
                     pass
-                reply = reader.gets()  # the command's reply may have come in the same read
+                reply = _take_reply(reader)  # (the command's may have come in the same read)
                 if reply is not False:
-                    return _checked(reply)
+                    return reply
             while True:
                 reply = _next_reply(reader, await sock.recv(1 << 20))
                 if reply is not False:
                     return reply
-
-
-def _checked(reply: Any) -> Any:
-    if isinstance(reply, hiredis.ReplyError):
-        raise ControlError(str(reply))
-    return reply
 
 
 async def control_send(addr: Addr, argv: list[bytes], timeout_s: float,

@@ -156,6 +156,20 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
             pass
 
 
+async def recv_some(sock: socket.socket, bufsize: int) -> bytes:
+    """What a non-blocking socket has, waiting in trio until it has something (the
+    handshakes); the peer closing is a ConnectionResetError."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            data = sock.recv(bufsize)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise ConnectionResetError("closed during the handshake")
+        return data
+
+
 async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float) -> TlsTransport:
     """The server side of a TLS handshake on an accepted non-blocking socket, within
     ``timeout_s``; raises ``ssl.SSLError``, ``OSError`` or ``trio.TooSlowError``."""
@@ -171,11 +185,4 @@ async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float)
             await send_all(sock, outgoing.read())
             if done:
                 return TlsTransport(sock, sslobj, incoming, outgoing)
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                raw = sock.recv(65536)
-            except BlockingIOError:
-                continue
-            if not raw:
-                raise ConnectionResetError("closed during the TLS handshake")
-            incoming.write(raw)
+            incoming.write(await recv_some(sock, 65536))
