@@ -14,20 +14,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rproxy.core.acl import User
 from rproxy.core.pubsub import Subscriptions
 from rproxy.core.transaction import Transaction
 
 REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT = 0, 1, 2  # CLIENT REPLY
+_DEFAULT = User(b"default", [b"on", b"nopass", b"~*", b"&*", b"+@all"])  # (without an Acl)
 
 
 class ClientState:
     __slots__ = ("id", "name", "quit", "protocol", "multi", "watch_slot", "subs", "reply",
-                 "authenticated")
+                 "authenticated", "user")
 
-    def __init__(self, client_id: int, authenticated: bool = True) -> None:
+    def __init__(self, client_id: int, authenticated: bool = True,
+                 user: User | None = None) -> None:
         self.id = client_id
-        # False until AUTH / HELLO AUTH succeeds, when a password is set (auth.requirepass)
+        # False until AUTH / HELLO AUTH succeeds, when the default user needs a password
         self.authenticated = authenticated
+        # Its ACL user (rproxy.core.acl): the default one until AUTH / HELLO AUTH
+        self.user = user if user is not None else _DEFAULT
         self.name = b""  # CLIENT SETNAME / HELLO SETNAME
         self.quit = False  # QUIT: reply, then close once the replies before it are sent
         self.protocol = 2  # RESP version (HELLO 2 or 3)
@@ -71,3 +76,4 @@ class ClientInfo:
     ssub: int = 0
     multi: int = -1  # commands queued in its MULTI, -1 outside one
     resp: int = 2  # the protocol it speaks (HELLO)
+    user: bytes = b"default"  # the ACL user it is authenticated as

@@ -37,6 +37,9 @@ class KeySpec:
     limit: int = 0
     keynumidx: int = 0  # keynum
     firstkey: int = 0
+    access: int = 3  # what ACL key patterns must allow: 1 read (access), 2 write (insert,
+    # delete, update), as rproxy.core.acl.READ / WRITE (Redis ACLSelectorCheckKey)
+    not_key: bool = False  # a shard channel (SPUBLISH): routed by, but not an ACL key
 
 
 @dataclass(slots=True)
@@ -50,6 +53,7 @@ class CommandInfo:
     why: str = ""  # for REFUSED
     single_key: int = 0  # index of the only key, for the common one-key commands (fast path)
     subcommands: dict[bytes, CommandInfo] = field(default_factory=dict)
+    categories: frozenset[bytes] = frozenset()  # ACL categories, lower case without the "@"
 
     readonly: bool = False  # the "readonly" flag, kept as a field: read on every command
     # Commands of this name clients sent (the session counts them: ``info.calls += 1``).
@@ -63,45 +67,73 @@ class CommandInfo:
         spec (e.g. a non-numeric numkeys) yields no keys, and the backend reports the error."""
         if self.keys_proc is not None:
             return self.keys_proc(argv)
-        argc = len(argv)
         out: list[int] = []
         for spec in self.key_specs:
-            if spec.bs_index:
-                first = spec.bs_index
-            else:
-                first = 0
-                sf = spec.bs_startfrom
-                start = sf if sf > 0 else argc + sf
-                end = argc - 1 if sf > 0 else 1
-                i = start
-                kw = spec.bs_keyword
-                while i != end:
-                    if i >= argc or i < 1:
-                        break
-                    if argv[i].upper() == kw:
-                        first = i + 1
-                        break
-                    i = i + 1 if start <= end else i - 1
-                if not first:
-                    continue
-            if spec.fk_keynum:
-                if first + spec.keynumidx >= argc:
-                    return []
-                numkeys = string2ll(argv[first + spec.keynumidx])
-                if numkeys is None or numkeys < 0:
-                    return []
-                first += spec.firstkey
-                last = first + numkeys - 1
-            elif spec.lastkey >= 0:
-                last = first + spec.lastkey
-            elif not spec.limit:
-                last = argc + spec.lastkey
-            else:
-                last = first + ((argc - first) // spec.limit + spec.lastkey)
-            if last >= argc or last < first or first >= argc:
-                return []  # out of bounds: a syntax error the backend reports; no keys
-            out.extend(range(first, last + 1, spec.keystep or 1))
+            span = _span(spec, argv)
+            if span is None:
+                continue
+            if not span:
+                return []
+            out.extend(range(span[0], span[1] + 1, spec.keystep or 1))
         return out
+
+    def key_access(self, argv: list[bytes]) -> list[tuple[int, int]]:
+        """(index, access) of each key, access as ``KeySpec.access`` (the ACL check). With a
+        keys function (SORT), the first key is read and the others written."""
+        if self.keys_proc is not None:
+            return [(pos, 1 if i == 0 else 2) for i, pos in enumerate(self.keys_proc(argv))]
+        out: list[tuple[int, int]] = []
+        for spec in self.key_specs:
+            span = _span(spec, argv)
+            if span is None or spec.not_key:
+                continue
+            if not span:
+                return []
+            out.extend((pos, spec.access)
+                       for pos in range(span[0], span[1] + 1, spec.keystep or 1))
+        return out
+
+
+def _span(spec: KeySpec, argv: list[bytes]) -> tuple[int, int] | tuple[()] | None:
+    """The first and last argument index of one key spec's keys; None if its keyword is not
+    there (no keys from it), () if out of bounds (a syntax error the backend reports: no keys
+    at all)."""
+    argc = len(argv)
+    if spec.bs_index:
+        first = spec.bs_index
+    else:
+        first = 0
+        sf = spec.bs_startfrom
+        start = sf if sf > 0 else argc + sf
+        end = argc - 1 if sf > 0 else 1
+        i = start
+        kw = spec.bs_keyword
+        while i != end:
+            if i >= argc or i < 1:
+                break
+            if argv[i].upper() == kw:
+                first = i + 1
+                break
+            i = i + 1 if start <= end else i - 1
+        if not first:
+            return None
+    if spec.fk_keynum:
+        if first + spec.keynumidx >= argc:
+            return ()
+        numkeys = string2ll(argv[first + spec.keynumidx])
+        if numkeys is None or numkeys < 0:
+            return ()
+        first += spec.firstkey
+        last = first + numkeys - 1
+    elif spec.lastkey >= 0:
+        last = first + spec.lastkey
+    elif not spec.limit:
+        last = argc + spec.lastkey
+    else:
+        last = first + ((argc - first) // spec.limit + spec.lastkey)
+    if last >= argc or last < first or first >= argc:
+        return ()
+    return first, last
 
 
 _SORT_SKIP = {b"LIMIT": 2, b"GET": 1, b"BY": 1}
@@ -160,6 +192,10 @@ def _parse_key_spec(raw: list[object]) -> KeySpec | None:
         kw["keystep"] = int(fspec[b"keystep"])  # type: ignore[arg-type]
     else:
         return None
+    flags = {bytes(f).lower() for f in d.get(b"flags", [])}  # type: ignore[attr-defined]
+    kw["access"] = ((1 if b"access" in flags else 0)
+                    | (2 if flags & {b"insert", b"delete", b"update"} else 0))
+    kw["not_key"] = b"not_key" in flags
     return KeySpec(**kw)  # type: ignore[arg-type]
 
 
@@ -179,11 +215,13 @@ def _info_from_reply(entry: list[object]) -> CommandInfo:
             incomplete = True
         else:
             specs.append(spec)
+    cats: list[bytes] = entry[6] if len(entry) > 6 else []  # type: ignore[assignment]
     info = CommandInfo(
         name=name,
         arity=int(entry[1]),  # type: ignore[call-overload]
         flags=frozenset(bytes(f).lower() for f in entry[2]),  # type: ignore[union-attr]
         key_specs=tuple(specs),
+        categories=frozenset(bytes(c).lower().lstrip(b"@") for c in cats),
     )
     if name in (b"SORT", b"SORT_RO"):
         info.keys_proc = _sort_keys
@@ -281,9 +319,13 @@ PROXY_RULES: dict[bytes, tuple[Route, str]] = {
     b"SAVE": (Route.REFUSED, _ADMIN),
     b"BGSAVE": (Route.REFUSED, _ADMIN),
     b"BGREWRITEAOF": (Route.REFUSED, _ADMIN),
-    b"ACL": (Route.REFUSED, _ADMIN),
+    b"ACL": (Route.LOCAL, ""),  # the proxy's own users: rproxy.core.acl
     b"MODULE": (Route.REFUSED, _ADMIN),
 }
+
+# The ACL categories of the proxy's own commands (not in Redis's table): PROXY administers
+# the proxy, so a user needs +@admin (or +proxy) for it.
+PROXY_CATEGORIES = {b"PROXY": frozenset({b"admin", b"slow", b"dangerous"})}
 
 # Commands that block the connection they run on, whatever their flags say for the moment.
 _BLOCKING_OPTION = {b"XREAD": b"BLOCK", b"XREADGROUP": b"BLOCK"}
@@ -344,7 +386,8 @@ class CommandTable:
             self._by_name[info.name] = info
         for name, (route, why) in PROXY_RULES.items():
             if b"|" not in name and name not in self._by_name:
-                info = CommandInfo(name=name, route=route, why=why)
+                info = CommandInfo(name=name, route=route, why=why,
+                                   categories=PROXY_CATEGORIES.get(name, frozenset()))
                 _apply_policy(info, allowed, denied)
                 self._by_name[name] = info
         self._unknown = CommandInfo(name=b"", route=Route.ANY)
@@ -368,6 +411,10 @@ class CommandTable:
 
     def __contains__(self, name: bytes) -> bool:
         return name.upper() in self._by_name
+
+    def infos(self) -> list[CommandInfo]:
+        """Every command (not the subcommands), in the order of the backend's table."""
+        return list(self._by_name.values())
 
     def names(self) -> list[bytes]:
         return sorted(self._by_name)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rproxy.core import acl
 from rproxy.core.resp import RequestLimits
 
 
@@ -259,14 +260,48 @@ class AuthSection:
     # no password (the default user is "nopass", as in Redis).
     requirepass: str = ""
     requirepass_file: str = ""
+    # ACL users of rproxy's own, in Redis's rule syntax, one string each: "alice on
+    # #<sha256 hex> ~app:* +@all -@dangerous" (the word "user" first may be left out); or
+    # aclfile, a Redis ACL file ("user <name> <rules...>" lines). Not both, as in Redis. Read
+    # at start. A rule for "default" replaces the default user ("on nopass ~* &* +@all").
+    users: tuple[str, ...] = ()
+    aclfile: str = ""
+    acllog_max_len: int = 128  # ACL LOG's entries (Redis's acllog-max-len)
 
     def validate(self) -> None:
         if "\n" in self.requirepass or "\r" in self.requirepass:
             raise ConfigError("auth.requirepass: one line, without a line break")
+        if self.users and self.aclfile:
+            raise ConfigError("auth.users and auth.aclfile: use one of them (as Redis, which "
+                              "refuses users in both its configuration and an ACL file)")
+        if self.acllog_max_len < 0:
+            raise ConfigError("auth.acllog_max_len: must be >= 0")
+
+    def acl_users(self) -> dict[bytes, acl.User]:
+        """The users (rproxy.core.acl), the default one among them; ConfigError names the
+        rule Redis would refuse."""
+        try:
+            if self.aclfile:
+                try:
+                    with open(self.aclfile, encoding="utf-8") as fh:
+                        lines = fh.read().split("\n")
+                except OSError as exc:
+                    raise ConfigError(f"auth.aclfile: cannot read {self.aclfile!r}: "
+                                      f"{exc.strerror or exc}") from None
+                return acl.parse_users(lines, self.aclfile, self.requirepass, file=True)
+            return acl.parse_users(self.users, "auth.users", self.requirepass)
+        except acl.RuleError as exc:
+            raise ConfigError(f"ACL: {exc}") from None
+
+    def password_required(self) -> bool:
+        """A new client must authenticate (the default user has a password, or is off)."""
+        default = self.acl_users()[b"default"]
+        return not (default.nopass and default.enabled)
 
 
 # Shown as "(redacted)" by PROXY CONFIG GET; each may come from the file its *_file key names.
 SECRET_KEYS = frozenset({"auth.requirepass", "cluster.password"})
+REDACTED_KEYS = SECRET_KEYS | {"auth.users"}  # (rules may hold >passwords)
 
 
 @dataclass(frozen=True)
@@ -327,8 +362,8 @@ class Config:
         if self.tls.listen:
             listeners.append(("tls.listen", parse_addr(self.tls.listen, "tls.listen")[0]))
         for key, host in listeners:
-            if self.proxy.protected_mode and not self.auth.requirepass \
-                    and not is_loopback(host):
+            if self.proxy.protected_mode and not is_loopback(host) \
+                    and not self.auth.password_required():
                 raise self._exposed(key, host)
 
     @staticmethod
@@ -516,6 +551,7 @@ def load(
     if overrides:
         cfg = _apply(cfg, overrides, from_text=False)
     cfg = read_secrets(cfg.validate())
+    cfg.auth.acl_users()  # (refuses a rule Redis would refuse, before anything starts)
     cfg.check_exposure()
     return cfg
 

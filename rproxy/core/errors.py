@@ -140,6 +140,17 @@ NOAUTH_HELLO = (
     b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
     b"AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
     b"protocol version at the same time\r\n")
+NOPERM_KEY = (b"-NOPERM this user has no permissions to access one of the keys used as "
+              b"arguments\r\n")
+NOPERM_CHANNEL = (b"-NOPERM this user has no permissions to access one of the channels used "
+                  b"as arguments\r\n")
+
+
+def noperm_command(name: bytes) -> bytes:
+    """ACL: the command (``container|sub``, lower case, as Redis's fullname)."""
+    return b"-NOPERM this user has no permissions to run the '%s' command\r\n" % name.lower()
+
+
 PROTOVER_NOT_INT = b"-ERR Protocol version is not an integer or out of range\r\n"
 BAD_CLIENT_NAME = (
     b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rproxy.core import admin, errors, merge, pubsub, resp, stats
+from rproxy.core.acl import Acl
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo
 from rproxy.core.planner import fanout_merge
@@ -94,6 +95,7 @@ class Kill:
     laddr: bytes | None = None
     kind: bytes | None = None  # normal, pubsub (the others match no proxy client)
     client_id: int = 0
+    user: bytes | None = None  # the ACL user it is authenticated as
     skipme: bool = True
     old_form: bool = False
 
@@ -133,11 +135,11 @@ class ProxyView(admin.AdminView, Protocol):
     @property
     def slowlog(self) -> SlowLog: ...  # the proxy's own (SLOWLOG)
     @property
-    def password_required(self) -> bool: ...  # auth.requirepass is set
-
-    def password_matches(self, password: bytes) -> bool:
-        """``password`` is auth.requirepass (compared in constant time)."""
-        ...
+    def acl(self) -> Acl: ...  # the users (auth.requirepass, auth.users), and ACL LOG
+    @property
+    def now_ms(self) -> int: ...  # Unix time in milliseconds (ACL LOG's ages)
+    @property
+    def table_loaded(self) -> bool: ...  # ``table`` is the cluster's (not yet: before COMMAND)
 
     def stat(self, name: str) -> int:
         """A counter or gauge of ``rproxy.core.stats.STATS``, by name."""
@@ -185,6 +187,9 @@ _TRACKING = {b"TRACKING", b"CACHING", b"GETREDIR", b"TRACKINGINFO"}
 
 
 def _why(container: bytes, sub: bytes = b"") -> str:
+    if container == b"ACL":
+        return ("the proxy's users come from its configuration (auth.users or auth.aclfile), "
+                "read at start")
     if container == b"CLUSTER":
         return "the proxy hides the cluster topology (the proxy is one standalone server)"
     if container == b"CLIENT" and sub.upper() in _TRACKING:
@@ -220,27 +225,30 @@ def _select(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.OK if db == 0 else errors.SELECT_NOT_ALLOWED
 
 
-def _auth_check(c: ClientState, user: bytes | None, password: bytes,
+def _auth_check(c: ClientState, user: bytes | None, password: bytes, argv0: bytes,
                 view: ProxyView) -> bytes:
-    """The default user only (ACL users to come). Without a password (auth.requirepass), as a
-    Redis whose default user is ``nopass``: AUTH <password> is an error, AUTH default
-    <anything> succeeds. With one: the password, compared in constant time, for the default
-    user. A failed AUTH leaves an authenticated client authenticated (as Redis)."""
-    if not view.password_required:
-        if user is None:
-            return errors.AUTH_NO_PASSWORD
-        return resp.OK if user == b"default" else errors.WRONGPASS
-    if (user is None or user == b"default") and view.password_matches(password):
-        c.authenticated = True
-        return resp.OK
-    return errors.WRONGPASS
+    """Redis authCommand / ACLAuthenticateUser. ``user`` None: AUTH <password>, the default
+    user's, an error while it needs none (Redis's "nopass"). A failed AUTH leaves the client
+    as it was (authenticated or not), and is in ACL LOG."""
+    acl = view.acl
+    if user is None and acl.default.nopass:
+        return errors.AUTH_NO_PASSWORD
+    name = b"default" if user is None else user
+    found = acl.authenticate(name, password, view.table if view.table_loaded else None)
+    if found is None:
+        acl.log.add(b"auth", b"multi" if c.multi is not None else b"toplevel", argv0, name,
+                    client_line(view.client(c.id)), view.now_ms)
+        return errors.WRONGPASS
+    c.user = found
+    c.authenticated = True
+    return resp.OK
 
 
 def _auth(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) == 2:
-        return _auth_check(c, None, argv[1], view)
+        return _auth_check(c, None, argv[1], argv[0], view)
     if len(argv) == 3:
-        return _auth_check(c, argv[1], argv[2], view)
+        return _auth_check(c, argv[1], argv[2], argv[0], view)
     return errors.SYNTAX
 
 
@@ -261,7 +269,7 @@ def _hello(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
         opt = argv[i].upper()
         more = len(argv) - i - 1
         if opt == b"AUTH" and more >= 2:
-            r = _auth_check(c, argv[i + 1], argv[i + 2], view)
+            r = _auth_check(c, argv[i + 1], argv[i + 2], argv[0], view)
             if r != resp.OK:
                 return r
             i += 3
@@ -289,7 +297,8 @@ def _valid_name(name: bytes) -> bool:
 
 def _reset(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     c.reset()
-    c.authenticated = not view.password_required  # back to the default user, unauthenticated
+    c.user = view.acl.default  # back to the default user (Redis clientSetDefaultAuth)
+    c.authenticated = not view.acl.auth_required
     return b"+RESET\r\n"
 
 
@@ -356,17 +365,17 @@ def _client_id(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return resp.integer(c.id)
 
 
-def _client_line(c: ClientInfo) -> bytes:
+def client_line(c: ClientInfo) -> bytes:
     """Redis 7.0's fields, in its order (src/networking.c catClientInfoString); client
     libraries parse some of them as integers (redis-py before 6 all it knows)."""
     return (
         b"id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d "
         b"ssub=%d multi=%d qbuf=%d qbuf-free=%d argv-mem=0 multi-mem=0 rbs=%d rbp=0 obl=0 "
-        b"oll=%d omem=%d tot-mem=%d events=r cmd=NULL user=default redir=-1 resp=%d"
+        b"oll=%d omem=%d tot-mem=%d events=r cmd=NULL user=%s redir=-1 resp=%d"
         % (c.id, c.addr.encode(), c.laddr.encode(), c.fd, c.name, c.age_s, c.idle_s, c.flags,
            c.sub, c.psub, c.ssub, c.multi, c.query_buffer, max(0, 65536 - c.query_buffer),
            max(c.query_buffer, 1024), c.pending, c.output_buffer,
-           c.query_buffer + c.output_buffer, c.resp)
+           c.query_buffer + c.output_buffer, c.user, c.resp)
     )
 
 
@@ -402,8 +411,9 @@ def _client_kill(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
         elif opt == b"laddr":
             fields["laddr"] = value
         elif opt == b"user":
-            if value != b"default":  # the only user a proxy client is (no ACL yet)
+            if value not in view.acl.users:
                 return errors.error_reply(b"ERR No such user '%s'" % value)
+            fields["user"] = value
         elif opt == b"skipme":
             if value.lower() not in (b"yes", b"no"):
                 return errors.SYNTAX
@@ -438,13 +448,13 @@ def _client_on_off(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
 
 
 def _client_info(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
-    return resp.verbatim(_client_line(view.client(c.id)) + b"\n", c.protocol)
+    return resp.verbatim(client_line(view.client(c.id)) + b"\n", c.protocol)
 
 
 def _client_list(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     if len(argv) > 2:
         return errors.not_supported(b"CLIENT LIST", "filters are not implemented by the proxy")
-    return resp.verbatim(b"".join(_client_line(row) + b"\n" for row in view.clients()),
+    return resp.verbatim(b"".join(client_line(row) + b"\n" for row in view.clients()),
                          c.protocol)
 
 
@@ -821,6 +831,12 @@ def _slowlog(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     return view.slowlog.command(argv)
 
 
+def _acl(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
+    """ACL WHOAMI / LIST / USERS / GETUSER / CAT / LOG / DRYRUN / GENPASS / HELP: the proxy's
+    own users (rproxy/core/acl.py); ACL LOG RESET is the one change."""
+    return view.acl.command(c.user, argv, view.table, c.protocol, view.now_ms)
+
+
 _NODE_SLOWLOG = {b"GET": 4, b"LEN": 3, b"RESET": 3}  # PROXY SLOWLOG <sub>: most arguments
 
 
@@ -830,7 +846,7 @@ def _proxy(c: ClientState, argv: list[bytes], view: ProxyView) -> Reply:
     rproxy/core/admin.py."""
     sub = argv[1].upper() if len(argv) > 1 else b""
     if len(argv) == 2 and sub == b"CLIENTS":
-        return resp.verbatim(b"".join(_client_line(row) + b"\n" for row in view.clients()),
+        return resp.verbatim(b"".join(client_line(row) + b"\n" for row in view.clients()),
                              c.protocol)
     if sub == b"SLOWLOG" and len(argv) > 2:
         what = argv[2].upper()
@@ -847,6 +863,8 @@ _HANDLERS: dict[bytes, Callable[[ClientState, list[bytes], ProxyView], Reply]] =
     b"SLOWLOG|LEN": _slowlog,
     b"SLOWLOG|RESET": _slowlog,
     b"SLOWLOG|HELP": _slowlog,
+    **{b"ACL|" + sub: _acl for sub in (b"WHOAMI", b"LIST", b"USERS", b"GETUSER", b"CAT", b"LOG",
+                                       b"DRYRUN", b"GENPASS", b"HELP")},
     b"SUBSCRIBE": _subscription,
     b"UNSUBSCRIBE": _subscription,
     b"PSUBSCRIBE": _subscription,

@@ -9,7 +9,6 @@ not: the proxy serves fast errors until a node answers, and recovers by itself).
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import os
 import secrets
@@ -25,9 +24,10 @@ import trio
 
 from rproxy import __version__
 from rproxy.core import errors, local_commands
+from rproxy.core.acl import Acl
 from rproxy.core.client import ClientInfo
 from rproxy.core.commands import CommandTable
-from rproxy.core.config import SECRET_KEYS, Config, ConfigError, parse_addr, set_runtime
+from rproxy.core.config import REDACTED_KEYS, Config, ConfigError, parse_addr, set_runtime
 from rproxy.core.hotspots import HotSpots
 from rproxy.core.pubsub import PubSubView
 from rproxy.core.slowlog import Latency, SlowLog
@@ -138,18 +138,22 @@ class ProxyView:
 
     def config_items(self) -> list[tuple[str, str]]:
         """Every key and its value; a secret's value as ``(redacted)`` (when it is set)."""
-        return [(name, "(redacted)" if name in SECRET_KEYS and value else
+        return [(name, "(redacted)" if name in REDACTED_KEYS and value else
                  ",".join(value) if isinstance(value, list) else str(value))
                 for section, keys in self._server.config.to_dict().items()
                 for key, value in keys.items() for name in [f"{section}.{key}"]]
 
     @property
-    def password_required(self) -> bool:
-        return bool(self._server.config.auth.requirepass)
+    def acl(self) -> Acl:
+        return self._server.acl
 
-    def password_matches(self, password: bytes) -> bool:
-        expected = self._server.config.auth.requirepass.encode()
-        return hmac.compare_digest(password, expected)
+    @property
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    @property
+    def table_loaded(self) -> bool:
+        return self._server.router.table_loaded
 
     @property
     def cross_slot_writes(self) -> str:
@@ -189,6 +193,8 @@ class ProxyServer:
         self.slowlog = SlowLog(config.metrics.slowlog_log_slower_than,
                                config.metrics.slowlog_max_len)
         self.latency = Latency()  # sampled (rproxy/net/timing.py)
+        # The users (auth.requirepass, auth.users / aclfile) and ACL LOG: rproxy/core/acl.py
+        self.acl = Acl(config.auth.acl_users(), config.auth.acllog_max_len)
         self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0

@@ -33,7 +33,8 @@ from typing import Protocol
 
 import structlog
 
-from rproxy.core import errors, local_commands, resp
+from rproxy.core import acl, errors, local_commands, resp
+from rproxy.core.acl import Acl
 from rproxy.core.admin import ConfigChange
 from rproxy.core.client import REPLY_OFF, REPLY_ON, REPLY_SKIP_NEXT, ClientInfo, ClientState
 from rproxy.core.commands import CommandInfo, Route
@@ -83,12 +84,16 @@ _KILLS = frozenset({b"SCRIPT|KILL", b"FUNCTION|KILL"})  # on connections of thei
 _WAITS = frozenset({b"WAIT", b"WAITAOF"})  # block by design: not in the slow log
 _XREADS = frozenset({b"XREAD", b"XREADGROUP"})  # block with BLOCK: not in the slow log then
 NO_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})  # Redis's no-auth commands
+_USER_CHANGES = frozenset({b"AUTH", b"HELLO", b"RESET"})  # may change the client's ACL user
+_DENIAL_REASONS = {acl.DENIED_CMD: b"command", acl.DENIED_KEY: b"key",
+                   acl.DENIED_CHANNEL: b"channel"}
 
 
 class SessionHost(Protocol):
     """What a session needs from the server that admitted it."""
 
     config: Config
+    acl: Acl  # the users and ACL LOG (rproxy/core/acl.py)
     reactor: Reactor
     router: Router
     cluster: ClusterManager
@@ -120,6 +125,7 @@ class ClientSession(StatefulModes):
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
         "soft_limit", "soft_s", "soft_since",
         "silent", "outbox", "hot", "reads", "done", "slowlog", "latency", "command",
+        "acl_user",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int,
@@ -143,8 +149,12 @@ class ClientSession(StatefulModes):
         self.fd = sock.fileno()
         self.id = client_id
         self.peer = peer
-        password = bool(host.config.auth.requirepass)
-        self.client = ClientState(client_id, authenticated=not password)
+        password = host.acl.auth_required
+        default = host.acl.default
+        self.client = ClientState(client_id, authenticated=not password, user=default)
+        # The client's ACL user while its commands must be checked (``acl_refusal``): a
+        # restricted one. None for the others, whose commands take the fast path unchecked.
+        self.acl_user = default if default.restricted else None
         limits = host.config.limits
         self.parser = RequestParser(replace(limits.request_limits(), unauthenticated=password))
         self.queue: deque[Request] = deque()
@@ -232,7 +242,11 @@ class ClientSession(StatefulModes):
         """The stateless mode's batch loop. The common case -- a command with one key at a
         fixed position -- is routed inline: the general ``dispatch`` does the same with a
         function call, a table lookup, a slot function and a send call more per command,
-        about a sixth of the proxy's CPU at pipeline 16."""
+        about a sixth of the proxy's CPU at pipeline 16. A restricted ACL user's commands are
+        each checked first (``gated``), and none is routed inline."""
+        if self.acl_user is not None:
+            self.gated(commands, self._acl_refusal, self.route_batch)
+            return
         fast = self.router.fast
         slot_conn = self.slot_conn
         read_conn = self.read_conn
@@ -436,6 +450,15 @@ class ClientSession(StatefulModes):
                 self.enter_mode(self.auth_batch)
             elif self.on_commands == self.auth_batch:
                 self.leave_mode()
+        if info.name in _USER_CHANGES:
+            user = self.client.user
+            acl_user = user if user.restricted else None
+            if acl_user is not self.acl_user:
+                self.acl_user = acl_user
+                if self.on_commands == self.route_batch:
+                    # A new bound method: the batch loop sees a new mode, and hands the rest
+                    # of the batch over -- checked from now on (or no longer).
+                    self.enter_mode(self.route_batch)
 
     def _switch_protocol(self) -> None:
         """The client switched between RESP2 and RESP3: from now on its commands go on the
@@ -476,9 +499,10 @@ class ClientSession(StatefulModes):
         of the batch goes back to the stateless mode once the last subscription is gone."""
         self.gated(commands, self._subscribed_refusal, self.pubsub_batch)
 
-    @staticmethod
-    def _subscribed_refusal(info: CommandInfo, argv: list[bytes]) -> bytes | None:
+    def _subscribed_refusal(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
         error = command_error(info, argv)
+        if error is None and self.acl_user is not None:  # (Redis checks the ACL first)
+            error = self.acl_denial(info, argv)
         if error is None and info.name not in ALLOWED_SUBSCRIBED:
             error = subscribed_mode_error(info.name)
             if info.name == b"EXEC":  # Redis words any refusal of EXEC as an abort
@@ -497,6 +521,44 @@ class ClientSession(StatefulModes):
         if error is None and info.name not in NO_AUTH and argv[0].upper() not in NO_AUTH:
             error = errors.NOAUTH
         return error
+
+    def _acl_refusal(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
+        """A restricted user's command: an unknown command's or a wrong arity's error first,
+        as Redis, then the ACL's."""
+        error = command_error(info, argv) if self.router.table_loaded else None
+        return error if error is not None else self.acl_denial(info, argv)
+
+    def acl_denial(self, info: CommandInfo, argv: list[bytes]) -> bytes | None:
+        """None if the client's ACL user may run this command (Redis ACLCheckAllPerm), else
+        Redis's NOPERM error, and the denial is in ACL LOG."""
+        user = self.acl_user
+        if user is None:
+            return None
+        if not self.router.table_loaded:  # (the rules are applied to the cluster's table)
+            return errors.NO_TOPOLOGY
+        host = self.host
+        result, pos = host.acl.check(user, info, argv, self.router.table)
+        if result == acl.OK:
+            return None
+        obj = info.name.lower() if result == acl.DENIED_CMD else argv[pos]
+        host.acl.log.add(_DENIAL_REASONS[result],
+                         acl.MULTI if self.client.multi is not None else acl.TOPLEVEL,
+                         obj, user.name, local_commands.client_line(self.info()),
+                         host.view.now_ms)
+        if result == acl.DENIED_CMD:
+            return errors.noperm_command(info.name)
+        return errors.NOPERM_KEY if result == acl.DENIED_KEY else errors.NOPERM_CHANNEL
+
+    def checked_dispatch(self, argv: list[bytes], enc: bytes) -> None:
+        """``dispatch``, after the ACL check of a restricted user."""
+        if self.acl_user is not None:
+            info = self.router.table.lookup(argv)
+            error = self._acl_refusal(info, argv)
+            if error is not None:
+                info.calls += 1
+                self.reply_local(error, enc)
+                return
+        self.dispatch(argv, enc)
 
     def gated(self, commands: Batch,
               refusal: Callable[[CommandInfo, list[bytes]], bytes | None],
@@ -531,7 +593,7 @@ class ClientSession(StatefulModes):
             if skip_next:
                 client.reply = REPLY_ON
             before = len(self.queue)
-            self.dispatch(argv, enc)
+            self.checked_dispatch(argv, enc)
             if skip_next or client.reply == REPLY_OFF:  # (CLIENT REPLY ON is answered)
                 queue = self.queue
                 for i in range(before, len(queue)):
@@ -559,6 +621,8 @@ class ClientSession(StatefulModes):
                     b"pubsub" if session.client.subscribed else b"normal"):
                 continue
             if kill.client_id and session.id != kill.client_id:
+                continue
+            if kill.user is not None and session.client.user.name != kill.user:
                 continue
             if session is self:
                 if kill.skipme:
@@ -757,7 +821,7 @@ class ClientSession(StatefulModes):
                           len(self.wbuf), self.host.listen_addr, flags or b"N", len(subs[0]),
                           len(subs[1]), len(subs[2]),
                           len(client.multi.commands) if client.multi is not None else -1,
-                          client.protocol)
+                          client.protocol, client.user.name)
 
     # -- output -----------------------------------------------------------------------------
     def flush(self) -> None:

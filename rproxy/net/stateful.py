@@ -94,6 +94,7 @@ class StatefulModes:
     blocked: BlockingCall | None
     wrote: set[Addr] | None  # the masters written to since its last WAIT (None: never WAITed)
     special: bool  # flush must look at the session's outbox and silent, or at wrote
+    acl_user: Any  # the client's ACL user if restricted (rproxy.core.acl.User), else None
 
     if TYPE_CHECKING:
         def reply_local(self, data: bytes, enc: bytes = b"") -> None: ...
@@ -102,6 +103,8 @@ class StatefulModes:
         def hand_over(self, batch: Any) -> None: ...
         def route_batch(self, commands: Batch) -> None: ...
         def dispatch(self, argv: list[bytes], enc: bytes) -> None: ...
+        def _acl_refusal(self, info: CommandInfo, argv: list[bytes]) -> bytes | None: ...
+        def acl_denial(self, info: CommandInfo, argv: list[bytes]) -> bytes | None: ...
         def run_steps(self, steps: WritePlan, parent: Request | None = None,
                       convert: Callable[[bytes], bytes] | None = None) -> None: ...
         def converter(self, argv: list[bytes]) -> Callable[[bytes], bytes] | None: ...
@@ -408,11 +411,20 @@ class StatefulModes:
             name = info.name
             if name not in NOT_QUEUED:
                 info.calls += 1
-                self.reply_local(tx.queue(info, argv, enc), enc)
+                error = self._acl_refusal(info, argv) if self.acl_user is not None else None
+                if error is not None:  # flags the transaction, as any refused command
+                    tx.aborted = True
+                    self.reply_local(error, enc)
+                else:
+                    self.reply_local(tx.queue(info, argv, enc), enc)
                 continue
             if name not in (b"QUIT", b"RESET"):  # (those are dispatched, and counted there)
                 info.calls += 1
-            error = command_error(info, argv)
+                error = command_error(info, argv)
+                if error is None and self.acl_user is not None:
+                    error = self.acl_denial(info, argv)
+            else:
+                error = command_error(info, argv)
             if name == b"EXEC":
                 self.client.multi = None
                 self.client.watch_slot = -1

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from rproxy.core import errors, local_commands, resp
+from rproxy.core.acl import Acl, parse_users
 from rproxy.core.client import ClientInfo, ClientState
 from rproxy.core.commands import CommandTable
 from rproxy.core.local_commands import AllMasters, ToSlot
@@ -52,19 +53,23 @@ class View:
     rows: list[ClientInfo] = field(default_factory=list)
     order: list[int] = field(default_factory=lambda: [0, 5461, 10923])
     password: bytes = b""  # auth.requirepass
+    now_ms: int = 1_000_000
+    table_loaded: bool = False
 
     @property
-    def password_required(self) -> bool:
-        return bool(self.password)
+    def acl(self) -> Acl:
+        if self._acl is None:
+            self._acl = Acl(parse_users([], "test", self.password.decode()))
+        return self._acl
 
-    def password_matches(self, password: bytes) -> bool:
-        return password == self.password
+    _acl: Acl | None = None
 
     def stat(self, name: str) -> int:
         return self.counters.get(name, 0)
 
     def client(self, client_id: int) -> ClientInfo:
-        return next(r for r in self.rows if r.id == client_id)
+        return next((r for r in self.rows if r.id == client_id),
+                    ClientInfo(client_id, "127.0.0.1:1", 9, b"", 0, 0, 0, 0, 0))
 
     def clients(self) -> list[ClientInfo]:
         return self.rows
