@@ -21,6 +21,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -90,9 +91,24 @@ def _pick_ports(host: str, n: int, avoid: set[int]) -> list[int]:
 _ADMIN_ERRORS = (ControlError, OSError)
 
 
-def _admin(node: Node, timeout: float = 2, password: str | None = None) -> ControlConnection:
-    """Connection for our own polling: short timeouts and no retries."""
-    return ControlConnection(node.addr, timeout, password)
+@dataclass(frozen=True)
+class NodeTls:
+    """TLS for every node (``LocalCluster(tls=...)``): its certificate and key (also shown as
+    a client certificate, as the nodes ask for one: tls-auth-clients yes), and the CA."""
+
+    cert_file: str
+    key_file: str
+    ca_cert_file: str
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_cert_file)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def cli_args(self) -> list[str]:
+        """redis-cli's flags for it."""
+        return ["--tls", "--cacert", self.ca_cert_file, "--cert", self.cert_file,
+                "--key", self.key_file]
 
 
 def _parse_info(text: str) -> dict[str, str]:
@@ -118,11 +134,15 @@ class LocalCluster:
     def __init__(self, masters: int = 3, replicas: int = 1, *, host: str = "127.0.0.1",
                  node_timeout_ms: int = 2000, redis_server: str = "redis-server",
                  workdir: str | Path | None = None, extra_config: dict[str, str] | None = None,
-                 log: Callable[[str], None] | None = None, password: str | None = None) -> None:
+                 log: Callable[[str], None] | None = None, password: str | None = None,
+                 tls: NodeTls | None = None) -> None:
         """Only configures; raises RedisServerNotFound at once if redis-server is missing.
         ``password``: every node requires it (requirepass, and masterauth for its
-        replication)."""
+        replication). ``tls``: the nodes speak TLS only (``port`` 0, their port is their
+        tls-port, tls-cluster and tls-replication yes, client certificates required)."""
         self.password = password
+        self.tls = tls
+        self._tls_ctx = tls.client_context() if tls is not None else None
         server = shutil.which(redis_server)
         if server is None:
             raise RedisServerNotFound("redis-server not found on PATH: install it "
@@ -160,7 +180,8 @@ class LocalCluster:
                 self.nodes.append(self._launch_new(port, deadline))
             cmd = [self._cli, "--cluster", "create",
                    *(f"{h}:{p}" for h, p in self.seeds),
-                   "--cluster-replicas", str(self.n_replicas), "--cluster-yes"]
+                   "--cluster-replicas", str(self.n_replicas), "--cluster-yes",
+                   *(self.tls.cli_args() if self.tls is not None else [])]
             env = dict(os.environ, REDISCLI_AUTH=self.password) if self.password else None
             res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env,
                                  timeout=max(1.0, deadline - time.monotonic()))
@@ -215,6 +236,10 @@ class LocalCluster:
                 "repl-diskless-sync-delay": "0",  # default 5 s would delay every sync
                 **({"requirepass": self.password, "masterauth": self.password}
                    if self.password else {}),
+                **({"port": "0", "tls-port": str(node.port), "tls-cluster": "yes",
+                    "tls-replication": "yes", "tls-cert-file": self.tls.cert_file,
+                    "tls-key-file": self.tls.key_file, "tls-ca-cert-file": self.tls.ca_cert_file,
+                    "tls-auth-clients": "yes"} if self.tls is not None else {}),
                 **self.extra_config}
         path = node.data_dir / "redis.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
@@ -231,7 +256,7 @@ class LocalCluster:
                 raise RuntimeError(f"redis-server on port {node.port} exited early; "
                                    f"log tail:\n{_tail(node.data_dir / 'redis.log')}")
             try:
-                with _admin(node, 0.5, self.password) as c:
+                with self._admin(node, 0.5) as c:
                     if c.execute("PING") == b"PONG":
                         return
             except _ADMIN_ERRORS:
@@ -327,8 +352,12 @@ class LocalCluster:
         return node
 
     # ---- cluster queries -------------------------------------------------
+    def _admin(self, node: Node, timeout: float = 2) -> ControlConnection:
+        """Connection for our own polling: short timeouts and no retries."""
+        return ControlConnection(node.addr, timeout, self.password, self._tls_ctx)
+
     def _cmd(self, node: Node, *args: str) -> Any:
-        with _admin(node, password=self.password) as c:
+        with self._admin(node) as c:
             return c.execute(*args)
 
     def _myid(self, node: Node) -> str:

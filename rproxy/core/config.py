@@ -160,6 +160,16 @@ class ClusterSection:
     username: str = ""
     password: str = ""
     password_file: str = ""
+    # TLS to the nodes (their tls-port, with tls-cluster yes so that the slot map and MOVED /
+    # ASK name the TLS ports): the CA their certificates chain to ("" = the system's), a client
+    # certificate and key if the nodes ask for one (tls-auth-clients), whether a certificate
+    # must name the node (tls_server_name: the name to expect instead of its address).
+    tls: bool = False
+    tls_ca_cert_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_check_hostname: bool = True
+    tls_server_name: str = ""
 
     def auth_command(self) -> list[bytes] | None:
         """The AUTH a connection to a node starts with, or None (no password)."""
@@ -170,10 +180,15 @@ class ClusterSection:
         return [b"AUTH", self.password.encode()]
 
     def validate(self) -> None:
-        _positive(self, "cluster")
+        _positive(self, "cluster", exempt=("tls", "tls_check_hostname"))
         if self.username and not self.password:
             raise ConfigError("cluster.username: set with a password (RPROXY_CLUSTER_PASSWORD "
                               "or cluster.password_file)")
+        if not self.tls and (self.tls_ca_cert_file or self.tls_cert_file or self.tls_key_file):
+            raise ConfigError("cluster.tls_*_file: set cluster.tls = true to use TLS to the "
+                              "nodes")
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ConfigError("cluster.tls_key_file: needs cluster.tls_cert_file")
         if self.read_from not in READ_FROM:
             raise ConfigError(
                 f"cluster.read_from: expected one of {', '.join(READ_FROM)}, got {self.read_from!r}"

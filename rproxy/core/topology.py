@@ -77,9 +77,11 @@ def _endpoint(host: object, fallback: str) -> str:
     return fallback if h in ("", "?") else h
 
 
-def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
+def parse_cluster_shards(reply: list[object], asked_host: str, tls: bool = False) -> SlotMap:
     """Parse ``CLUSTER SHARDS`` (RESP2: flat key/value lists). Replicas whose health is
-    ``failed`` are left out; a failed master keeps its slots and is listed in ``failed``."""
+    ``failed`` are left out; a failed master keeps its slots and is listed in ``failed``.
+    ``tls``: the nodes' TLS ports (``tls-port``, sent with tls-cluster yes) rather than their
+    plain ones."""
     shards: list[Shard] = []
     failed: set[Addr] = set()
     for raw in reply:
@@ -91,7 +93,8 @@ def parse_cluster_shards(reply: list[object], asked_host: str) -> SlotMap:
         for node_raw in d.get("nodes", []):  # type: ignore[attr-defined]
             n = _pairs(node_raw)
             host = _endpoint(n.get("endpoint") or n.get("ip"), asked_host)
-            port = int(n.get("port") or n.get("tls-port") or 0)  # type: ignore[call-overload]
+            ports = (n.get("tls-port"), n.get("port")) if tls else (n.get("port"), n.get("tls-port"))
+            port = int(ports[0] or ports[1] or 0)  # type: ignore[call-overload]
             if not port:
                 continue
             # "failed" in the documentation, "fail" in what Redis 7.0 sends

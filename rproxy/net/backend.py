@@ -35,7 +35,7 @@ from rproxy.core import errors
 from rproxy.core.request import DISCARD, Request, complete
 from rproxy.core.resp import BackendProtocolError, ReplyFramer, encode_command
 from rproxy.net.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Reactor
-from rproxy.net.transport import Transport, plain, recv_some, send_all
+from rproxy.net.transport import NodeAccess, Transport, recv_some, send_all, tls_connect
 
 log = structlog.get_logger("rproxy.net.backend")
 
@@ -74,14 +74,15 @@ class BackendConnection:
     __slots__ = (
         "addr", "owner", "reactor", "transport", "fd", "state", "out", "fifo", "framer",
         "wbuf", "dirty", "replies", "stalled_since", "retiring", "max_pending", "replica",
-        "blocking", "resp3", "auth", "__weakref__",
+        "blocking", "resp3", "access", "__weakref__",
     )
 
     def __init__(self, addr: tuple[str, int], owner: Owner, reactor: Reactor,
                  max_pending: int, replica: bool = False, resp3: bool = False,
-                 auth: list[bytes] | None = None) -> None:
+                 access: NodeAccess | None = None) -> None:
         self.addr = addr
-        self.auth = auth  # the cluster's AUTH (cluster.password), sent first in the handshake
+        # The cluster's AUTH (sent first in the handshake), and TLS for a TLS cluster
+        self.access = access or NodeAccess()
         self.owner = owner
         self.reactor = reactor
         self.transport: Transport | None = None
@@ -218,7 +219,11 @@ class BackendConnection:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
-                await self._handshake(sock)
+                access = self.access
+                transport: Transport = sock
+                if access.tls is not None:  # (ssl.SSLError is an OSError)
+                    transport = await tls_connect(sock, access.tls, access.hostname(host))
+                await self._handshake(transport)
         except (OSError, trio.TooSlowError, BackendProtocolError) as exc:
             if sock is not None:
                 sock.close()
@@ -235,7 +240,7 @@ class BackendConnection:
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.attach(plain(sock))
+        self.attach(transport)
 
     def attach(self, transport: Transport) -> None:
         """Serve on ``transport``, connected and past the handshake: register it in the
@@ -249,21 +254,22 @@ class BackendConnection:
         self.flush()
         self.reactor.flush()
 
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def _handshake(self, conn: Transport) -> None:
         """``[AUTH,] [HELLO 3,] [READONLY,] PING`` and their replies: the node takes the
         cluster's credentials, is alive and serving (and speaks RESP3, for RESP3 clients: a
         map answers HELLO)."""
         hello = (READONLY + PING) if self.replica else PING
         if self.resp3:
             hello = HELLO3 + hello
-        if self.auth:
-            hello = encode_command(self.auth) + hello
-        await send_all(sock, hello)
+        auth = self.access.auth
+        if auth:
+            hello = encode_command(auth) + hello
+        await send_all(conn, hello)
         framer = ReplyFramer(self.resp3)
         replies: list[bytes] = []
-        while len(replies) < 1 + self.replica + self.resp3 + bool(self.auth):
-            replies += framer.feed(await recv_some(sock, 4096))
-        if self.auth:
+        while len(replies) < 1 + self.replica + self.resp3 + bool(auth):
+            replies += framer.feed(await recv_some(conn, 4096))
+        if auth:
             auth_reply = replies.pop(0)  # -WRONGPASS, -ERR AUTH ... (never the password)
             if auth_reply[:1] == b"-":
                 raise ConnectionRefusedError("AUTH: " + auth_reply.rstrip().decode(

@@ -26,7 +26,7 @@ import trio
 
 from rproxy.core import errors
 from rproxy.core.commands import CommandTable
-from rproxy.core.config import Config
+from rproxy.core.config import ClusterSection, Config
 from rproxy.core.stats import Stats
 from rproxy.core.topology import (
     Addr,
@@ -43,6 +43,17 @@ from rproxy.net.pubsub import PubSubHub
 from rproxy.net.reactor import Reactor
 from rproxy.net.router import Router
 from rproxy.net.transaction import WatchLocks
+from rproxy.net.transport import NodeAccess, client_context
+
+
+def node_access(cluster: ClusterSection) -> NodeAccess:
+    """The cluster's credentials and TLS settings, as every connection to a node uses them."""
+    tls = None
+    if cluster.tls:
+        tls = client_context(cluster.tls_ca_cert_file, cluster.tls_cert_file,
+                             cluster.tls_key_file, cluster.tls_check_hostname)
+    return NodeAccess(cluster.auth_command(), tls, cluster.tls_server_name)
+
 
 log = structlog.get_logger("rproxy.net.cluster")
 
@@ -81,6 +92,10 @@ class ClusterManager:
         self.reactor = reactor
         self.router = router
         self.stats = stats
+        # How every connection to a node starts: the cluster's AUTH, TLS (the RESP3 plane
+        # shares the main one's: one TLS context, its certificates read once)
+        self.access: NodeAccess = (main.access if main is not None
+                                   else node_access(config.cluster))
         self.map_read_at = 0.0  # time.monotonic() of the last slot map read (0: none yet)
         self.main = main  # the RESP2 manager, if this is its RESP3 plane
         self.resp3 = main is not None
@@ -176,24 +191,26 @@ class ClusterManager:
         others = [a for a in self.known if a not in candidates]
         self._rng.shuffle(candidates)
         self._rng.shuffle(others)
-        auth = self.config.cluster.auth_command()
+        access = self.access
         timeout = self.config.timeouts.connect_timeout_s
         for addr in candidates + others:
             try:
                 try:
-                    reply = await control_command(addr, [b"CLUSTER", b"SHARDS"], timeout, auth)
-                    slotmap = parse_cluster_shards(reply, addr[0])
+                    reply = await control_command(addr, [b"CLUSTER", b"SHARDS"], timeout,
+                                                  access)
+                    slotmap = parse_cluster_shards(reply, addr[0], tls=access.tls is not None)
                 except ControlError as exc:
                     if "unknown subcommand" not in str(exc).lower():
                         raise
-                    reply = await control_command(addr, [b"CLUSTER", b"SLOTS"], timeout, auth)
+                    reply = await control_command(addr, [b"CLUSTER", b"SLOTS"], timeout, access)
                     slotmap = parse_cluster_slots(reply, addr[0])
                 if not slotmap.masters:
                     raise ControlError("node reports no slots")
                 if not self.router.table_loaded:
                     await self._load_node_info(addr, timeout)
-            except (OSError, trio.TooSlowError, ControlError, ValueError) as exc:
-                text = str(exc)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, ControlError,
+                    ValueError) as exc:
+                text = str(exc) or repr(exc)
                 if isinstance(exc, ControlError) and text.startswith(AUTH_REFUSALS):
                     # the cluster's credentials (cluster.username / password): the node's words
                     log.warning("cluster_auth_failed", node=f"{addr[0]}:{addr[1]}", error=text)
@@ -225,11 +242,10 @@ class ClusterManager:
                 or any(a in self.down_since for a in m.masters))
 
     async def _load_node_info(self, addr: Addr, timeout: float) -> None:
-        auth = self.config.cluster.auth_command()
-        reply = await control_command(addr, [b"COMMAND"], timeout, auth)
+        reply = await control_command(addr, [b"COMMAND"], timeout, self.access)
         policy = self.config.commands
         table = CommandTable.from_command_reply(reply, policy.allow, policy.deny)
-        info = await control_command(addr, [b"INFO", b"server"], timeout, auth)
+        info = await control_command(addr, [b"INFO", b"server"], timeout, self.access)
         for line in bytes(info).decode(errors="replace").splitlines():
             if line.startswith("redis_version:"):
                 self.redis_version = line.split(":", 1)[1].strip()
@@ -304,7 +320,7 @@ class ClusterManager:
     def _new_conn(self, addr: Addr, replica: bool = False) -> BackendConnection:
         conn = BackendConnection(addr, self.pool, self.reactor,
                                  self.config.limits.max_pending_per_backend, replica, self.resp3,
-                                 self.config.cluster.auth_command())
+                                 self.access)
         failures = self._connect_failures.get(addr, 0)
         delay = 0.0
         if failures:  # jittered exponential back-off: no reconnect storm against a dead node,
@@ -319,7 +335,7 @@ class ClusterManager:
         """A new connection to ``addr`` owned by ``owner`` (a lease, the pub/sub hub),
         outside the tables."""
         conn = cls(addr, owner, self.reactor, self.config.limits.max_pending_per_backend,
-                   resp3=self.resp3, auth=self.config.cluster.auth_command())
+                   resp3=self.resp3, access=self.access)
         assert self.nursery is not None
         self.nursery.start_soon(conn.connect, self.config.timeouts.connect_timeout_s)
         return conn

@@ -12,6 +12,7 @@ hiredis's RESP2 values: bulk strings are ``bytes``, never decoded.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Any, Self
 
@@ -19,6 +20,7 @@ import hiredis
 import trio
 
 from rproxy.core.resp import encode_command
+from rproxy.net.transport import NodeAccess
 
 Addr = tuple[str, int]
 
@@ -32,14 +34,14 @@ class _OutOfStep(ControlError):
     of no further use (an error reply, a plain ControlError, leaves it in step)."""
 
 
-def _next_reply(reader: hiredis.Reader, data: bytes) -> Any:
+def _next_reply(reader: hiredis.Reader, data: bytes | bytearray) -> Any:
     """Feed what one recv returned (``b""``: the node closed the connection) to ``reader``;
     the reply once complete, False while more bytes are needed. An error reply or bytes that
     are not RESP are a ControlError."""
     if not data:
         raise _OutOfStep("connection closed")
     try:
-        reader.feed(data)
+        reader.feed(data)  # type: ignore[arg-type]  # (any buffer)
     except hiredis.ProtocolError as exc:
         raise _OutOfStep(f"bad reply: {exc!r}") from exc
     return _take_reply(reader)
@@ -57,44 +59,66 @@ def _take_reply(reader: hiredis.Reader) -> Any:
     return reply
 
 
+async def _open(addr: Addr, access: NodeAccess | None) -> trio.abc.Stream:
+    """A stream to ``addr``: plain, or TLS for a TLS cluster (trio's SSLStream: the control
+    plane is off the data path)."""
+    infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    stream: trio.abc.Stream = trio.SocketStream(sock)
+    if access is not None and access.tls is not None:
+        stream = trio.SSLStream(stream, access.tls, server_hostname=access.hostname(addr[0]))
+    return stream
+
+
 async def control_command(addr: Addr, argv: list[bytes], timeout_s: float,
-                          auth: list[bytes] | None = None) -> Any:
+                          access: NodeAccess | None = None) -> Any:
     """One command on a short-lived connection (control plane only: topology, COMMAND),
-    after ``auth`` (the cluster's AUTH, if it has a password). Whatever goes wrong on the way
-    is a ControlError (or TooSlowError, or OSError). A plain trio socket: a topology refresh
-    runs several times a second while a shard is failing over, and must cost the data path
-    next to nothing."""
+    after the cluster's AUTH if it has a password, over TLS for a TLS cluster (``access``).
+    Whatever goes wrong on the way is a ControlError (or TooSlowError, or OSError: a TLS
+    failure is an ssl.SSLError or trio.BrokenResourceError). A short-lived connection: a
+    topology refresh runs several times a second while a shard is failing over, and must cost
+    the data path next to nothing."""
+    auth = access.auth if access is not None else None
     with trio.fail_after(timeout_s):
-        infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
-        family, _, _, _, sockaddr = infos[0]
-        with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
-            await sock.connect(sockaddr)
+        stream = await _open(addr, access)
+        try:
             # a few bytes: one send is enough
-            await sock.send((encode_command(auth) if auth else b"") + encode_command(argv))
+            await stream.send_all((encode_command(auth) if auth else b"")
+                                  + encode_command(argv))
             reader = hiredis.Reader()
             if auth:  # its reply first: an error (WRONGPASS ...) is a ControlError with the
                 # node's text, which never holds the password
-                while _next_reply(reader, await sock.recv(1 << 20)) is False:
+                while _next_reply(reader, await stream.receive_some(1 << 20)) is False:
                     pass
                 reply = _take_reply(reader)  # (the command's may have come in the same read)
                 if reply is not False:
                     return reply
             while True:
-                reply = _next_reply(reader, await sock.recv(1 << 20))
+                reply = _next_reply(reader, await stream.receive_some(1 << 20))
                 if reply is not False:
                     return reply
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 async def control_send(addr: Addr, argv: list[bytes], timeout_s: float,
-                       auth: list[bytes] | None = None) -> None:
+                       access: NodeAccess | None = None) -> None:
     """Send one command on a short-lived connection and close it without waiting for the
     reply (a command whose effect is all that matters)."""
+    auth = access.auth if access is not None else None
     with trio.fail_after(timeout_s):
-        infos = await trio.socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
-        family, _, _, _, sockaddr = infos[0]
-        with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
-            await sock.connect(sockaddr)
-            await sock.send((encode_command(auth) if auth else b"") + encode_command(argv))
+        stream = await _open(addr, access)
+        try:
+            await stream.send_all((encode_command(auth) if auth else b"")
+                                  + encode_command(argv))
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 def _arg(a: bytes | str | float) -> bytes:
@@ -109,9 +133,18 @@ class ControlConnection:
     closing the connection or sending bytes that are not RESP is a ControlError; both close
     the connection, which would be out of step, and later calls raise OSError."""
 
-    def __init__(self, addr: Addr, timeout_s: float, password: str | None = None) -> None:
+    def __init__(self, addr: Addr, timeout_s: float, password: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a node of a TLS cluster, checked as the context says."""
         self.addr, self.timeout_s = addr, timeout_s
-        self._sock: socket.socket | None = socket.create_connection(addr, timeout=timeout_s)
+        sock = socket.create_connection(addr, timeout=timeout_s)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=addr[0])
+            except BaseException:
+                sock.close()
+                raise
+        self._sock: socket.socket | None = sock
         self._reader = hiredis.Reader()
         if password:
             self.execute("AUTH", password)

@@ -112,14 +112,16 @@ class ClusterPoller:
         slotmap = self.cluster.slotmap
         nodes = list(slotmap.nodes) if slotmap is not None else []
         found: dict[Addr, dict[str, dict[str, str]] | None] = {}
-        auth = self.cluster.config.cluster.auth_command()
+        access = self.cluster.access
 
         async def one(addr: Addr) -> None:
             try:
                 info = await control_command(addr, [b"INFO", b"default", b"commandstats"],
-                                             self.timeout, auth)
-                cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout, auth)
-            except (OSError, trio.TooSlowError, ControlError, ValueError):
+                                             self.timeout, access)
+                cluster = await control_command(addr, [b"CLUSTER", b"INFO"], self.timeout,
+                                                access)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, ControlError,
+                    ValueError):
                 found[addr] = None
                 return
             sections = parse_info_text(bytes(info))

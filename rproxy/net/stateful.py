@@ -341,7 +341,7 @@ class StatefulModes:
         config = self.host.config
         n = await replicas_acked(masters, numreplicas, timeout_ms,
                                  config.timeouts.connect_timeout_s, wrote,
-                                 config.cluster.auth_command())
+                                 self.cluster.access)
         complete(req, resp.integer(n))
         self.reactor.flush()
 

@@ -8,15 +8,20 @@ through ``self.transport``.
 
 A plain connection's transport is the socket itself (``plain``): its ``recv``/``send`` are the
 socket's own C methods, so the plain data path pays nothing for this seam. A TLS connection's
-(``TlsTransport``, a client of the TLS listener) implements the same four methods over an
-``ssl.MemoryBIO`` pair, keeping the batch shape (one ``recv`` and one ``send`` of the socket per
-batch); its handshake (``tls_accept``) runs in a trio task before the client is admitted.
+(``TlsTransport``: a client of the TLS listener, or a connection to a node of a TLS cluster)
+implements the same four methods over an ``ssl.MemoryBIO`` pair, keeping the batch shape (one
+``recv`` and one ``send`` of the socket per batch); its handshake (``tls_accept`` /
+``tls_connect``) runs in a trio task before the connection is used.
+
+``NodeAccess`` is how rproxy reaches a cluster node: the AUTH it starts with (the cluster's
+credentials) and, for a TLS cluster, the client-side TLS settings.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -145,29 +150,88 @@ def server_context(cert_file: str, key_file: str, ca_cert_file: str = "",
     return ctx
 
 
-async def send_all(sock: socket.socket, data: bytes) -> None:
-    """All of ``data`` on a non-blocking socket, waiting in trio while it is full (the
-    handshakes: outside the reactor)."""
+@dataclass(frozen=True)
+class NodeAccess:
+    """How rproxy reaches a node (the same for every node of the cluster): the AUTH a
+    connection starts with (cluster.password), and TLS (cluster.tls): the client context, and
+    the name the nodes' certificates are checked against ("" = the address connected to)."""
+
+    auth: list[bytes] | None = None
+    tls: ssl.SSLContext | None = None
+    server_name: str = ""
+
+    def hostname(self, host: str) -> str | None:
+        """``server_hostname`` for a node at ``host`` (None: no check)."""
+        if self.tls is None or not self.tls.check_hostname:
+            return None
+        return self.server_name or host
+
+
+def client_context(ca_cert_file: str = "", cert_file: str = "", key_file: str = "",
+                   check_hostname: bool = True, ciphers: str = "",
+                   min_version: str = "TLSv1.2") -> ssl.SSLContext:
+    """rproxy as a TLS client of the nodes: the CA their certificates chain to (the system's
+    if ""), a client certificate and key if the nodes ask for one (tls-auth-clients), whether
+    a certificate must name the node."""
+    ctx = ssl.create_default_context(cafile=ca_cert_file or None)
+    ctx.minimum_version = MIN_VERSIONS[min_version]
+    ctx.check_hostname = check_hostname
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+async def send_all(conn: Transport, data: bytes) -> None:
+    """All of ``data`` on a non-blocking socket or transport, waiting in trio while it is
+    full (the handshakes: outside the reactor)."""
     while data:
-        await trio.lowlevel.wait_writable(sock)
+        await trio.lowlevel.wait_writable(conn.fileno())
         try:
-            data = data[sock.send(data):]
+            data = data[conn.send(data):]
         except BlockingIOError:
             pass
 
 
-async def recv_some(sock: socket.socket, bufsize: int) -> bytes:
-    """What a non-blocking socket has, waiting in trio until it has something (the
-    handshakes); the peer closing is a ConnectionResetError."""
+async def recv_some(conn: Transport, bufsize: int) -> bytes:
+    """What a non-blocking socket or transport has, waiting in trio until it has something
+    (the handshakes); the peer closing is a ConnectionResetError."""
     while True:
-        await trio.lowlevel.wait_readable(sock)
+        if not getattr(conn, "buffered", False):
+            await trio.lowlevel.wait_readable(conn.fileno())
         try:
-            data = sock.recv(bufsize)
+            data = conn.recv(bufsize)
         except BlockingIOError:
             continue
         if not data:
             raise ConnectionResetError("closed during the handshake")
         return data
+
+
+async def _handshake(sock: socket.socket, sslobj: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                     outgoing: ssl.MemoryBIO) -> TlsTransport:
+    while True:
+        try:
+            sslobj.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        await send_all(sock, outgoing.read())
+        if done:
+            return TlsTransport(sock, sslobj, incoming, outgoing)
+        incoming.write(await recv_some(sock, 65536))
+
+
+async def tls_connect(sock: socket.socket, ctx: ssl.SSLContext,
+                      server_hostname: str | None) -> TlsTransport:
+    """The client side of a TLS handshake on a connected non-blocking socket (a node of a TLS
+    cluster); raises ``ssl.SSLError`` (a certificate that does not verify, among others) or
+    ``OSError``. The caller bounds the time."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    sslobj = ctx.wrap_bio(incoming, outgoing, server_side=False,
+                          server_hostname=server_hostname)
+    return await _handshake(sock, sslobj, incoming, outgoing)
 
 
 async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float) -> TlsTransport:
@@ -176,13 +240,4 @@ async def tls_accept(sock: socket.socket, ctx: ssl.SSLContext, timeout_s: float)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     sslobj = ctx.wrap_bio(incoming, outgoing, server_side=True)
     with trio.fail_after(timeout_s):
-        while True:
-            try:
-                sslobj.do_handshake()
-                done = True
-            except ssl.SSLWantReadError:
-                done = False
-            await send_all(sock, outgoing.read())
-            if done:
-                return TlsTransport(sock, sslobj, incoming, outgoing)
-            incoming.write(await recv_some(sock, 65536))
+        return await _handshake(sock, sslobj, incoming, outgoing)

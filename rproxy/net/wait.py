@@ -30,14 +30,15 @@ import trio
 from rproxy.core.merge import parse_info_text
 from rproxy.core.topology import Addr
 from rproxy.net.control import ControlError, control_command, control_send
+from rproxy.net.transport import NodeAccess
 
 POLL_S = 0.005
 _ASK_FOR_ACKS = [b"WAIT", b"1000000", b"1"]
 
 
 async def _replication(addr: Addr, timeout_s: float,
-                       auth: list[bytes] | None) -> dict[str, str]:
-    raw = await control_command(addr, [b"INFO", b"replication"], timeout_s, auth)
+                       access: NodeAccess | None) -> dict[str, str]:
+    raw = await control_command(addr, [b"INFO", b"replication"], timeout_s, access)
     if not isinstance(raw, bytes):
         raise ControlError(f"INFO replication: {raw!r}")
     return parse_info_text(raw).get("replication", {})
@@ -57,10 +58,10 @@ def _acked(replication: dict[str, str], offset: int) -> int:
 
 async def replicas_acked(masters: list[Addr], numreplicas: int, timeout_ms: int,
                          control_timeout_s: float, wrote: bool = True,
-                         auth: list[bytes] | None = None) -> int:
+                         access: NodeAccess | None = None) -> int:
     """The WAIT answer for writes already acknowledged by ``masters`` (see the module doc);
-    with ``wrote`` false (the client wrote nothing), the replicas connected to them. ``auth``:
-    the cluster's AUTH."""
+    with ``wrote`` false (the client wrote nothing), the replicas connected to them.
+    ``access``: the cluster's AUTH and TLS."""
     deadline = trio.current_time() + timeout_ms / 1000 if timeout_ms else math.inf
     targets: dict[Addr, int] = {}
     for addr in masters:
@@ -68,7 +69,7 @@ async def replicas_acked(masters: list[Addr], numreplicas: int, timeout_ms: int,
             targets[addr] = 0
             continue
         try:
-            info = await _replication(addr, control_timeout_s, auth)
+            info = await _replication(addr, control_timeout_s, access)
             targets[addr] = int(info.get("master_repl_offset", "0"))
         except (OSError, ControlError, trio.TooSlowError, ValueError):
             targets[addr] = -1  # unreachable: none of its replicas can be counted
@@ -76,9 +77,10 @@ async def replicas_acked(masters: list[Addr], numreplicas: int, timeout_ms: int,
         counts = []
         for addr, offset in targets.items():
             try:
-                counts.append(_acked(await _replication(addr, control_timeout_s, auth), offset)
+                counts.append(_acked(await _replication(addr, control_timeout_s, access), offset)
                               if offset >= 0 else 0)
-            except (OSError, ControlError, trio.TooSlowError, ValueError):
+            except (OSError, ControlError, trio.TooSlowError, trio.BrokenResourceError,
+                    ValueError):
                 counts.append(0)
         result = min(counts) if counts else 0
         if result >= numreplicas or trio.current_time() >= deadline:
@@ -86,7 +88,7 @@ async def replicas_acked(masters: list[Addr], numreplicas: int, timeout_ms: int,
         for addr in targets:  # (the node asks its replicas when it gets the command; its
             # reply would come only at its next timer tick, up to 100 ms later: not awaited)
             try:
-                await control_send(addr, _ASK_FOR_ACKS, control_timeout_s, auth)
-            except (OSError, trio.TooSlowError):
+                await control_send(addr, _ASK_FOR_ACKS, control_timeout_s, access)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError):
                 pass
         await trio.sleep(min(POLL_S, max(0.0, deadline - trio.current_time())))

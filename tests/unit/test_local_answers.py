@@ -16,7 +16,6 @@ from rproxy.core.commands import CommandTable
 from rproxy.core.local_commands import AllMasters, ToSlot
 
 
-
 def _cmd(name: str, arity: int, subcommands: tuple[object, ...] = ()) -> list[object]:
     """One entry of a Redis 7 COMMAND reply (RESP2, as hiredis decodes it), keyless."""
     return [name.encode(), arity, [b"fast"], 0, 0, 0, [], [], [], list(subcommands)]
