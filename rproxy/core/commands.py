@@ -334,11 +334,21 @@ _BLOCKING_OPTION = {b"XREAD": b"BLOCK", b"XREADGROUP": b"BLOCK"}
 POLICY_DENIED = "disabled by the proxy's command policy (commands.deny)"
 
 
+# Answered by the proxy as one standalone server would (the topology hidden), unless the
+# operator passes them through to one master (commands.allow): CLUSTER NODES, SLOTS, SHARDS,
+# INFO, MYID ... then show that node's view of the cluster. (CLUSTER KEYSLOT is the same
+# answer either way, and stays the proxy's.)
+_HIDDEN_UNLESS_ALLOWED = b"CLUSTER"
+
+
 def _apply_policy(info: CommandInfo, allowed: set[bytes], denied: set[bytes]) -> None:
     container = info.name.split(b"|", 1)[0]
     if info.name in denied or container in denied:
         info.route, info.why = Route.REFUSED, POLICY_DENIED
-    elif (info.name in allowed or container in allowed) and info.route == Route.REFUSED:
+    elif (info.name in allowed or container in allowed) and (
+            info.route == Route.REFUSED
+            or (info.route == Route.LOCAL and container == _HIDDEN_UNLESS_ALLOWED
+                and b"|" in info.name and info.name != b"CLUSTER|KEYSLOT")):
         info.route, info.why = (Route.KEYED if info.key_specs else Route.ANY), ""
 
 

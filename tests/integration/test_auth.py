@@ -115,7 +115,7 @@ def test_the_password_is_never_shown(guarded, capfd) -> None:
     r.execute_command("PROXY", "CONFIG", "SET", "metrics.slowlog_log_slower_than", 0)
     try:
         config = r.execute_command("PROXY", "CONFIG", "GET", "auth.*")
-        assert config == [b"auth.requirepass", b"(redacted)", b"auth.requirepass_file", b""]
+        assert config[:4] == [b"auth.requirepass", b"(redacted)", b"auth.requirepass_file", b""]
         r.execute_command("AUTH", PASSWORD)
         r.execute_command("HELLO", "2", "AUTH", "default", PASSWORD)
         logged = r.execute_command("SLOWLOG", "GET", 5)

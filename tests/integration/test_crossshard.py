@@ -277,6 +277,24 @@ def test_command_policy(cluster) -> None:
         assert c.dbsize() >= 0  # the rest works
 
 
+def test_topology_commands_are_hidden_unless_allowed(cluster) -> None:
+    """CLUSTER NODES / SHARDS and ROLE are refused (the proxy is one standalone server) until
+    the operator passes them through to one master (commands.allow)."""
+    with ProxyThread(proxy_config(cluster.seeds)) as p:
+        for command in (("CLUSTER", "NODES"), ("CLUSTER", "SHARDS"), ("ROLE",)):
+            with pytest.raises(redis.ResponseError, match="is not supported"):
+                p.client().execute_command(*command)
+    cfg = proxy_config(cluster.seeds, commands={"allow": ("CLUSTER|NODES", "ROLE")})
+    with ProxyThread(cfg) as p:
+        c = p.client()
+        nodes = c.execute_command("CLUSTER", "NODES")
+        assert "myself,master" in (nodes.decode() if isinstance(nodes, bytes) else str(nodes))
+        assert c.execute_command("ROLE")[0] == b"master"
+        assert c.execute_command("CLUSTER", "KEYSLOT", "a") == 15495  # still the proxy's
+        with pytest.raises(redis.ResponseError, match="is not supported"):
+            c.execute_command("CLUSTER", "SHARDS")  # not allowed: still hidden
+
+
 def test_xread_over_streams_in_several_slots(std, prx) -> None:
     keys = _keys("xr", 4)
     assert len({key_slot(k.encode()) for k in keys}) == 4

@@ -48,6 +48,7 @@ from typing import Any
 
 import trio
 
+from rproxy.core.acl import Acl
 from rproxy.core.client import ClientInfo
 from rproxy.core.commands import CommandTable
 from rproxy.core.config import Config
@@ -519,6 +520,7 @@ class Shell:
         self.hot = HotSpots()
         self.slowlog = SlowLog()
         self.latency = Latency()
+        self.acl = Acl(config.auth.acl_users(), config.auth.acllog_max_len)
         self.view = StubView()
         self.now = time.monotonic()
         self.nodes = FakeNodes(self)
