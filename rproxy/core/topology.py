@@ -93,8 +93,8 @@ def parse_cluster_shards(reply: list[object], asked_host: str, tls: bool = False
         for node_raw in d.get("nodes", []):  # type: ignore[attr-defined]
             n = _pairs(node_raw)
             host = _endpoint(n.get("endpoint") or n.get("ip"), asked_host)
-            ports = (n.get("tls-port"), n.get("port")) if tls else (n.get("port"), n.get("tls-port"))
-            port = int(ports[0] or ports[1] or 0)  # type: ignore[call-overload]
+            first, second = ("tls-port", "port") if tls else ("port", "tls-port")
+            port = int(n.get(first) or n.get(second) or 0)  # type: ignore[call-overload]
             if not port:
                 continue
             # "failed" in the documentation, "fail" in what Redis 7.0 sends
