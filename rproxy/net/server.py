@@ -284,10 +284,6 @@ class ProxyServer:
     def all_sessions(self) -> list[ClientSession]:
         return list(self.sessions.values())
 
-    @property
-    def listen_addr(self) -> str:
-        return f"{self.config.listen_addr[0]}:{self.port}"
-
     def on_session_closed(self, session: ClientSession) -> None:
         self.sessions.pop(session.id, None)
 

@@ -114,9 +114,6 @@ class SessionHost(Protocol):
 
     def all_sessions(self) -> list[ClientSession]: ...
 
-    @property
-    def listen_addr(self) -> str: ...  # "host:port", as CLIENT LIST's laddr
-
 
 class ClientSession(StatefulModes):
     __slots__ = (
@@ -125,7 +122,7 @@ class ClientSession(StatefulModes):
         "started", "last_active", "max_pending", "output_limit", "on_commands", "stats",
         "soft_limit", "soft_s", "soft_since",
         "silent", "outbox", "hot", "reads", "done", "slowlog", "latency", "command",
-        "acl_user",
+        "acl_user", "laddr",
     )  # and StatefulModes's
 
     def __init__(self, host: SessionHost, sock: socket.socket, peer: str, client_id: int,
@@ -149,6 +146,10 @@ class ClientSession(StatefulModes):
         self.fd = sock.fileno()
         self.id = client_id
         self.peer = peer
+        # The local address it came in on (the plain or the TLS listener): CLIENT LIST's laddr
+        # (a Unix socket's path and 0, as Redis)
+        local = sock.getsockname()
+        self.laddr = f"{local[0]}:{local[1]}" if isinstance(local, tuple) else f"{local}:0"
         password = host.acl.auth_required
         default = host.acl.default
         self.client = ClientState(client_id, authenticated=not password, user=default)
@@ -615,7 +616,7 @@ class ClientSession(StatefulModes):
         for session in host.all_sessions():
             if kill.addr is not None and session.peer.encode() != kill.addr:
                 continue
-            if kill.laddr is not None and host.listen_addr.encode() != kill.laddr:
+            if kill.laddr is not None and session.laddr.encode() != kill.laddr:
                 continue
             if kill.kind is not None and kill.kind != (
                     b"pubsub" if session.client.subscribed else b"normal"):
@@ -818,7 +819,7 @@ class ClientSession(StatefulModes):
         subs = client.subs.by_kind if client.subs is not None else ({}, {}, {})
         return ClientInfo(self.id, self.peer, self.fd, client.name, int(now - self.started),
                           int(now - self.last_active), self.parser.buffered, len(self.queue),
-                          len(self.wbuf), self.host.listen_addr, flags or b"N", len(subs[0]),
+                          len(self.wbuf), self.laddr, flags or b"N", len(subs[0]),
                           len(subs[1]), len(subs[2]),
                           len(client.multi.commands) if client.multi is not None else -1,
                           client.protocol, client.user.name)

@@ -149,3 +149,12 @@ def test_the_certificate_is_read_again_on_reload(cluster, files, tmp_path) -> No
                            ssl_ca_certs=str(other_ca), socket_timeout=10).ping()
         with pytest.raises(redis.ConnectionError):
             tls_client(p, files).ping()  # the old CA no longer vouches for it
+
+
+def test_client_list_names_the_listener_a_client_came_in_on(secure, files) -> None:
+    """CLIENT LIST's laddr is the connection's local address: the TLS port for a TLS client
+    (CLIENT KILL LADDR follows it)."""
+    r = tls_client(secure, files)
+    assert r.client_info()["laddr"] == f"127.0.0.1:{secure.server.tls_port}"
+    assert secure.client().client_info()["laddr"] == f"127.0.0.1:{secure.port}"
+    assert secure.client().client_kill_filter(laddr=f"127.0.0.1:{secure.server.tls_port}") >= 1
