@@ -504,6 +504,7 @@ class Acl:
         self.log = AclLog(log_max_len)
         self._catalogue: Catalogue | None = None
         self._perms: dict[bytes, list[Perms] | None] = {}
+        self._fast: dict[bytes, dict[bytes, CommandInfo]] = {}  # (``fast_table``)
         self.broken: dict[bytes, str] = {}  # users whose rules the table refused, and why
 
     @property
@@ -533,6 +534,7 @@ class Acl:
         if cat is None or cat.table is not table:
             cat = self._catalogue = Catalogue(table)
             self._perms = {}
+            self._fast = {}
             self.broken = {}
             for name, user in self.users.items():
                 try:
@@ -546,6 +548,22 @@ class Acl:
                 self._perms[name] = perms
         return cat
 
+    def fast_table(self, user: User, table: CommandTable,
+                   fast: dict[bytes, CommandInfo]) -> dict[bytes, CommandInfo]:
+        """The one-key commands of ``fast`` (the session's inline path) that ``user`` may run
+        on any key: its own rules allow the command, and ``~*``. Only those skip the check."""
+        self.catalogue(table)
+        mine = self._fast.get(user.name)
+        if mine is None:
+            perms = self._perms.get(user.name)
+            mine = {}
+            if perms is not None and user.root.allkeys:
+                p = perms[0]
+                mine = {name: info for name, info in fast.items()
+                        if p.allcommands or info.name in p.allowed}
+            self._fast[user.name] = mine
+        return mine
+
     def perms(self, user: User, table: CommandTable) -> list[Perms] | None:
         self.catalogue(table)
         return self._perms.get(user.name)
@@ -555,11 +573,20 @@ class Acl:
         """(OK, 0), or the denial and the argument it is about (Redis's choice among the
         selectors: the command if none may run it, else the last key or channel none may
         touch). A user whose rules the table refused may run nothing."""
-        perms = self.perms(user, table)
+        cat = self._catalogue
+        if cat is None or cat.table is not table:
+            self.catalogue(table)
+        perms = self._perms.get(user.name)
         if perms is None:
             return DENIED_CMD, 0
-        keys = (info.key_access(argv) if (info.key_specs or info.keys_proc is not None)
-                and not all(s.allkeys for s in user.selectors) else [])
+        ki = info.single_key
+        if ki and len(argv) > ki and not info.key_specs[0].not_key:  # (the common case)
+            keys: list[tuple[int, int]] = [(ki, info.key_specs[0].access)]
+        elif (info.key_specs or info.keys_proc is not None) and not all(
+                s.allkeys for s in user.selectors):
+            keys = info.key_access(argv)
+        else:
+            keys = []
         relevant, last = DENIED_CMD, 0
         for s, p in zip(user.selectors, perms):
             result, pos = _check_selector(s, p, info, argv, keys)
@@ -712,8 +739,10 @@ def _check_selector(s: Selector, p: Perms, info: CommandInfo, argv: list[bytes],
     if not s.allkeys:
         for pos, need in keys:
             key = argv[pos]
-            if not any((flags & need) == need and matcher(pattern)(key)
-                       for pattern, flags in s.keys):
+            for pattern, flags in s.keys:
+                if (flags & need) == need and matcher(pattern)(key):
+                    break
+            else:
                 return DENIED_KEY, pos
     spec = _CHANNELS.get(info.name)
     if spec is not None and not s.allchannels:

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from functools import lru_cache
 
 
+_SPECIAL = b"*?[\\"  # what makes a pattern more than a literal (or a literal prefix)
+
+
 def _escape(b: int) -> bytes:
     return re.escape(bytes([b]))
 
@@ -65,5 +68,10 @@ def matcher(pattern: bytes) -> Callable[[bytes], bool]:
     """A function telling whether a string matches ``pattern`` (case-sensitive)."""
     if pattern == b"*":
         return lambda s: True
+    head = pattern[:-1]
+    if pattern[-1:] == b"*" and not any(c in _SPECIAL for c in head):  # app:* (the usual)
+        return lambda s: s.startswith(head)
+    if not any(c in _SPECIAL for c in pattern):
+        return lambda s: s == pattern
     full = re.compile(to_regex(pattern), re.DOTALL).fullmatch
     return lambda s: full(s) is not None

@@ -30,6 +30,8 @@ USERS = [
     "user carol off >cpw ~* +get",  # disabled
     # a selector: GET anywhere under x:, SET only under app:
     "user dave on >dpw ~app:* +set (~x:* +get)",
+    # every key, no string commands: the one-key commands it may run are routed inline
+    "user erin on >epw ~* &* +@all -@string",
     "user default on nopass ~* &* +@all",
 ]
 
@@ -145,6 +147,14 @@ def test_users_and_denials_as_one_redis(proxy, single) -> None:
         argv("GET", f"x:{RUN}"),
         argv("SET", f"x:{RUN}", "1"),
         argv("DEL", f"{k}:d"),
+        # erin: any key, but no string commands (the others take rproxy's inline path)
+        argv("AUTH", "erin", "epw"),
+        argv("LPUSH", f"{k}:l", "a"),
+        argv("GET", f"{k}:1"),
+        argv("SET", f"{k}:1", "x"),
+        argv("LLEN", f"{k}:l"),
+        argv("MGET", f"{k}:1", f"{k}:l"),
+        argv("DEL", f"{k}:l"),
         argv("RESET"),  # back to the default user
         argv("ACL", "WHOAMI"),
         argv("DEL", f"{k}:1", f"{k}:3", f"{k}:{{t}}", f"w:{{{RUN}}}", f"w:{{{RUN}}}:2",
@@ -200,6 +210,22 @@ def test_acl_cat_lists_the_clusters_commands(proxy, single) -> None:
                 for port in (proxy.port, single.port))
         assert p - {b"proxy"} == d, category
     assert b"proxy" in _ask(proxy.port, "ACL", "CAT", "admin")  # type: ignore[operator]
+
+
+def test_inline_commands_of_a_user_restricted_by_command(proxy) -> None:
+    """A user with every key but not every command: a pipeline of one-key commands, those it
+    may run routed inline, the others refused."""
+    c = RawConnection(proxy.port)
+    try:
+        assert c("AUTH", "erin", "epw") == resp.OK
+        replies = c.pipeline([argv("LPUSH", f"x:{RUN}:{i % 7}", i) if i % 2 else
+                              argv("GET", f"x:{RUN}:{i % 7}") for i in range(200)])
+        assert c("DEL", *[f"x:{RUN}:{i}" for i in range(7)]) == b":7\r\n"
+    finally:
+        c.close()
+    noperm = b"-NOPERM this user has no permissions to run the 'get' command\r\n"
+    assert replies[0::2] == [noperm] * 100
+    assert all(r.startswith(b":") for r in replies[1::2])
 
 
 def test_a_pipelined_auth_restricts_what_follows_it(proxy) -> None:
