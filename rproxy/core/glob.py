@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
-
 _SPECIAL = b"*?[\\"  # what makes a pattern more than a literal (or a literal prefix)
 
 
