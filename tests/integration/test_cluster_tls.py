@@ -110,6 +110,19 @@ def test_everything_a_client_does_goes_over_tls(proxy) -> None:
     assert r.delete(*keys, f"ctls:{RUN}:list") >= 5
 
 
+def test_large_values_both_ways(proxy) -> None:
+    """Records the node's socket takes in parts, and replies in many records."""
+    r = proxy.client()
+    big = b"y" * 5_000_000
+    keys = keys_in_slots(3, f"ctls:{RUN}:big")
+    with r.pipeline(transaction=False) as pipe:
+        for k in keys:
+            pipe.set(k, big)
+        assert pipe.execute() == [True] * 3
+    assert r.mget(keys) == [big] * 3
+    assert r.delete(*keys) == 3
+
+
 def test_moved_leads_to_a_tls_port(proxy, tls_cluster) -> None:
     """An empty slot moved to another master behind rproxy's back: the old master answers
     MOVED with the new one's TLS port, which rproxy follows over TLS."""
