@@ -31,6 +31,7 @@ from rproxy.core.glob import matcher
 
 if TYPE_CHECKING:
     from rproxy.core.commands import CommandInfo, CommandTable
+    from rproxy.core.stats import Stats
 
 # Redis's categories, in its order (ACL CAT, and the order ACL LIST tries them in).
 CATEGORIES = (
@@ -448,15 +449,24 @@ class LogEntry:
     client_info: bytes  # CLIENT LIST's line of the client, the last one seen
 
 
-class AclLog:
-    """ACL LOG (addACLLogEntry): newest first, at most ``max_len`` entries."""
+_DENIED_STATS = {b"auth": "acl_access_denied_auth", b"command": "acl_access_denied_cmd",
+                 b"key": "acl_access_denied_key", b"channel": "acl_access_denied_channel"}
 
-    def __init__(self, max_len: int = 128) -> None:
+
+class AclLog:
+    """ACL LOG (addACLLogEntry): newest first, at most ``max_len`` entries; each denial also
+    counted in ``stats`` (INFO's acl_access_denied_*), which ACL LOG RESET does not reset."""
+
+    def __init__(self, max_len: int = 128, stats: Stats | None = None) -> None:
         self.max_len = max_len
+        self.stats = stats
         self.entries: deque[LogEntry] = deque()
 
     def add(self, reason: bytes, context: bytes, obj: bytes, username: bytes,
             client_info: bytes, now_ms: int) -> None:
+        if self.stats is not None:
+            name = _DENIED_STATS[reason]
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
         for i, e in enumerate(self.entries):
             if i >= 10:
                 break
@@ -499,9 +509,10 @@ def _double(value: float, protocol: int) -> bytes:
 class Acl:
     """The users, by name (``default`` always among them), and the ACL log."""
 
-    def __init__(self, users: dict[bytes, User], log_max_len: int = 128) -> None:
+    def __init__(self, users: dict[bytes, User], log_max_len: int = 128,
+                 stats: Stats | None = None) -> None:
         self.users = users
-        self.log = AclLog(log_max_len)
+        self.log = AclLog(log_max_len, stats)
         self._catalogue: Catalogue | None = None
         self._perms: dict[bytes, list[Perms] | None] = {}
         self._fast: dict[bytes, dict[bytes, CommandInfo]] = {}  # (``fast_table``)

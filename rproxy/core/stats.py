@@ -35,6 +35,15 @@ STATS: tuple[Stat, ...] = (
     Stat("tls_handshake_failures", COUNTER, "stats",
          "client connections to the TLS listener closed before their handshake completed "
          "(not TLS, a certificate refused, tls.handshake_timeout_s passed)"),
+    # (Redis 7.0's INFO fields: a denial of a restricted ACL user, or a failed AUTH)
+    Stat("acl_access_denied_auth", COUNTER, "stats",
+         "AUTH / HELLO AUTH refused (a wrong password, an unknown or disabled user)"),
+    Stat("acl_access_denied_cmd", COUNTER, "stats",
+         "commands refused because the client's ACL user may not run them"),
+    Stat("acl_access_denied_key", COUNTER, "stats",
+         "commands refused because the client's ACL user may not touch one of their keys"),
+    Stat("acl_access_denied_channel", COUNTER, "stats",
+         "commands refused because the client's ACL user may not use one of their channels"),
     Stat("pubsub_channels", GAUGE, "stats", "channels with a subscribed client"),
     Stat("pubsub_patterns", GAUGE, "stats", "patterns with a subscribed client"),
     Stat("pubsubshard_channels", GAUGE, "stats", "shard channels with a subscribed client"),
@@ -127,6 +136,10 @@ class Stats:
     total_commands_processed: int
     rejected_connections: int
     tls_handshake_failures: int
+    acl_access_denied_auth: int
+    acl_access_denied_cmd: int
+    acl_access_denied_key: int
+    acl_access_denied_channel: int
     held_expired: int
     retried_requests: int
     outcome_unknown_errors: int

@@ -194,7 +194,7 @@ class ProxyServer:
                                config.metrics.slowlog_max_len)
         self.latency = Latency()  # sampled (rproxy/net/timing.py)
         # The users (auth.requirepass, auth.users / aclfile) and ACL LOG: rproxy/core/acl.py
-        self.acl = Acl(config.auth.acl_users(), config.auth.acllog_max_len)
+        self.acl = Acl(config.auth.acl_users(), config.auth.acllog_max_len, self.stats)
         self.cluster = ClusterManager(config, self.reactor, self.router, self.stats)
         self.sessions: dict[int, ClientSession] = {}
         self.port = 0

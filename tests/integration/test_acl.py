@@ -170,6 +170,13 @@ def test_users_and_denials_as_one_redis(proxy, single) -> None:
     assert [[e[f] for f in fields] for e in logs[0]] == [[e[f] for f in fields] for e in logs[1]]
     assert len(logs[0]) > 10
     assert all(b"user=" in e[b"client-info"] for e in logs[0])
+    # INFO's acl_access_denied_* (Redis 7.2's fields; ACL LOG RESET leaves them): the denials
+    # the standalone server logged, by reason
+    info = redis.Redis(port=proxy.port).info("stats")
+    for reason, field in ((b"auth", "auth"), (b"command", "cmd"), (b"key", "key"),
+                          (b"channel", "channel")):
+        logged = sum(e[b"count"] for e in logs[1] if e[b"reason"] == reason)
+        assert info[f"acl_access_denied_{field}"] == logged > 0, reason
 
 
 def test_resp3_and_hello_auth_as_one_redis(proxy, single) -> None:
