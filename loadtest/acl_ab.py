@@ -13,8 +13,6 @@ Reported: each user's throughput over the default user's, medians of the per-rou
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +21,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import Proxy, log, run_bench  # noqa: E402  loadtest/bench.py
+from bench import Proxy, log, report, rounds_arguments, run_bench  # noqa: E402  loadtest/bench.py
 
 from rproxy.localcluster import LocalCluster  # noqa: E402
 
@@ -32,13 +30,7 @@ SCENARIOS = [("get", 16), ("set", 16), ("get", 1), ("set", 1)]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=400_000, help="per run at -P 16")
-    ap.add_argument("--requests-p1", type=int, default=100_000, help="per run at -P 1")
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = rounds_arguments(__doc__.splitlines()[0]).parse_args()
     conf = Path(tempfile.mkdtemp(prefix="rproxy-acl-ab-")) / "rproxy.toml"
     conf.write_text("[auth]\nusers = [%s]\n" % ", ".join(
         f'"{name} on >pw {rules}"' for name, rules in USERS.items()))
@@ -79,11 +71,7 @@ def main() -> int:
             row[f"{user}_over_default"] = round(statistics.median(ratios), 3) if ratios else None
             row[f"{user}_over_default_rounds"] = [round(x, 3) for x in ratios]
         summary[f"{test.upper()} -P {pipeline}"] = row
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
-        log(f"wrote {args.json}")
-    return 0 if all(r["ok"] for r in results) else 1
+    return report(summary, results, args.json)
 
 
 if __name__ == "__main__":

@@ -424,6 +424,28 @@ def run_bench(cmd: list[str], timeout: float, cpu_pid: Optional[int]) -> dict[st
     return res
 
 
+def rounds_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the interleaved runs of one proxy's listeners or users (tls_ab.py,
+    acl_ab.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=400_000, help="per run at -P 16")
+    ap.add_argument("--requests-p1", type=int, default=100_000, help="per run at -P 1")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    return ap
+
+
+def report(summary: dict[str, Any], runs: list[dict[str, Any]], path: Optional[Path]) -> int:
+    """Print a run's summary, write it with every run to ``path`` (JSON) if given; the exit
+    code: 1 if a run failed."""
+    print(json.dumps(summary, indent=2))
+    if path:
+        path.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1) + "\n")
+        log(f"wrote {path}")
+    return 0 if all(r["ok"] for r in runs) else 1
+
+
 def median(values: list[Optional[float]]) -> Optional[float]:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None

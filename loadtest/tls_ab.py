@@ -14,8 +14,6 @@ slow plain clients), medians of the per-round ratios, with the proxies' CPU per 
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,19 +23,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  loadtest/bench.py
-from bench import Proxy, log, run_bench  # noqa: E402
+from bench import Proxy, log, report, rounds_arguments, run_bench  # noqa: E402
 
 from rproxy.localcluster import LocalCluster  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=400_000, help="per run at -P 16")
-    ap.add_argument("--requests-p1", type=int, default=100_000, help="per run at -P 1")
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = rounds_arguments(__doc__.splitlines()[0]).parse_args()
     import trustme
 
     work = Path(tempfile.mkdtemp(prefix="rproxy-tls-ab-"))
@@ -105,11 +97,7 @@ def main() -> int:
             "plain_with_tls_listener_over_without": round(statistics.median(side), 3)
             if side else None,
             "plain_with_tls_listener_over_without_rounds": [round(x, 3) for x in side]}
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
-        log(f"wrote {args.json}")
-    return 0 if all(r["ok"] for r in results) else 1
+    return report(summary, results, args.json)
 
 
 if __name__ == "__main__":
