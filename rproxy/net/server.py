@@ -404,9 +404,18 @@ class ProxyServer:
         closes idle clients (so ``client_idle_s`` is honoured to within 0.1 s)."""
         bucket_s = self.config.metrics.hot_window_s / HOT_BUCKETS
         rotate_at = time.monotonic() + bucket_s
+        acl_checked = False
         while True:
             await trio.sleep(0.1)
             self.now = time.monotonic()
+            if not acl_checked and self.router.table_loaded:
+                # The users' rules against the cluster's commands, once: say which user a rule
+                # made unusable (a command the cluster does not know), as Redis would refuse it
+                acl_checked = True
+                self.acl.catalogue(self.router.table)
+                for name, error in self.acl.broken.items():
+                    log.error("acl_user_unusable", user=name.decode(errors="replace"),
+                              error=error)
             if self.now >= rotate_at:
                 self.hot.rotate()
                 rotate_at = self.now + bucket_s

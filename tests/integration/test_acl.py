@@ -17,7 +17,14 @@ import redis
 
 from rproxy.core import acl, resp
 from rproxy.core.config import Config, ConfigError, load
-from tests.support import ProxyThread, RawConnection, StandaloneRedis, argv, proxy_config
+from tests.support import (
+    ProxyThread,
+    RawConnection,
+    StandaloneRedis,
+    argv,
+    proxy_config,
+    wait_until,
+)
 
 RUN = uuid.uuid4().hex[:8]
 USERS = [
@@ -298,7 +305,7 @@ def test_proxy_admin_commands_need_the_admin_permission(cluster, tmp_path) -> No
         c.close()
 
 
-def test_a_rule_naming_an_unknown_command_makes_its_user_unusable(cluster) -> None:
+def test_a_rule_naming_an_unknown_command_makes_its_user_unusable(cluster, capfd) -> None:
     users = ("user typo on >pw ~* +gett",)
     with ProxyThread(proxy_config(cluster.seeds, auth={"users": users})) as p:
         c = RawConnection(p.port)
@@ -306,6 +313,7 @@ def test_a_rule_naming_an_unknown_command_makes_its_user_unusable(cluster) -> No
             b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         assert c("PING") == b"+PONG\r\n"
         c.close()
+        wait_until(lambda: "acl_user_unusable" in "".join(capfd.readouterr()), 5, "logged")
 
 
 def test_configuration_errors_are_redis_s(tmp_path) -> None:
