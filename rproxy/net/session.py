@@ -153,7 +153,7 @@ class ClientSession(StatefulModes):
         password = host.acl.auth_required
         default = host.acl.default
         self.client = ClientState(client_id, authenticated=not password, user=default)
-        # The client's ACL user while its commands must be checked (``acl_refusal``): a
+        # The client's ACL user while its commands must be checked (``checked_dispatch``): a
         # restricted one. None for the others, whose commands take the fast path unchecked.
         self.acl_user = default if default.restricted else None
         limits = host.config.limits

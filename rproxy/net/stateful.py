@@ -418,13 +418,11 @@ class StatefulModes:
                 else:
                     self.reply_local(tx.queue(info, argv, enc), enc)
                 continue
+            error = command_error(info, argv)
             if name not in (b"QUIT", b"RESET"):  # (those are dispatched, and counted there)
                 info.calls += 1
-                error = command_error(info, argv)
                 if error is None and self.acl_user is not None:
                     error = self.acl_denial(info, argv)
-            else:
-                error = command_error(info, argv)
             if name == b"EXEC":
                 self.client.multi = None
                 self.client.watch_slot = -1
